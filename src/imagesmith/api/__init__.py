@@ -1,0 +1,1 @@
+"""HTTP surfaces only: parse, call one service method, render."""

@@ -1,0 +1,92 @@
+"""Key administration for master keys, and the one-time bootstrap of the first master key."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from imagesmith.api.deps import MasterDep, RuntimeDep
+from imagesmith.api.errors import error_responses
+from imagesmith.auth.repository import TenancyRepository
+from imagesmith.auth.service import IssuedKey, KeyService, key_summary
+from imagesmith.models import KeyType
+
+router = APIRouter(tags=["admin"])
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    type: Literal["master", "project"] = "project"
+    organization_slug: str | None = Field(None, max_length=64)
+    project_slug: str | None = Field(None, max_length=64)
+    name: str | None = Field(None, max_length=255)
+    expires_in_days: int | None = Field(
+        None, ge=1, le=3650, description="Default 90 for project keys; master keys never expire"
+    )
+
+
+class KeyEnvelope(BaseModel):
+    success: bool = True
+    data: dict[str, Any]
+
+
+class KeyListEnvelope(BaseModel):
+    success: bool = True
+    data: list[dict[str, Any]]
+
+
+def issued(result: IssuedKey) -> dict[str, Any]:
+    data = key_summary(result.key)
+    data["key"] = result.secret
+    data["organizationSlug"] = result.organization.slug if result.organization else None
+    data["projectSlug"] = result.project.slug if result.project else None
+    data["warning"] = "Store this key now: it is shown only once"
+    return data
+
+
+@router.post("/api/bootstrap/initial-key", status_code=201, response_model=KeyEnvelope,
+             responses=error_responses(403))
+async def bootstrap_initial_key(runtime: RuntimeDep) -> dict[str, Any]:
+    """Create the first master key; works only while no key exists."""
+    async with runtime.db.transaction() as session:
+        result = await KeyService(session).bootstrap()
+    return {"success": True, "data": issued(result)}
+
+
+@router.post("/api/admin/keys", status_code=201, response_model=KeyEnvelope,
+             responses=error_responses(400, 401, 403))
+async def create_key(
+    runtime: RuntimeDep, _admin: MasterDep, body: Annotated[KeyCreate, Body()]
+) -> dict[str, Any]:
+    """Create a master or project key; the organization and project are created if needed."""
+    key_type = KeyType(body.type)
+    days = body.expires_in_days
+    if days is None and key_type is KeyType.PROJECT:
+        days = runtime.settings.project_key_days
+    async with runtime.db.transaction() as session:
+        result = await KeyService(session).issue(
+            key_type, org_slug=body.organization_slug, project_slug=body.project_slug,
+            name=body.name, expires_in_days=days,
+        )
+    return {"success": True, "data": issued(result)}
+
+
+@router.get("/api/admin/keys", response_model=KeyListEnvelope, responses=error_responses(401, 403))
+async def list_keys(runtime: RuntimeDep, _admin: MasterDep) -> dict[str, Any]:
+    """List all keys (never their secrets)."""
+    async with runtime.db.transaction() as session:
+        keys = await TenancyRepository(session).keys()
+    return {"success": True, "data": [key_summary(key) for key in keys]}
+
+
+@router.delete("/api/admin/keys/{key_id}", response_model=KeyEnvelope,
+               responses=error_responses(401, 403, 404))
+async def revoke_key(runtime: RuntimeDep, _admin: MasterDep, key_id: str) -> dict[str, Any]:
+    """Revoke a key; it stops working at once."""
+    async with runtime.db.transaction() as session:
+        key = await KeyService(session).revoke(key_id)
+        return {"success": True, "data": key_summary(key)}

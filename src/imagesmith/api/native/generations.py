@@ -1,0 +1,191 @@
+"""`/api/v1/generations`: create, list, get, update in place, regenerate, delete."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from imagesmith.api.deps import PrincipalDep, RuntimeDep, base_url
+from imagesmith.api.errors import error_responses, native_error
+from imagesmith.api.native.render import (
+    DeletedEnvelope,
+    GenerationEnvelope,
+    GenerationListEnvelope,
+    render_generation,
+)
+from imagesmith.generation.repository import ListFilter
+from imagesmith.generation.schemas import GenerationCreate, GenerationUpdate, GenerationView
+from imagesmith.generation.service import GenerationService
+from imagesmith.models import GenerationStatus
+
+router = APIRouter(prefix="/api/v1/generations", tags=["generations"])
+
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+PreferHeader = Annotated[
+    str | None,
+    Header(description="`wait=N`: hold the response up to N seconds until the job is terminal"),
+]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(max_length=255, description="Repeat a create safely: the same key returns the same generation"),
+]
+
+
+def wait_seconds(prefer: str | None) -> float | None:
+    match = PREFER_WAIT.search(prefer or "")
+    return float(match.group(1)) if match else None
+
+
+async def respond(
+    request: Request,
+    runtime: RuntimeDep,
+    view: GenerationView,
+    status_code: int,
+    prefer: str | None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Render one generation, first waiting for it when the client asked with `Prefer: wait`."""
+    headers = dict(headers or {})
+    wait = wait_seconds(prefer)
+    if wait is not None:
+        g = view.generation
+        view = await GenerationService(runtime).wait(g.project_id, g.id, wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        if view.generation.status is GenerationStatus.FAILED:
+            # Clients written for the synchronous original expect the failure as an error.
+            out = render_generation(view, base_url(request, runtime))
+            return native_error(
+                500, "GENERATION_FAILED", view.generation.error_message or "Generation failed",
+                generationId=view.generation.id, data=out.model_dump(mode="json"),
+            )
+    out = render_generation(view, base_url(request, runtime))
+    return JSONResponse(
+        {"success": True, "data": out.model_dump(mode="json")}, status_code=status_code, headers=headers
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=GenerationEnvelope,
+    responses={200: {"model": GenerationEnvelope, "description": "Idempotent replay"},
+               **error_responses(400, 401, 403, 409, 500)},
+)
+async def create_generation(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    body: GenerationCreate,
+    prefer: PreferHeader = None,
+    idempotency_key: IdempotencyHeader = None,
+) -> JSONResponse:
+    """Queue a generation; answers 201 at once with status `pending` (or waits, with `Prefer`)."""
+    view, created = await GenerationService(runtime).create(
+        principal, body.to_request(), idempotency_key
+    )
+    headers = {"Location": f"/api/v1/generations/{view.generation.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return await respond(request, runtime, view, 201 if created else 200, prefer, headers)
+
+
+@router.get("", response_model=GenerationListEnvelope, responses=error_responses(400, 401, 403))
+async def list_generations(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    status: Annotated[GenerationStatus | None, Query(description="Filter by status")] = None,
+    flow_id: Annotated[str | None, Query(alias="flowId", max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+) -> dict[str, Any]:
+    """List this project's generations, newest first."""
+    project_id = principal.require_project()
+    views, total = await GenerationService(runtime).list(
+        project_id, ListFilter(status, flow_id, include_deleted, limit, offset)
+    )
+    base = base_url(request, runtime)
+    return {
+        "success": True,
+        "data": [render_generation(v, base).model_dump(mode="json") for v in views],
+        "pagination": {"total": total, "limit": limit, "offset": offset,
+                       "hasMore": offset + len(views) < total},
+    }
+
+
+@router.get("/{generation_id}", response_model=GenerationEnvelope,
+            responses=error_responses(401, 403, 404))
+async def get_generation(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    prefer: PreferHeader = None,
+) -> JSONResponse:
+    """One generation with its output image, progress and timings."""
+    view = await GenerationService(runtime).get(principal.require_project(), generation_id)
+    return await respond(request, runtime, view, 200, prefer)
+
+
+UPDATE_DOC = "Change prompt or aspectRatio (regenerates in place: same image id and URL), flowId, meta."
+
+
+async def _update(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    body: GenerationUpdate, prefer: str | None,
+) -> JSONResponse:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    view = await GenerationService(runtime).update(principal.require_project(), generation_id, changes)
+    return await respond(request, runtime, view, 200, prefer)
+
+
+@router.put("/{generation_id}", response_model=GenerationEnvelope,
+            responses=error_responses(400, 401, 403, 404, 500), description=UPDATE_DOC)
+async def put_generation(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    body: Annotated[GenerationUpdate, Body()], prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Update a generation; a new prompt or aspect ratio regenerates it in place."""
+    return await _update(request, runtime, principal, generation_id, body, prefer)
+
+
+@router.patch("/{generation_id}", response_model=GenerationEnvelope,
+              responses=error_responses(400, 401, 403, 404, 500), description=UPDATE_DOC)
+async def patch_generation(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    body: Annotated[GenerationUpdate, Body()], prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Same as PUT."""
+    return await _update(request, runtime, principal, generation_id, body, prefer)
+
+
+@router.post("/{generation_id}/regenerate", response_model=GenerationEnvelope,
+             responses=error_responses(401, 403, 404, 500))
+async def regenerate_generation(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Run again with the stored parameters; the output keeps its image id and URL."""
+    view = await GenerationService(runtime).regenerate(principal.require_project(), generation_id)
+    return await respond(request, runtime, view, 200, prefer)
+
+
+@router.post("/{generation_id}/retry", response_model=GenerationEnvelope, deprecated=True,
+             responses=error_responses(401, 403, 404, 500))
+async def retry_generation(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Deprecated alias of /regenerate."""
+    return await regenerate_generation(request, runtime, principal, generation_id, prefer)
+
+
+@router.delete("/{generation_id}", response_model=DeletedEnvelope,
+               responses=error_responses(401, 403, 404))
+async def delete_generation(
+    runtime: RuntimeDep, principal: PrincipalDep, generation_id: str
+) -> dict[str, Any]:
+    """Hard-delete a generation and its image file (an image with a project alias is kept)."""
+    await GenerationService(runtime).delete(principal.require_project(), generation_id)
+    return {"success": True, "message": "Generation deleted", "data": {"id": generation_id}}

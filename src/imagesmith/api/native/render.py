@@ -1,0 +1,148 @@
+"""Native response shapes (camelCase, as in the seed pages) and the renderers that fill them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from imagesmith.generation.schemas import GenerationView
+from imagesmith.models import Image
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class OutputImage(BaseModel):
+    id: str
+    storageUrl: str
+    mimeType: str
+    width: int
+    height: int
+    fileSize: int
+    alias: str | None = None
+
+
+class ProgressOut(BaseModel):
+    step: int
+    total: int
+
+
+class GenerationOut(BaseModel):
+    id: str
+    projectId: str
+    flowId: str | None
+    status: str
+    prompt: str
+    originalPrompt: str
+    autoEnhance: bool
+    enhancementOptions: dict[str, str] | None
+    enhancedBy: str | None
+    aspectRatio: str | None
+    negativePrompt: str | None
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidanceScale: float
+    seed: int
+    referenceImages: list[str]
+    alias: str | None
+    flowAlias: str | None
+    outputImageId: str | None
+    outputImage: OutputImage | None
+    progress: ProgressOut | None
+    processingTimeMs: int | None
+    retryCount: int
+    errorMessage: str | None
+    meta: dict[str, Any]
+    createdAt: str
+    updatedAt: str
+    startedAt: str | None
+    completedAt: str | None
+
+
+class GenerationEnvelope(BaseModel):
+    success: bool = True
+    data: GenerationOut
+
+
+class Pagination(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    hasMore: bool
+
+
+class GenerationListEnvelope(BaseModel):
+    success: bool = True
+    data: list[GenerationOut]
+    pagination: Pagination
+
+
+class DeletedEnvelope(BaseModel):
+    success: bool = True
+    message: str
+    data: dict[str, str]
+
+
+def image_url(base: str, org_slug: str, project_slug: str, image_id: str) -> str:
+    return f"{base}/cdn/{org_slug}/{project_slug}/img/{image_id}"
+
+
+def render_image(image: Image, base: str, org_slug: str, project_slug: str) -> OutputImage:
+    return OutputImage(
+        id=image.id,
+        storageUrl=image_url(base, org_slug, project_slug, image.id),
+        mimeType=image.mime_type,
+        width=image.width,
+        height=image.height,
+        fileSize=image.file_size,
+        alias=image.alias,
+    )
+
+
+def render_generation(view: GenerationView, base: str) -> GenerationOut:
+    g = view.generation
+    progress = None
+    if g.progress_total is not None:
+        progress = ProgressOut(step=g.progress_step or 0, total=g.progress_total)
+    return GenerationOut(
+        id=g.id,
+        projectId=g.project_id,
+        flowId=g.flow_id,
+        status=g.status.value,
+        prompt=g.prompt,
+        originalPrompt=g.original_prompt,
+        autoEnhance=g.auto_enhance,
+        enhancementOptions={"template": g.enhancement_template or "general"} if g.auto_enhance else None,
+        enhancedBy=g.enhanced_by,
+        aspectRatio=g.aspect_ratio,
+        negativePrompt=g.negative_prompt,
+        model=g.model_id,
+        width=g.width,
+        height=g.height,
+        steps=g.steps,
+        guidanceScale=g.guidance_scale,
+        seed=g.seed,
+        referenceImages=list(g.reference_images or []),
+        alias=g.alias,
+        flowAlias=g.flow_alias,
+        outputImageId=g.output_image_id,
+        outputImage=(
+            render_image(view.image, base, view.org_slug, view.project_slug) if view.image else None
+        ),
+        progress=progress,
+        processingTimeMs=g.processing_time_ms,
+        retryCount=g.retry_count,
+        errorMessage=g.error_message,
+        meta=dict(g.meta or {}),
+        createdAt=iso(g.created_at) or "",
+        updatedAt=iso(g.updated_at) or "",
+        startedAt=iso(g.started_at),
+        completedAt=iso(g.completed_at),
+    )

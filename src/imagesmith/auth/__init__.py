@@ -1,0 +1,1 @@
+"""API keys, tenancy and request principals."""

@@ -1,0 +1,172 @@
+"""Key issuing, revocation and authentication rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesmith.auth.keys import hash_secret, is_valid_slug, new_secret, visible_prefix
+from imagesmith.auth.repository import TenancyRepository
+from imagesmith.db.base import utcnow
+from imagesmith.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from imagesmith.models import ApiKey, KeyType, Organization, Project
+
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key and, for project-bound keys, the tenant every query is scoped to."""
+
+    api_key_id: str
+    key_type: KeyType
+    organization_id: str | None
+    organization_slug: str | None
+    project_id: str | None
+    project_slug: str | None
+
+    @property
+    def is_master(self) -> bool:
+        return self.key_type is KeyType.MASTER
+
+    def require_project(self) -> str:
+        if self.project_id is None:
+            raise Forbidden(
+                "This master key is not bound to a project. Create a project key "
+                "(POST /api/admin/keys with organizationSlug and projectSlug) and use it here."
+            )
+        return self.project_id
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str
+    organization: Organization | None
+    project: Project | None
+
+
+class KeyService:
+    def __init__(self, session: AsyncSession):
+        self.repo = TenancyRepository(session)
+
+    async def ensure_project(self, org_slug: str, project_slug: str) -> tuple[Organization, Project]:
+        for label, slug in (("organization", org_slug), ("project", project_slug)):
+            if not is_valid_slug(slug):
+                raise ValidationFailed(
+                    f"Invalid {label} slug '{slug}': use 1-64 lowercase letters, digits and '-', "
+                    "starting and ending with a letter or digit"
+                )
+        org = await self.repo.org_by_slug(org_slug)
+        if org is None:
+            org = Organization(slug=org_slug, name=org_slug)
+            await self.repo.add(org)
+        project = await self.repo.project_by_slug(org.id, project_slug)
+        if project is None:
+            project = Project(organization_id=org.id, slug=project_slug, name=project_slug)
+            await self.repo.add(project)
+        return org, project
+
+    async def issue(
+        self,
+        key_type: KeyType,
+        *,
+        org_slug: str | None,
+        project_slug: str | None,
+        name: str | None,
+        expires_in_days: int | None,
+    ) -> IssuedKey:
+        org: Organization | None = None
+        project: Project | None = None
+        if key_type is KeyType.PROJECT and (org_slug is None or project_slug is None):
+            raise ValidationFailed("A project key needs organizationSlug and projectSlug")
+        if (org_slug is None) != (project_slug is None):
+            raise ValidationFailed("Give both organizationSlug and projectSlug, or neither")
+        if org_slug is not None and project_slug is not None:
+            org, project = await self.ensure_project(org_slug, project_slug)
+        expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+        secret = new_secret()
+        key = ApiKey(
+            key_hash=hash_secret(secret),
+            key_prefix=visible_prefix(secret),
+            key_type=key_type,
+            name=name,
+            organization_id=org.id if org else None,
+            project_id=project.id if project else None,
+            expires_at=expires_at,
+        )
+        await self.repo.add(key)
+        return IssuedKey(key=key, secret=secret, organization=org, project=project)
+
+    async def bootstrap(self) -> IssuedKey:
+        if await self.repo.count_keys() > 0:
+            raise Forbidden(
+                "Bootstrap is closed: API keys already exist. Ask an operator with a master key, "
+                "or run `imagesmith keys create` on the server."
+            )
+        return await self.issue(
+            KeyType.MASTER, org_slug=None, project_slug=None, name="bootstrap", expires_in_days=None
+        )
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        key = await self.repo.key_by_id(key_id)
+        if key is None:
+            raise NotFound(f"API key '{key_id}' not found", code="KEY_NOT_FOUND")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+        return key
+
+    async def revoke_by_prefix_or_id(self, ident: str) -> ApiKey:
+        for key in await self.repo.keys():
+            if ident in (key.id, key.key_prefix):
+                return await self.revoke(key.id)
+        raise NotFound(f"No API key with id or prefix '{ident}'", code="KEY_NOT_FOUND")
+
+    async def authenticate(self, secret: str | None, header: str = "X-API-Key") -> Principal:
+        if not secret:
+            raise Unauthorized(f"Missing API key: send it in the {header} header")
+        key = await self.repo.key_by_hash(hash_secret(secret.strip()))
+        if key is None:
+            raise Unauthorized("Invalid API key")
+        now = utcnow()
+        if key.revoked_at is not None:
+            raise Unauthorized("This API key was revoked")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise Unauthorized(f"This API key expired at {key.expires_at.isoformat()}")
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            await self.repo.touch_key(key.id, now)
+        org = await self.repo.org_by_id(key.organization_id) if key.organization_id else None
+        project = await self.repo.project_by_id(key.project_id) if key.project_id else None
+        return Principal(
+            api_key_id=key.id,
+            key_type=key.key_type,
+            organization_id=org.id if org else None,
+            organization_slug=org.slug if org else None,
+            project_id=project.id if project else None,
+            project_slug=project.slug if project else None,
+        )
+
+
+def key_summary(key: ApiKey, now: datetime | None = None) -> dict[str, object]:
+    now = now or utcnow()
+    if key.revoked_at is not None:
+        state = "revoked"
+    elif key.expires_at is not None and key.expires_at <= now:
+        state = "expired"
+    else:
+        state = "active"
+    return {
+        "id": key.id,
+        "type": key.key_type.value,
+        "name": key.name,
+        "keyPrefix": key.key_prefix,
+        "organizationId": key.organization_id,
+        "projectId": key.project_id,
+        "status": state,
+        "expiresAt": key.expires_at.isoformat() if key.expires_at else None,
+        "lastUsedAt": key.last_used_at.isoformat() if key.last_used_at else None,
+        "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
+        "createdAt": key.created_at.isoformat(),
+    }

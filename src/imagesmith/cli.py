@@ -1,0 +1,250 @@
+"""The `imagesmith` command: serve, worker, keys, models, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imagesmith.config import Settings
+from imagesmith.logging import configure_logging
+
+app = typer.Typer(help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect and prepare models.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run the API only")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Start the API and one embedded worker (SQLite + local folder by default)."""
+    import uvicorn
+
+    from imagesmith.app import create_app
+
+    configure_logging(log_level)
+    settings = Settings()
+    console.print(f"imagesmith: database {settings.resolved_database_url}")
+    console.print(f"imagesmith: images in {settings.resolved_storage_dir}")
+    console.print(f"imagesmith: API on http://{host}:{port}  (docs: /docs)"
+                  + ("" if not no_worker else "  [no embedded worker]"))
+    uvicorn.run(create_app(settings, embedded_worker=not no_worker), host=host, port=port,
+                log_level=log_level, timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5)
+
+
+@app.command()
+def worker(log_level: Annotated[str, typer.Option()] = "info") -> None:
+    """Run a worker only: it needs just the database and storage settings."""
+    from imagesmith.db import migrate
+    from imagesmith.runtime import Runtime
+    from imagesmith.worker.supervisor import Worker
+
+    configure_logging(log_level)
+    settings = Settings()
+    migrate.upgrade(settings)
+
+    async def main() -> None:
+        runtime = Runtime.open(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await Worker(runtime).run(stop)
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply database migrations (the server also does this on start)."""
+    from imagesmith.db import migrate
+
+    migrate.upgrade(Settings())
+    console.print("migrations applied")
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str | None, typer.Option(help="Organization slug (created if needed)")] = None,
+    project: Annotated[str | None, typer.Option(help="Project slug (created if needed)")] = None,
+    type: Annotated[str, typer.Option("--type", help="project or master")] = "project",
+    name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(help="Default: 90 for project keys")] = None,
+) -> None:
+    """Create a key; the key itself is the last line of stdout."""
+    from imagesmith.auth.service import KeyService
+    from imagesmith.db import migrate
+    from imagesmith.db.engine import Database
+    from imagesmith.errors import ImagesmithError
+    from imagesmith.models import KeyType
+
+    if type not in ("project", "master"):
+        raise typer.BadParameter("use 'project' or 'master'", param_hint="--type")
+    key_type = KeyType(type)
+    settings = Settings()
+    migrate.upgrade(settings)
+    if expires_in_days is None and key_type is KeyType.PROJECT:
+        expires_in_days = settings.project_key_days
+
+    async def main() -> tuple[str, str]:
+        db = Database(settings)
+        try:
+            async with db.transaction() as session:
+                result = await KeyService(session).issue(
+                    key_type, org_slug=org, project_slug=project, name=name,
+                    expires_in_days=expires_in_days,
+                )
+                scope = f"{org}/{project}" if project else "all projects"
+                return result.secret, f"{key_type.value} key {result.key.key_prefix}… for {scope}"
+        finally:
+            await db.dispose()
+
+    try:
+        secret, summary = asyncio.run(main())
+    except ImagesmithError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    console.print(summary + " (shown once; store it now)")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefixes only)."""
+    from imagesmith.auth.repository import TenancyRepository
+    from imagesmith.auth.service import key_summary
+    from imagesmith.db import migrate
+    from imagesmith.db.engine import Database
+
+    settings = Settings()
+    migrate.upgrade(settings)
+
+    async def main() -> list[dict[str, object]]:
+        db = Database(settings)
+        try:
+            async with db.transaction() as session:
+                repo = TenancyRepository(session)
+                rows = []
+                for key in await repo.keys():
+                    summary = key_summary(key)
+                    project = await repo.project_by_id(key.project_id) if key.project_id else None
+                    org = await repo.org_by_id(key.organization_id) if key.organization_id else None
+                    summary["scope"] = f"{org.slug}/{project.slug}" if org and project else "*"
+                    rows.append(summary)
+                return rows
+        finally:
+            await db.dispose()
+
+    table = Table("id", "prefix", "type", "scope", "status", "expires", "last used")
+    for row in asyncio.run(main()):
+        table.add_row(str(row["id"]), str(row["keyPrefix"]), str(row["type"]), str(row["scope"]),
+                      str(row["status"]), str(row["expiresAt"] or "never"), str(row["lastUsedAt"] or "-"))
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or visible prefix")]) -> None:
+    """Revoke a key by id or prefix."""
+    from imagesmith.auth.service import KeyService
+    from imagesmith.db import migrate
+    from imagesmith.db.engine import Database
+    from imagesmith.errors import ImagesmithError
+
+    settings = Settings()
+    migrate.upgrade(settings)
+
+    async def main() -> str:
+        db = Database(settings)
+        try:
+            async with db.transaction() as session:
+                revoked = await KeyService(session).revoke_by_prefix_or_id(key)
+                return revoked.id
+        finally:
+            await db.dispose()
+
+    try:
+        key_id = asyncio.run(main())
+    except ImagesmithError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    print(f"revoked {key_id}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the model registry."""
+    from imagesmith.engines.registry import ModelRegistry
+
+    settings = Settings()
+    table = Table("id", "family", "source", "steps", "guidance", "description")
+    for spec in ModelRegistry.load(settings.models_file).all():
+        marker = " (default)" if spec.id == settings.default_model else ""
+        table.add_row(spec.id + marker, spec.family, spec.source, str(spec.default_steps),
+                      f"{spec.default_guidance:g}", spec.description)
+    Console().print(table)
+
+
+@models_app.command("build-tiny")
+def models_build_tiny(
+    out: Annotated[Path, typer.Argument(help="Folder to write the pipeline to")],
+    seed: Annotated[int, typer.Option(help="Weight seed")] = 0,
+) -> None:
+    """Build the random-weight tiny-sd pipeline into OUT (no network)."""
+    from imagesmith.engines.tiny import build_tiny_sd
+
+    with contextlib.redirect_stdout(None):
+        path = build_tiny_sd(out, seed=seed)
+    print(path)
+
+
+@models_app.command("pull")
+def models_pull(model_id: Annotated[str, typer.Argument(help="A model id from `models list`")]) -> None:
+    """Download a model's weights from the hub into the models folder."""
+    from imagesmith.engines.registry import ModelRegistry, UnknownModel
+
+    settings = Settings()
+    try:
+        spec = ModelRegistry.load(settings.models_file).get(model_id)
+    except UnknownModel as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if spec.source.startswith("builtin:") or Path(spec.source).is_dir():
+        print(f"{model_id} needs no download ({spec.source})")
+        return
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    cache = settings.resolved_models_dir / "hub"
+    console.print(f"downloading {spec.source} into {cache}")
+    try:
+        path = snapshot_download(spec.source, cache_dir=str(cache))
+    except (OSError, HfHubHTTPError, LocalEntryNotFoundError) as exc:
+        console.print(
+            f"[red]error:[/red] could not download {spec.source}: {str(exc).splitlines()[0]}\n"
+            "This machine cannot reach the model hub. Download on a machine that can "
+            f"(`imagesmith models pull {model_id}` with IMAGESMITH_MODELS_DIR pointing at a "
+            "folder you then copy here), or set the model's source to a local folder in "
+            "IMAGESMITH_MODELS_FILE."
+        )
+        raise typer.Exit(1) from None
+    print(path)
+
+
+def main() -> None:
+    app()

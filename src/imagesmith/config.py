@@ -1,0 +1,81 @@
+"""One typed settings object, read from `IMAGESMITH_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGESMITH_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("./imagesmith-data"),
+        description="Holds the SQLite file and the local image folder by default.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; sqlite:///… or postgresql://…. Default: SQLite in data_dir.",
+    )
+    storage_dir: Path | None = Field(
+        default=None, description="Local image folder. Default: data_dir/images."
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Where built-in models are built and pulled weights live. Default: data_dir/models.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL used in storageUrl links; default: the URL the request came in on.",
+    )
+    default_model: str = "tiny-sd"
+    models_file: Path | None = Field(
+        default=None, description="TOML file with extra [[models]] entries (see README)."
+    )
+
+    # Worker and queue.
+    worker_batch_size: int = Field(default=1, ge=1, le=16)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    job_timeout_seconds: float = Field(default=600.0, gt=0)
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="On stop, how long a running batch may finish."
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    allow_downloads: bool = Field(
+        default=False,
+        description="Let the worker fetch missing model weights from the hub on first use.",
+    )
+
+    # Prompt enhancement through any OpenAI-compatible chat-completions endpoint (optional).
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None
+    llm_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    # API behaviour.
+    max_wait_seconds: float = Field(default=300.0, ge=0)
+    project_key_days: int = Field(default=90, ge=1)
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'imagesmith.db').resolve()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        return url
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir / "images").resolve()
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,136 @@
+"""The diffusers engine: SD 1.x/2.x and SDXL families through `from_pretrained`.
+
+Runs only in the model child. Steps follow diffusers' shape: check inputs → load → per-job
+scheduler → generators → denoise (with a step callback) → encode PNG."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoPipelineForText2Image
+
+from imagesmith.engines.base import GeneratedImage, ModelUnavailable
+from imagesmith.engines.registry import ModelSpec
+from imagesmith.engines.schedulers import fresh_scheduler
+from imagesmith.engines.tiny import ensure_tiny_sd
+from imagesmith.worker.messages import ChildConfig, JobSpec
+
+log = logging.getLogger(__name__)
+MAX_LOADED = 2
+
+
+def pick_device(requested: str) -> tuple[str, torch.dtype]:
+    """cuda (fp16) > mps (fp16) > cpu (fp32), unless the operator names one."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    dtype = torch.float32 if requested == "cpu" else torch.float16
+    return requested, dtype
+
+
+class DiffusersEngine:
+    def __init__(self, config: ChildConfig):
+        self.models_dir = Path(config.models_dir)
+        self.allow_downloads = config.allow_downloads
+        self.specs = {entry["id"]: ModelSpec(**entry) for entry in config.models}
+        self.device, self.dtype = pick_device(config.device)
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+
+    # Load --------------------------------------------------------------------------------
+
+    def pipeline(self, model_id: str) -> Any:
+        if model_id in self._loaded:
+            self._loaded.move_to_end(model_id)
+            return self._loaded[model_id]
+        spec = self.specs.get(model_id)
+        if spec is None:
+            raise ModelUnavailable(f"Model '{model_id}' is not in this worker's registry")
+        pipe = self._load(spec)
+        self._loaded[model_id] = pipe
+        while len(self._loaded) > MAX_LOADED:
+            self._loaded.popitem(last=False)
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+        return pipe
+
+    def _load(self, spec: ModelSpec) -> Any:
+        kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+        if spec.source.startswith("builtin:"):
+            source = str(ensure_tiny_sd(self.models_dir / spec.source.removeprefix("builtin:")))
+            kwargs["local_files_only"] = True
+        elif Path(spec.source).expanduser().is_dir():
+            source = str(Path(spec.source).expanduser())
+            kwargs["local_files_only"] = True
+        else:
+            source = spec.source
+            kwargs["local_files_only"] = not self.allow_downloads
+            kwargs["cache_dir"] = str(self.models_dir / "hub")
+            if spec.variant and self.dtype == torch.float16:
+                kwargs["variant"] = spec.variant
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelUnavailable(
+                f"Model '{spec.id}' ({spec.source}) could not be loaded: {reason}. "
+                f"Get its weights with `imagesmith models pull {spec.id}` on a machine that can "
+                "reach the model hub, set IMAGESMITH_ALLOW_DOWNLOADS=true to fetch them on first "
+                "use, or point the model at a local folder in IMAGESMITH_MODELS_FILE."
+            ) from exc
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        log.info("model.loaded model_id=%s device=%s", spec.id, self.device)
+        return pipe
+
+    # Generate ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        jobs: list[JobSpec],
+        on_step: Callable[[int, int], None],
+        should_stop: Callable[[], bool],
+    ) -> list[GeneratedImage]:
+        head = jobs[0]
+        pipe = self.pipeline(head.model_id)
+        runner = pipe.__class__(
+            **{**pipe.components, "scheduler": fresh_scheduler(pipe.scheduler, head.scheduler)}
+        )
+        runner.set_progress_bar_config(disable=True)
+        # CPU generators keep a seed's image the same on every device kind.
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        negatives = [job.negative_prompt or "" for job in jobs]
+
+        def step_end(p: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            on_step(step + 1, head.steps)
+            if should_stop():
+                p._interrupt = True
+            return tensors
+
+        with torch.inference_mode():
+            result = runner(
+                prompt=[job.prompt for job in jobs],
+                negative_prompt=negatives if any(negatives) else None,
+                width=head.width,
+                height=head.height,
+                num_inference_steps=head.steps,
+                guidance_scale=head.guidance_scale,
+                generator=generators,
+                callback_on_step_end=step_end,
+                output_type="pil",
+            )
+        images = []
+        for image in result.images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            images.append(GeneratedImage(buffer.getvalue(), image.width, image.height))
+        return images

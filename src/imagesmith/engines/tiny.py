@@ -1,0 +1,181 @@
+"""Build `tiny-sd`: a random-weight Stable Diffusion pipeline made locally, with no network.
+
+It is saved with `save_pretrained` and loaded through the same `from_pretrained` path as any
+real model. It draws noise: it exists to test the plumbing offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+BUILD_INFO = "imagesmith-build.json"
+# Words that get whole-word tokens; any other text still tokenizes, byte by byte.
+COMMON_WORDS = (
+    "a an the of on in with and red blue green yellow white black cat dog car photo "
+    "photograph photorealistic circle square triangle background light lighting detailed"
+).split()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's reversible byte → printable-character map."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars), strict=True))
+
+
+def write_tokenizer(folder: Path) -> int:
+    """A CLIP-style byte-level BPE vocabulary; returns its size."""
+    symbols = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for symbol in symbols:
+        vocab.setdefault(symbol, len(vocab))
+    for symbol in symbols:
+        vocab.setdefault(symbol + "</w>", len(vocab))
+    merges: list[str] = []
+    for word in COMMON_WORDS:
+        parts = [*word[:-1], word[-1] + "</w>"]
+        while len(parts) > 1:
+            merged = parts[0] + parts[1]
+            line = f"{parts[0]} {parts[1]}"
+            if line not in merges:
+                merges.append(line)
+            vocab.setdefault(merged, len(vocab))
+            parts = [merged, *parts[2:]]
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return len(vocab)
+
+
+def library_versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def build_tiny_sd(out: Path, seed: int = 0) -> Path:
+    """Write the pipeline to `out` (replaced atomically)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
+    try:
+        tok_dir = work / "tokenizer-src"
+        write_tokenizer(tok_dir)
+        tokenizer = CLIPTokenizer.from_pretrained(
+            str(tok_dir),
+            model_max_length=77,
+            bos_token="<|startoftext|>",
+            eos_token="<|endoftext|>",
+            pad_token="<|endoftext|>",
+            unk_token="<|endoftext|>",
+        )
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=77,
+                projection_dim=32,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+        )
+        scheduler = EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        )
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+        target = work / "pipeline"
+        pipe.save_pretrained(str(target), safe_serialization=True)
+        # transformers 5 saves only tokenizer.json; keep the slow-tokenizer files beside it.
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(tok_dir / name, target / "tokenizer" / name)
+        (target / BUILD_INFO).write_text(json.dumps({"seed": seed, **library_versions()}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(target, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def ensure_tiny_sd(folder: Path) -> Path:
+    """Build on first use, and again when the installed libraries changed (a folder saved by
+    one transformers major can load under another with silently re-randomised weights)."""
+    info = folder / BUILD_INFO
+    if info.exists():
+        try:
+            recorded = json.loads(info.read_text())
+        except ValueError:
+            recorded = {}
+        if {k: recorded.get(k) for k in ("torch", "diffusers", "transformers")} == library_versions():
+            return folder
+    return build_tiny_sd(folder)

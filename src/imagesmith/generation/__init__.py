@@ -1,0 +1,1 @@
+"""The core: generation requests, the job lifecycle, enhancement and aspect ratios."""

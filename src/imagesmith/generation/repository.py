@@ -1,0 +1,271 @@
+"""Every query on generations, including the queue: claim, lease, release and finish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesmith.models import Generation, GenerationStatus, Image, Organization, Project
+
+PENDING = GenerationStatus.PENDING
+PROCESSING = GenerationStatus.PROCESSING
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job as one worker holds it: a finished result counts only if the version still matches."""
+
+    generation_id: str
+    job_version: int
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    status: GenerationStatus | None = None
+    flow_id: str | None = None
+    include_deleted: bool = False
+    limit: int = 20
+    offset: int = 0
+
+
+class GenerationRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    # Records ------------------------------------------------------------------------------
+
+    async def add(self, generation: Generation) -> None:
+        self.session.add(generation)
+        await self.session.flush()
+
+    async def get(self, project_id: str, generation_id: str) -> Generation | None:
+        result = await self.session.execute(
+            select(Generation).where(
+                Generation.id == generation_id, Generation.project_id == project_id
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def get_any(self, generation_id: str) -> Generation | None:
+        return await self.session.get(Generation, generation_id)
+
+    async def by_idempotency_key(self, project_id: str, key: str) -> Generation | None:
+        result = await self.session.execute(
+            select(Generation).where(
+                Generation.project_id == project_id, Generation.idempotency_key == key
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def list(self, project_id: str, filters: ListFilter) -> tuple[list[Generation], int]:
+        conditions: list[Any] = [Generation.project_id == project_id]
+        if filters.status is not None:
+            conditions.append(Generation.status == filters.status)
+        if filters.flow_id is not None:
+            conditions.append(Generation.flow_id == filters.flow_id)
+        if not filters.include_deleted:
+            conditions.append(Generation.deleted_at.is_(None))
+        total = (
+            await self.session.execute(select(func.count(Generation.id)).where(*conditions))
+        ).scalar_one()
+        rows = await self.session.execute(
+            select(Generation)
+            .where(*conditions)
+            .order_by(Generation.created_at.desc(), Generation.id.desc())
+            .limit(filters.limit)
+            .offset(filters.offset)
+        )
+        return list(rows.scalars()), int(total)
+
+    async def images_by_id(self, image_ids: list[str]) -> dict[str, Image]:
+        if not image_ids:
+            return {}
+        rows = await self.session.execute(select(Image).where(Image.id.in_(image_ids)))
+        return {image.id: image for image in rows.scalars()}
+
+    async def image(self, project_id: str, image_id: str) -> Image | None:
+        result = await self.session.execute(
+            select(Image).where(Image.id == image_id, Image.project_id == project_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def image_by_alias(self, project_id: str, alias: str) -> Image | None:
+        result = await self.session.execute(
+            select(Image).where(Image.project_id == project_id, Image.alias == alias)
+        )
+        return result.scalar_one_or_none()
+
+    async def add_image(self, image: Image) -> None:
+        self.session.add(image)
+        await self.session.flush()
+
+    async def delete_generation(self, generation: Generation) -> None:
+        await self.session.execute(delete(Generation).where(Generation.id == generation.id))
+
+    async def delete_image(self, image: Image) -> None:
+        await self.session.execute(delete(Image).where(Image.id == image.id))
+
+    async def project_slugs(self, project_id: str) -> tuple[str, str]:
+        row = (
+            await self.session.execute(
+                select(Organization.slug, Project.slug)
+                .join(Project, Project.organization_id == Organization.id)
+                .where(Project.id == project_id)
+            )
+        ).one()
+        return str(row[0]), str(row[1])
+
+    # Queue --------------------------------------------------------------------------------
+
+    async def claim_next_batch(
+        self, worker_id: str, limit: int, now: datetime, lease_until: datetime
+    ) -> list[Claim]:
+        """Atomically move up to `limit` compatible pending jobs to processing for this worker.
+
+        The oldest pending job picks the batch key (model, size, steps, guidance, scheduler);
+        PostgreSQL skips rows other workers hold locked, SQLite runs this under its write lock."""
+        head = (
+            await self.session.execute(
+                select(Generation)
+                .where(Generation.status == PENDING)
+                .order_by(Generation.created_at, Generation.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalar_one_or_none()
+        if head is None:
+            return []
+        same_scheduler = (
+            Generation.scheduler.is_(None)
+            if head.scheduler is None
+            else Generation.scheduler == head.scheduler
+        )
+        batch = (
+            select(Generation.id)
+            .where(
+                Generation.status == PENDING,
+                Generation.model_id == head.model_id,
+                Generation.width == head.width,
+                Generation.height == head.height,
+                Generation.steps == head.steps,
+                Generation.guidance_scale == head.guidance_scale,
+                same_scheduler,
+            )
+            .order_by(Generation.created_at, Generation.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            update(Generation)
+            .where(Generation.id.in_(batch.scalar_subquery()), Generation.status == PENDING)
+            .values(
+                status=PROCESSING,
+                worker_id=worker_id,
+                lease_expires_at=lease_until,
+                started_at=now,
+                updated_at=now,
+                progress_step=0,
+                progress_total=Generation.steps,
+                error_message=None,
+            )
+            .returning(Generation.id, Generation.job_version)
+            .execution_options(synchronize_session=False)
+        )
+        return [Claim(row[0], row[1]) for row in result.all()]
+
+    def _held(self, worker_id: str, claim: Claim) -> Any:
+        return and_(
+            Generation.id == claim.generation_id,
+            Generation.worker_id == worker_id,
+            Generation.job_version == claim.job_version,
+            Generation.status == PROCESSING,
+        )
+
+    async def still_held(self, worker_id: str, claim: Claim) -> bool:
+        result = await self.session.execute(select(Generation.id).where(self._held(worker_id, claim)))
+        return result.scalar_one_or_none() is not None
+
+    async def renew_leases(self, worker_id: str, claims: list[Claim], lease_until: datetime) -> None:
+        for claim in claims:
+            await self.session.execute(
+                update(Generation)
+                .where(self._held(worker_id, claim))
+                .values(lease_expires_at=lease_until)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def set_progress(self, worker_id: str, claim: Claim, step: int, total: int) -> None:
+        await self.session.execute(
+            update(Generation)
+            .where(self._held(worker_id, claim))
+            .values(progress_step=step, progress_total=total)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def finish(self, worker_id: str, claim: Claim, now: datetime, **values: Any) -> bool:
+        """Write a terminal state if this worker still holds this version of the job."""
+        result = await self.session.execute(
+            update(Generation)
+            .where(self._held(worker_id, claim))
+            .values(worker_id=None, lease_expires_at=None, completed_at=now, updated_at=now, **values)
+            .returning(Generation.id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def release(
+        self, worker_id: str, claim: Claim, now: datetime, *, count_retry: bool, max_retries: int,
+        reason: str,
+    ) -> GenerationStatus | None:
+        """Hand a job back to the queue, or fail it when it has used up its retries."""
+        current = (
+            await self.session.execute(
+                select(Generation.retry_count).where(self._held(worker_id, claim))
+            )
+        ).scalar_one_or_none()
+        if current is None:
+            return None
+        retries = current + (1 if count_retry else 0)
+        if retries > max_retries:
+            await self.finish(
+                worker_id, claim, now, status=GenerationStatus.FAILED, retry_count=retries,
+                error_message=f"Gave up after {retries} attempts: {reason}",
+            )
+            return GenerationStatus.FAILED
+        await self.session.execute(
+            update(Generation)
+            .where(self._held(worker_id, claim))
+            .values(
+                status=PENDING, worker_id=None, lease_expires_at=None, started_at=None,
+                retry_count=retries, progress_step=None, progress_total=None, updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return PENDING
+
+    async def requeue_expired(self, now: datetime, max_retries: int) -> list[str]:
+        """Jobs whose worker stopped renewing its lease go back to pending (or fail)."""
+        expired = (
+            await self.session.execute(
+                select(Generation.id, Generation.worker_id, Generation.job_version)
+                .where(Generation.status == PROCESSING, Generation.lease_expires_at < now)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for generation_id, worker_id, version in expired:
+            await self.release(
+                worker_id, Claim(generation_id, version), now, count_retry=True,
+                max_retries=max_retries,
+                reason=f"worker {worker_id} stopped renewing its lease (crashed or lost)",
+            )
+        return [row[0] for row in expired]
+
+    async def queue_depth(self) -> int:
+        result = await self.session.execute(
+            select(func.count(Generation.id)).where(Generation.status == PENDING)
+        )
+        return int(result.scalar_one())

@@ -1,0 +1,19 @@
+"""ORM tables, one per file, re-exported here."""
+
+from imagesmith.models.api_key import ApiKey, KeyType
+from imagesmith.models.flow import Flow
+from imagesmith.models.generation import Generation, GenerationStatus
+from imagesmith.models.image import Image, ImageSource
+from imagesmith.models.tenancy import Organization, Project
+
+__all__ = [
+    "ApiKey",
+    "Flow",
+    "Generation",
+    "GenerationStatus",
+    "Image",
+    "ImageSource",
+    "KeyType",
+    "Organization",
+    "Project",
+]

@@ -1,0 +1,26 @@
+"""Organizations own projects; a project is the tenant every record is scoped to."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from imagesmith.db.base import Base, IdMixin, TimestampMixin
+
+
+class Organization(IdMixin, TimestampMixin, Base):
+    __tablename__ = "organizations"
+
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class Project(IdMixin, TimestampMixin, Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("organization_id", "slug"),)
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    # None means unlimited; the credits feature (Stablecog dialect) sets a number.
+    credit_balance: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
