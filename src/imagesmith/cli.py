@@ -23,6 +23,12 @@ app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
 
+def table_console() -> Console:
+    """Tables on a pipe get a wide page, so ids and prefixes are never cut."""
+    out = Console()
+    return out if out.is_terminal else Console(width=240)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
@@ -155,7 +161,7 @@ def keys_list() -> None:
     for row in asyncio.run(main()):
         table.add_row(str(row["id"]), str(row["keyPrefix"]), str(row["type"]), str(row["scope"]),
                       str(row["status"]), str(row["expiresAt"] or "never"), str(row["lastUsedAt"] or "-"))
-    Console().print(table)
+    table_console().print(table)
 
 
 @keys_app.command("revoke")
@@ -197,7 +203,7 @@ def models_list() -> None:
         marker = " (default)" if spec.id == settings.default_model else ""
         table.add_row(spec.id + marker, spec.family, spec.source, str(spec.default_steps),
                       f"{spec.default_guidance:g}", spec.description)
-    Console().print(table)
+    table_console().print(table)
 
 
 @models_app.command("build-tiny")
