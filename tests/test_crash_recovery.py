@@ -1,0 +1,118 @@
+"""Jobs survive a killed model child and a killed server: every job ends `success`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serverproc import Server, create_key, wait_dead
+
+SLOW_JOB = {"prompt": "slow enough to be caught mid-run", "steps": 50, "aspectRatio": "21:9",
+            "autoEnhance": False}
+FAST_JOB = {"prompt": "quick", "autoEnhance": False}
+
+
+def submit(api: httpx.Client, count: int) -> list[str]:
+    """One slow job first (it is the one caught mid-run), then quick ones queued behind it."""
+    jobs = [SLOW_JOB] + [FAST_JOB] * (count - 1)
+    return [api.post("/api/v1/generations", json=job).json()["data"]["id"] for job in jobs]
+
+
+def statuses(api: httpx.Client, ids: list[str]) -> list[dict[str, Any]]:
+    return [api.get(f"/api/v1/generations/{i}").json()["data"] for i in ids]
+
+
+def wait_all_terminal(api: httpx.Client, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = statuses(api, ids)
+        if all(r["status"] in ("success", "failed", "cancelled") for r in rows):
+            return rows
+        time.sleep(0.25)
+    raise AssertionError([r["status"] for r in statuses(api, ids)])
+
+
+def wait_processing(api: httpx.Client, ids: list[str], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for row in statuses(api, ids):
+            if row["status"] == "processing":
+                return str(row["id"])
+        time.sleep(0.02)
+    raise AssertionError("no job reached processing")
+
+
+def test_killing_the_model_child_mid_run_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    srv = Server(tmp_path_factory.mktemp("child-kill"), models_dir, lease_seconds=5).start()
+    try:
+        key = create_key(srv.env, "crash", "child")
+        with srv.client(key) as api:
+            ids = submit(api, 20)
+            victim = wait_processing(api, ids)
+            child = srv.model_child()
+            os.kill(child, signal.SIGKILL)
+            wait_dead(child)
+            rows = wait_all_terminal(api, ids, timeout=240)
+            assert [r["status"] for r in rows] == ["success"] * 20, [r["errorMessage"] for r in rows]
+            by_id = {r["id"]: r for r in rows}
+            assert by_id[victim]["retryCount"] == 1
+            assert sum(r["retryCount"] for r in rows) == 1
+            assert srv.model_child() != child  # a new child took over
+            assert "the model process died" in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_killing_the_server_with_jobs_queued_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    data_dir = tmp_path_factory.mktemp("server-kill")
+    srv = Server(data_dir, models_dir, lease_seconds=2).start()
+    key = create_key(srv.env, "crash", "server")
+    with srv.client(key) as api:
+        ids = submit(api, 30)
+        wait_processing(api, ids)
+    srv.kill()
+
+    restarted = Server(data_dir, models_dir, lease_seconds=2)
+    restarted.port, restarted.url = srv.port, srv.url
+    restarted.start()
+    try:
+        with restarted.client(key) as api:
+            rows = wait_all_terminal(api, ids, timeout=300)
+            assert [r["status"] for r in rows] == ["success"] * 30, [r["errorMessage"] for r in rows]
+            # Only the job the dead server held was retried, once, after its lease ran out.
+            assert sum(r["retryCount"] for r in rows) == 1
+    finally:
+        restarted.stop()
+
+
+def test_sigterm_hands_back_or_finishes_running_jobs(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    data_dir = tmp_path_factory.mktemp("graceful")
+    srv = Server(data_dir, models_dir, lease_seconds=30, shutdown_grace_seconds=0).start()
+    key = create_key(srv.env, "graceful", "stop")
+    with srv.client(key) as api:
+        ids = submit(api, 3)
+        running = wait_processing(api, ids)
+    srv.stop()  # SIGTERM with no grace: the running job goes back to the queue unharmed
+    restarted = Server(data_dir, models_dir, lease_seconds=30)
+    restarted.start()
+    try:
+        with restarted.client(key) as api:
+            rows = wait_all_terminal(api, ids, timeout=120)
+        assert [r["status"] for r in rows] == ["success"] * 3
+        # Handed back, not crashed: no retry was counted and no lease had to expire (30 s).
+        assert {r["id"]: r["retryCount"] for r in rows}[running] == 0
+        assert "worker shut down" in srv.log()
+    finally:
+        restarted.stop()
