@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,9 +83,20 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "imagesmith", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                PYTHON,
+                "-m",
+                "imagesmith",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -142,10 +154,8 @@ class Server:
         self.proc.kill()
         self.proc.wait()
         for kid in kids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(kid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             wait_dead(kid)
         self.proc = None
 

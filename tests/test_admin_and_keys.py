@@ -33,20 +33,33 @@ def test_bootstrap_once_then_admin_flow(api_only: Server) -> None:
         # A master key with no project cannot generate: it says what to do instead.
         refused = admin.post("/api/v1/generations", json={"prompt": "x"})
         assert refused.status_code == 403 and "project key" in refused.json()["error"]["message"]
-        made = admin.post("/api/admin/keys", json={"type": "project", "organizationSlug": "acme",
-                                                   "projectSlug": "shop", "name": "ci"})
+        made = admin.post(
+            "/api/admin/keys",
+            json={
+                "type": "project",
+                "organizationSlug": "acme",
+                "projectSlug": "shop",
+                "name": "ci",
+            },
+        )
         assert made.status_code == 201, made.text
         project_key = made.json()["data"]
         assert project_key["projectSlug"] == "shop" and project_key["expiresAt"] is not None
-        bad = admin.post("/api/admin/keys", json={"type": "project", "organizationSlug": "Acme Inc",
-                                                  "projectSlug": "shop"})
-        assert bad.status_code == 400 and "Invalid organization slug" in bad.json()["error"]["message"]
+        bad = admin.post(
+            "/api/admin/keys",
+            json={"type": "project", "organizationSlug": "Acme Inc", "projectSlug": "shop"},
+        )
+        assert (
+            bad.status_code == 400 and "Invalid organization slug" in bad.json()["error"]["message"]
+        )
         listed = admin.get("/api/admin/keys").json()["data"]
         assert {k["id"] for k in listed} >= {master["id"], project_key["id"]}
         assert all("key" not in k for k in listed)
 
     with api_only.client(project_key["key"]) as project:
-        created = project.post("/api/v1/generations", json={"prompt": "queued while no worker runs"})
+        created = project.post(
+            "/api/v1/generations", json={"prompt": "queued while no worker runs"}
+        )
         assert created.status_code == 201 and created.json()["data"]["status"] == "pending"
         assert project.get("/api/admin/keys").status_code == 403
 
@@ -79,8 +92,10 @@ def test_cli_keys_create_list_revoke(api_only: Server) -> None:
 def test_expired_key_is_refused(api_only: Server) -> None:
     key = create_key(api_only.env, "exp-org", "exp-proj")
     with sqlite3.connect(api_only.data_dir / "imagesmith.db") as db:
-        db.execute("UPDATE api_keys SET expires_at = '2020-01-01 00:00:00' WHERE key_prefix = ?",
-                   (key[:12],))
+        db.execute(
+            "UPDATE api_keys SET expires_at = '2020-01-01 00:00:00' WHERE key_prefix = ?",
+            (key[:12],),
+        )
     with api_only.client(key) as client:
         response = client.get("/api/v1/generations")
     assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
@@ -91,7 +106,8 @@ def test_last_used_is_recorded(api_only: Server) -> None:
     with api_only.client(key) as client:
         client.get("/api/v1/generations")
     with sqlite3.connect(api_only.data_dir / "imagesmith.db") as db:
-        (last_used,) = db.execute("SELECT last_used_at FROM api_keys WHERE key_prefix = ?",
-                                  (key[:12],)).fetchone()
+        (last_used,) = db.execute(
+            "SELECT last_used_at FROM api_keys WHERE key_prefix = ?", (key[:12],)
+        ).fetchone()
     assert last_used is not None
     assert httpx.get(f"{api_only.url}/health").status_code == 200

@@ -13,8 +13,12 @@ import pytest
 
 from tests.serverproc import Server, create_key, wait_dead
 
-SLOW_JOB = {"prompt": "slow enough to be caught mid-run", "steps": 50, "aspectRatio": "21:9",
-            "autoEnhance": False}
+SLOW_JOB = {
+    "prompt": "slow enough to be caught mid-run",
+    "steps": 50,
+    "aspectRatio": "21:9",
+    "autoEnhance": False,
+}
 FAST_JOB = {"prompt": "quick", "autoEnhance": False}
 
 
@@ -61,7 +65,9 @@ def test_killing_the_model_child_mid_run_loses_nothing(
             os.kill(child, signal.SIGKILL)
             wait_dead(child)
             rows = wait_all_terminal(api, ids, timeout=240)
-            assert [r["status"] for r in rows] == ["success"] * 20, [r["errorMessage"] for r in rows]
+            assert [r["status"] for r in rows] == ["success"] * 20, [
+                r["errorMessage"] for r in rows
+            ]
             by_id = {r["id"]: r for r in rows}
             assert by_id[victim]["retryCount"] == 1
             assert sum(r["retryCount"] for r in rows) == 1
@@ -88,7 +94,9 @@ def test_killing_the_server_with_jobs_queued_loses_nothing(
     try:
         with restarted.client(key) as api:
             rows = wait_all_terminal(api, ids, timeout=300)
-            assert [r["status"] for r in rows] == ["success"] * 30, [r["errorMessage"] for r in rows]
+            assert [r["status"] for r in rows] == ["success"] * 30, [
+                r["errorMessage"] for r in rows
+            ]
             # Only the job the dead server held was retried, once, after its lease ran out.
             assert sum(r["retryCount"] for r in rows) == 1
     finally:

@@ -31,9 +31,11 @@ def test_templates_differ() -> None:
 
 
 def test_detailed_prompt_changes_little() -> None:
-    detailed = ("A photorealistic photograph of an old fisherman mending nets on a wooden pier at "
-                "golden hour, shot on a 50mm lens, shallow depth of field, weathered hands, highly "
-                "detailed skin texture, calm sea behind")
+    detailed = (
+        "A photorealistic photograph of an old fisherman mending nets on a wooden pier at "
+        "golden hour, shot on a 50mm lens, shallow depth of field, weathered hands, highly "
+        "detailed skin texture, calm sea behind"
+    )
     out = builtin_enhance(detailed, "photorealistic")
     assert out.startswith(detailed)
     assert len(out) - len(detailed) < 40
@@ -51,10 +53,11 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     requests: list[dict[str, Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeOpenAI.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                    "body": body})
+        FakeOpenAI.requests.append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+        )
         prompt = body["messages"][-1]["content"]
         if "[slow]" in prompt:
             time.sleep(3)
@@ -64,9 +67,16 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             self.wfile.write(b'{"error": {"message": "upstream exploded"}}')
             return
         answer = {
-            "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                "role": "assistant", "content": f'"LLM version of: {prompt}"'}}],
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f'"LLM version of: {prompt}"'},
+                }
+            ],
         }
         payload = json.dumps(answer).encode()
         self.send_response(200)
@@ -108,21 +118,32 @@ def test_llm_failures_fall_back_to_builtin(llm_url: str, marker: str) -> None:
 
 def test_llm_unreachable_falls_back(tmp_path: Path) -> None:
     enhancer = PromptEnhancer(base_url="http://127.0.0.1:9/v1", timeout=1)
-    assert asyncio.run(enhancer.enhance("a cat", "general")).method.startswith("builtin (llm failed")
+    assert asyncio.run(enhancer.enhance("a cat", "general")).method.startswith(
+        "builtin (llm failed"
+    )
 
 
 def test_server_uses_the_configured_llm(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path, llm_url: str
 ) -> None:
-    srv = Server(tmp_path_factory.mktemp("llm"), models_dir, llm_base_url=llm_url,
-                 llm_model="house-model", llm_timeout_seconds=1).start("--no-worker")
+    srv = Server(
+        tmp_path_factory.mktemp("llm"),
+        models_dir,
+        llm_base_url=llm_url,
+        llm_model="house-model",
+        llm_timeout_seconds=1,
+    ).start("--no-worker")
     try:
         key = create_key(srv.env, "llm", "site")
         with srv.client(key) as api:
             ok = api.post("/api/v1/generations", json={"prompt": "a lighthouse"}).json()["data"]
-            assert ok["prompt"] == "LLM version of: a lighthouse" and ok["enhancedBy"] == "llm:house-model"
-            fallback = api.post("/api/v1/generations",
-                                json={"prompt": "a lighthouse [broken]"}).json()["data"]
+            assert (
+                ok["prompt"] == "LLM version of: a lighthouse"
+                and ok["enhancedBy"] == "llm:house-model"
+            )
+            fallback = api.post(
+                "/api/v1/generations", json={"prompt": "a lighthouse [broken]"}
+            ).json()["data"]
             assert fallback["prompt"] == builtin_enhance("a lighthouse [broken]", "general")
             raw = api.post("/api/v1/generations", json={"prompt": "as is", "autoEnhance": False})
             assert raw.json()["data"]["prompt"] == "as is"

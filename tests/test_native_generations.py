@@ -36,8 +36,11 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_seed_example_request_round_trip(api: httpx.Client) -> None:
     """Seed 002's example: 201 at once with `pending`, then poll, then download a 16:9 PNG."""
     response = create(
-        api, prompt="a red sports car on a mountain road", aspectRatio="16:9",
-        autoEnhance=True, enhancementOptions={"template": "photorealistic"},
+        api,
+        prompt="a red sports car on a mountain road",
+        aspectRatio="16:9",
+        autoEnhance=True,
+        enhancementOptions={"template": "photorealistic"},
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -70,8 +73,13 @@ def test_seed_example_request_round_trip(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("ratio", "size"),
-    [("1:1", (64, 64)), ("16:9", (112, 64)), ("9:16", (64, 112)), ("3:2", (96, 64)),
-     ("21:9", (144, 64))],
+    [
+        ("1:1", (64, 64)),
+        ("16:9", (112, 64)),
+        ("9:16", (64, 112)),
+        ("3:2", (96, 64)),
+        ("21:9", (144, 64)),
+    ],
 )
 def test_prefer_wait_returns_finished_image_of_each_ratio(
     api: httpx.Client, ratio: str, size: tuple[int, int]
@@ -99,7 +107,10 @@ def test_idempotency_key_returns_same_generation(api: httpx.Client) -> None:
 
 def test_list_filters_and_pagination(api: httpx.Client) -> None:
     flow = str(uuid.uuid4())
-    ids = [create(api, WAIT, flowId=flow, prompt=f"flow item {i}").json()["data"]["id"] for i in range(3)]
+    ids = [
+        create(api, WAIT, flowId=flow, prompt=f"flow item {i}").json()["data"]["id"]
+        for i in range(3)
+    ]
     page = api.get("/api/v1/generations", params={"flowId": flow, "limit": 2}).json()
     assert page["success"] is True
     assert page["pagination"] == {"total": 3, "limit": 2, "offset": 0, "hasMore": True}
@@ -118,9 +129,11 @@ def test_put_prompt_regenerates_in_place(api: httpx.Client) -> None:
     first = create(api, WAIT, prompt="a green square").json()["data"]
     image = first["outputImage"]
     before = fetch(image["storageUrl"]).content
-    updated = api.put(f"/api/v1/generations/{first['id']}", json={"prompt": "a yellow triangle",
-                                                                   "aspectRatio": "9:16"},
-                      headers=WAIT)
+    updated = api.put(
+        f"/api/v1/generations/{first['id']}",
+        json={"prompt": "a yellow triangle", "aspectRatio": "9:16"},
+        headers=WAIT,
+    )
     assert updated.status_code == 200, updated.text
     after_data = updated.json()["data"]
     assert after_data["status"] == "success"
@@ -135,8 +148,10 @@ def test_meta_and_flow_changes_touch_only_the_record(api: httpx.Client) -> None:
     first = create(api, WAIT).json()["data"]
     before = fetch(first["outputImage"]["storageUrl"]).content
     new_flow = str(uuid.uuid4())
-    patched = api.patch(f"/api/v1/generations/{first['id']}",
-                        json={"meta": {"campaign": "spring"}, "flowId": new_flow})
+    patched = api.patch(
+        f"/api/v1/generations/{first['id']}",
+        json={"meta": {"campaign": "spring"}, "flowId": new_flow},
+    )
     data = patched.json()["data"]
     assert patched.status_code == 200
     assert data["status"] == "success" and data["meta"] == {"campaign": "spring"}
@@ -175,7 +190,10 @@ def test_delete_removes_record_and_file(api: httpx.Client, server: Server) -> No
     assert api.get(f"/api/v1/generations/{data['id']}").status_code == 404
     assert fetch(url).status_code == 404
     assert not files[0].exists()
-    assert api.delete(f"/api/v1/generations/{data['id']}").json()["error"]["code"] == "GENERATION_NOT_FOUND"
+    assert (
+        api.delete(f"/api/v1/generations/{data['id']}").json()["error"]["code"]
+        == "GENERATION_NOT_FOUND"
+    )
 
 
 def test_delete_keeps_an_image_with_a_project_alias(api: httpx.Client, server: Server) -> None:
@@ -192,10 +210,19 @@ def test_delete_keeps_an_image_with_a_project_alias(api: httpx.Client, server: S
 def test_other_projects_see_nothing(server: Server, api: httpx.Client, key_b: str) -> None:
     mine = create(api, WAIT).json()["data"]
     with server.client(key_b) as other:
-        for method, path in [("GET", ""), ("PUT", ""), ("PATCH", ""), ("DELETE", ""),
-                             ("POST", "/regenerate"), ("POST", "/retry")]:
-            response = other.request(method, f"/api/v1/generations/{mine['id']}{path}",
-                                     json={"meta": {}} if method in ("PUT", "PATCH") else None)
+        for method, path in [
+            ("GET", ""),
+            ("PUT", ""),
+            ("PATCH", ""),
+            ("DELETE", ""),
+            ("POST", "/regenerate"),
+            ("POST", "/retry"),
+        ]:
+            response = other.request(
+                method,
+                f"/api/v1/generations/{mine['id']}{path}",
+                json={"meta": {}} if method in ("PUT", "PATCH") else None,
+            )
             assert response.status_code == 404, (method, path, response.text)
             assert response.json()["error"]["code"] == "GENERATION_NOT_FOUND"
         listed = other.get("/api/v1/generations", params={"limit": 100}).json()["data"]
@@ -238,20 +265,28 @@ def test_bad_bodies_get_400_naming_the_problem(api: httpx.Client, body: Any, fra
 
 @pytest.mark.parametrize(
     ("raw", "fragment"),
-    [(b'{"prompt": "x",', "Malformed JSON"), (b"", "JSON request body is required"),
-     (b"not json", "Malformed JSON")],
+    [
+        (b'{"prompt": "x",', "Malformed JSON"),
+        (b"", "JSON request body is required"),
+        (b"not json", "Malformed JSON"),
+    ],
 )
 def test_malformed_json_is_a_validation_error(api: httpx.Client, raw: bytes, fragment: str) -> None:
-    response = api.post("/api/v1/generations", content=raw,
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/api/v1/generations", content=raw, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "VALIDATION_ERROR"
     assert fragment in response.json()["error"]["message"]
 
 
 def test_bad_queries_and_updates(api: httpx.Client) -> None:
-    for params, fragment in [({"limit": 0}, "limit"), ({"limit": 101}, "limit"),
-                             ({"offset": -1}, "offset"), ({"status": "done"}, "status")]:
+    for params, fragment in [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"status": "done"}, "status"),
+    ]:
         response = api.get("/api/v1/generations", params=params)
         assert response.status_code == 400 and fragment in response.json()["error"]["message"]
     data = create(api).json()["data"]
@@ -265,7 +300,9 @@ def test_auth_errors(server: Server, api: httpx.Client) -> None:
         missing = anonymous.get("/api/v1/generations")
         assert missing.status_code == 401
         assert missing.json()["error"] == {
-            "code": "UNAUTHORIZED", "message": "Missing API key: send it in the X-API-Key header"}
+            "code": "UNAUTHORIZED",
+            "message": "Missing API key: send it in the X-API-Key header",
+        }
     with server.client("ims_not-a-real-key") as wrong:
         assert wrong.post("/api/v1/generations", json={"prompt": "x"}).status_code == 401
 

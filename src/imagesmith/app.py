@@ -70,16 +70,20 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     def openapi() -> dict[str, Any]:
         # Our validation errors answer 400 in the dialect's envelope, never FastAPI's 422.
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     responses = operation.get("responses", {})
                     if responses.pop("422", None) is not None and "400" not in responses:
                         responses["400"] = {
                             "description": "Invalid input (VALIDATION_ERROR)",
-                            "content": {"application/json": {"schema": {
-                                "$ref": "#/components/schemas/ErrorEnvelope"}}},
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}
+                                }
+                            },
                         }
             schemas = schema.get("components", {}).get("schemas", {})
             schemas.pop("HTTPValidationError", None)

@@ -15,7 +15,9 @@ from rich.table import Table
 from imagesmith.config import Settings
 from imagesmith.logging import configure_logging
 
-app = typer.Typer(help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True)
+app = typer.Typer(
+    help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="Inspect and prepare models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -45,10 +47,17 @@ def serve(
     settings = Settings()
     console.print(f"imagesmith: database {settings.resolved_database_url}")
     console.print(f"imagesmith: images in {settings.resolved_storage_dir}")
-    console.print(f"imagesmith: API on http://{host}:{port}  (docs: /docs)"
-                  + ("" if not no_worker else "  [no embedded worker]"))
-    uvicorn.run(create_app(settings, embedded_worker=not no_worker), host=host, port=port,
-                log_level=log_level, timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5)
+    console.print(
+        f"imagesmith: API on http://{host}:{port}  (docs: /docs)"
+        + ("" if not no_worker else "  [no embedded worker]")
+    )
+    uvicorn.run(
+        create_app(settings, embedded_worker=not no_worker),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
 
 
 @app.command()
@@ -91,7 +100,9 @@ def keys_create(
     project: Annotated[str | None, typer.Option(help="Project slug (created if needed)")] = None,
     type: Annotated[str, typer.Option("--type", help="project or master")] = "project",
     name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
-    expires_in_days: Annotated[int | None, typer.Option(help="Default: 90 for project keys")] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(help="Default: 90 for project keys")
+    ] = None,
 ) -> None:
     """Create a key; the key itself is the last line of stdout."""
     from imagesmith.auth.service import KeyService
@@ -113,7 +124,10 @@ def keys_create(
         try:
             async with db.transaction() as session:
                 result = await KeyService(session).issue(
-                    key_type, org_slug=org, project_slug=project, name=name,
+                    key_type,
+                    org_slug=org,
+                    project_slug=project,
+                    name=name,
                     expires_in_days=expires_in_days,
                 )
                 scope = f"{org}/{project}" if project else "all projects"
@@ -159,8 +173,15 @@ def keys_list() -> None:
 
     table = Table("id", "prefix", "type", "scope", "status", "expires", "last used")
     for row in asyncio.run(main()):
-        table.add_row(str(row["id"]), str(row["keyPrefix"]), str(row["type"]), str(row["scope"]),
-                      str(row["status"]), str(row["expiresAt"] or "never"), str(row["lastUsedAt"] or "-"))
+        table.add_row(
+            str(row["id"]),
+            str(row["keyPrefix"]),
+            str(row["type"]),
+            str(row["scope"]),
+            str(row["status"]),
+            str(row["expiresAt"] or "never"),
+            str(row["lastUsedAt"] or "-"),
+        )
     table_console().print(table)
 
 
@@ -201,8 +222,14 @@ def models_list() -> None:
     table = Table("id", "family", "source", "steps", "guidance", "description")
     for spec in ModelRegistry.load(settings.models_file).all():
         marker = " (default)" if spec.id == settings.default_model else ""
-        table.add_row(spec.id + marker, spec.family, spec.source, str(spec.default_steps),
-                      f"{spec.default_guidance:g}", spec.description)
+        table.add_row(
+            spec.id + marker,
+            spec.family,
+            spec.source,
+            str(spec.default_steps),
+            f"{spec.default_guidance:g}",
+            spec.description,
+        )
     table_console().print(table)
 
 
@@ -220,7 +247,9 @@ def models_build_tiny(
 
 
 @models_app.command("pull")
-def models_pull(model_id: Annotated[str, typer.Argument(help="A model id from `models list`")]) -> None:
+def models_pull(
+    model_id: Annotated[str, typer.Argument(help="A model id from `models list`")],
+) -> None:
     """Download a model's weights from the hub into the models folder."""
     from imagesmith.engines.registry import ModelRegistry, UnknownModel
 

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     )
     models_dir: Path | None = Field(
         default=None,
-        description="Where built-in models are built and pulled weights live. Default: data_dir/models.",
+        description="Built-in model builds and pulled weights. Default: data_dir/models.",
     )
     public_url: str | None = Field(
         default=None,

@@ -48,8 +48,12 @@ def issued(result: IssuedKey) -> dict[str, Any]:
     return data
 
 
-@router.post("/api/bootstrap/initial-key", status_code=201, response_model=KeyEnvelope,
-             responses=error_responses(403))
+@router.post(
+    "/api/bootstrap/initial-key",
+    status_code=201,
+    response_model=KeyEnvelope,
+    responses=error_responses(403),
+)
 async def bootstrap_initial_key(runtime: RuntimeDep) -> dict[str, Any]:
     """Create the first master key; works only while no key exists."""
     async with runtime.db.transaction() as session:
@@ -57,8 +61,12 @@ async def bootstrap_initial_key(runtime: RuntimeDep) -> dict[str, Any]:
     return {"success": True, "data": issued(result)}
 
 
-@router.post("/api/admin/keys", status_code=201, response_model=KeyEnvelope,
-             responses=error_responses(400, 401, 403))
+@router.post(
+    "/api/admin/keys",
+    status_code=201,
+    response_model=KeyEnvelope,
+    responses=error_responses(400, 401, 403),
+)
 async def create_key(
     runtime: RuntimeDep, _admin: MasterDep, body: Annotated[KeyCreate, Body()]
 ) -> dict[str, Any]:
@@ -69,8 +77,11 @@ async def create_key(
         days = runtime.settings.project_key_days
     async with runtime.db.transaction() as session:
         result = await KeyService(session).issue(
-            key_type, org_slug=body.organization_slug, project_slug=body.project_slug,
-            name=body.name, expires_in_days=days,
+            key_type,
+            org_slug=body.organization_slug,
+            project_slug=body.project_slug,
+            name=body.name,
+            expires_in_days=days,
         )
     return {"success": True, "data": issued(result)}
 
@@ -83,8 +94,9 @@ async def list_keys(runtime: RuntimeDep, _admin: MasterDep) -> dict[str, Any]:
     return {"success": True, "data": [key_summary(key) for key in keys]}
 
 
-@router.delete("/api/admin/keys/{key_id}", response_model=KeyEnvelope,
-               responses=error_responses(401, 403, 404))
+@router.delete(
+    "/api/admin/keys/{key_id}", response_model=KeyEnvelope, responses=error_responses(401, 403, 404)
+)
 async def revoke_key(runtime: RuntimeDep, _admin: MasterDep, key_id: str) -> dict[str, Any]:
     """Revoke a key; it stops working at once."""
     async with runtime.db.transaction() as session:

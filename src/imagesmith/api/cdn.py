@@ -24,17 +24,25 @@ async def find_image(runtime: RuntimeDep, org: str, project: str, ref: str) -> I
             .join(Organization, Organization.id == Project.organization_id)
             .where(Organization.slug == org, Project.slug == project, Image.deleted_at.is_(None))
         )
-        query = query.where(Image.alias == ref) if ref.startswith("@") else query.where(Image.id == ref)
+        query = (
+            query.where(Image.alias == ref) if ref.startswith("@") else query.where(Image.id == ref)
+        )
         image = (await session.execute(query)).scalar_one_or_none()
     if image is None:
         raise ImageNotFound(f"No image '{ref}' in {org}/{project}")
     return image
 
 
-@router.api_route("/cdn/{org}/{project}/img/{ref}", methods=["GET", "HEAD"],
-                  responses={200: {"content": {"image/png": {}}}, **error_responses(404)})
+@router.api_route(
+    "/cdn/{org}/{project}/img/{ref}",
+    methods=["GET", "HEAD"],
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
+)
 async def cdn_image(
-    runtime: RuntimeDep, org: str, project: str, ref: str,
+    runtime: RuntimeDep,
+    org: str,
+    project: str,
+    ref: str,
     if_none_match: str | None = Header(None),
 ) -> Response:
     """Serve an image by id or @alias."""

@@ -87,10 +87,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return native_error(404, "NOT_FOUND", f"No route for {request.method} {request.url.path}")
+            return native_error(
+                404, "NOT_FOUND", f"No route for {request.method} {request.url.path}"
+            )
         if exc.status_code == 405:
-            return native_error(405, "METHOD_NOT_ALLOWED",
-                                f"{request.method} is not allowed on {request.url.path}")
+            return native_error(
+                405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}"
+            )
         return native_error(exc.status_code, "HTTP_ERROR", str(exc.detail))
 
     @app.exception_handler(Exception)

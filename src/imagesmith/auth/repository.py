@@ -51,4 +51,6 @@ class TenancyRepository:
         return int((await self.session.execute(select(func.count(ApiKey.id)))).scalar_one())
 
     async def touch_key(self, key_id: str, now: datetime) -> None:
-        await self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+        await self.session.execute(
+            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now)
+        )

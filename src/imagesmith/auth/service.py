@@ -52,7 +52,9 @@ class KeyService:
     def __init__(self, session: AsyncSession):
         self.repo = TenancyRepository(session)
 
-    async def ensure_project(self, org_slug: str, project_slug: str) -> tuple[Organization, Project]:
+    async def ensure_project(
+        self, org_slug: str, project_slug: str
+    ) -> tuple[Organization, Project]:
         for label, slug in (("organization", org_slug), ("project", project_slug)):
             if not is_valid_slug(slug):
                 raise ValidationFailed(

@@ -7,13 +7,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from imagesmith.config import Settings
 
 
 def async_url(url: str) -> str:
-    """Pick the driver: aiosqlite for SQLite, psycopg 3 (one driver, sync and async) for PostgreSQL."""
+    """Pick the driver: aiosqlite for SQLite; psycopg 3 (sync and async in one) for PostgreSQL."""
     if url.startswith("sqlite:"):
         return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
     if url.startswith("postgresql://"):

@@ -80,7 +80,9 @@ class DiffusersEngine:
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            reason = (
+                str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            )
             raise ModelUnavailable(
                 f"Model '{spec.id}' ({spec.source}) could not be loaded: {reason}. "
                 f"Get its weights with `imagesmith models pull {spec.id}` on a machine that can "

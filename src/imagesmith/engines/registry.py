@@ -110,7 +110,9 @@ def read_models_file(path: Path) -> list[ModelSpec]:
     specs = []
     for entry in data.get("models", []):
         if entry.get("family") not in FAMILIES:
-            raise ValueError(f"{path}: model {entry.get('id')!r} has family {entry.get('family')!r}; "
-                             f"use one of {', '.join(FAMILIES)}")
+            raise ValueError(
+                f"{path}: model {entry.get('id')!r} has family {entry.get('family')!r}; "
+                f"use one of {', '.join(FAMILIES)}"
+            )
         specs.append(ModelSpec(**entry))
     return specs

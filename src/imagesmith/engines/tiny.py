@@ -13,10 +13,35 @@ from pathlib import Path
 
 BUILD_INFO = "imagesmith-build.json"
 # Words that get whole-word tokens; any other text still tokenizes, byte by byte.
-COMMON_WORDS = (
-    "a an the of on in with and red blue green yellow white black cat dog car photo "
-    "photograph photorealistic circle square triangle background light lighting detailed"
-).split()
+COMMON_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "on",
+    "in",
+    "with",
+    "and",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "white",
+    "black",
+    "cat",
+    "dog",
+    "car",
+    "photo",
+    "photograph",
+    "photorealistic",
+    "circle",
+    "square",
+    "triangle",
+    "background",
+    "light",
+    "lighting",
+    "detailed",
+]
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -154,7 +179,7 @@ def build_tiny_sd(out: Path, seed: int = 0) -> Path:
             requires_safety_checker=False,
         )
         target = work / "pipeline"
-        pipe.save_pretrained(str(target), safe_serialization=True)
+        pipe.save_pretrained(str(target), safe_serialization=True)  # type: ignore[attr-defined]
         # transformers 5 saves only tokenizer.json; keep the slow-tokenizer files beside it.
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(tok_dir / name, target / "tokenizer" / name)
@@ -176,6 +201,8 @@ def ensure_tiny_sd(folder: Path) -> Path:
             recorded = json.loads(info.read_text())
         except ValueError:
             recorded = {}
-        if {k: recorded.get(k) for k in ("torch", "diffusers", "transformers")} == library_versions():
+        if {
+            k: recorded.get(k) for k in ("torch", "diffusers", "transformers")
+        } == library_versions():
             return folder
     return build_tiny_sd(folder)

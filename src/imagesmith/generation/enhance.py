@@ -11,7 +11,15 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("general", "photorealistic", "illustration", "minimalist", "sticker", "product", "comic")
+TEMPLATES = (
+    "general",
+    "photorealistic",
+    "illustration",
+    "minimalist",
+    "sticker",
+    "product",
+    "comic",
+)
 DEFAULT_TEMPLATE = "general"
 # A prompt this long is already detailed: add at most one missing facet.
 DETAILED_WORDS = 25
@@ -57,19 +65,26 @@ BUILTIN_TEMPLATES: dict[str, Template] = {
         lead="A photorealistic photograph of {subject}",
         style=_re(r"\b(photo|photograph|photorealistic|realistic|dslr)\w*"),
         facets=(
-            Facet(_re(r"\b(\d+ ?mm|lens|f/\d|camera|dslr|shot on)\b"),
-                  "captured with an 85mm lens at f/1.8"),
+            Facet(
+                _re(r"\b(\d+ ?mm|lens|f/\d|camera|dslr|shot on)\b"),
+                "captured with an 85mm lens at f/1.8",
+            ),
             Facet(LIGHT, "soft natural window lighting"),
-            Facet(_re(r"\b(bokeh|depth of field|dof|focus)\b"), "shallow depth of field with creamy bokeh"),
+            Facet(
+                _re(r"\b(bokeh|depth of field|dof|focus)\b"),
+                "shallow depth of field with creamy bokeh",
+            ),
             Facet(DETAIL, "highly detailed textures"),
         ),
-        instruction="Rewrite as a photorealistic photograph: camera, lens, lighting, depth of field.",
+        instruction="Rewrite as a photorealistic photograph: camera, lens, lighting, focus.",
     ),
     "illustration": Template(
         lead="A digital illustration of {subject}",
         style=_re(r"\b(illustration|illustrated|painting|drawing|artwork|watercolou?r)\w*"),
         facets=(
-            Facet(_re(r"\b(style|styled|art ?style)\b"), "in a clean contemporary illustration style"),
+            Facet(
+                _re(r"\b(style|styled|art ?style)\b"), "in a clean contemporary illustration style"
+            ),
             Facet(COMPOSITION, "dynamic composition"),
             Facet(_re(r"\b(colou?rs?|palette)\b"), "harmonious color palette"),
             Facet(LIGHT, "soft painterly lighting"),

@@ -5,6 +5,7 @@ Waiters always re-read the database, so a missed or remote change costs at most 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 
 
@@ -36,8 +37,6 @@ class Notifier:
         self._work.set()
 
     async def wait_for_work(self, timeout: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
-            pass
         self._work.clear()

@@ -61,7 +61,7 @@ class GenerationRepository:
         )
         return result.scalar_one_or_none()
 
-    async def list(self, project_id: str, filters: ListFilter) -> tuple[list[Generation], int]:
+    async def page(self, project_id: str, filters: ListFilter) -> tuple[list[Generation], int]:
         conditions: list[Any] = [Generation.project_id == project_id]
         if filters.status is not None:
             conditions.append(Generation.status == filters.status)
@@ -186,10 +186,14 @@ class GenerationRepository:
         )
 
     async def still_held(self, worker_id: str, claim: Claim) -> bool:
-        result = await self.session.execute(select(Generation.id).where(self._held(worker_id, claim)))
+        result = await self.session.execute(
+            select(Generation.id).where(self._held(worker_id, claim))
+        )
         return result.scalar_one_or_none() is not None
 
-    async def renew_leases(self, worker_id: str, claims: list[Claim], lease_until: datetime) -> None:
+    async def renew_leases(
+        self, worker_id: str, claims: list[Claim], lease_until: datetime
+    ) -> None:
         for claim in claims:
             await self.session.execute(
                 update(Generation)
@@ -211,14 +215,22 @@ class GenerationRepository:
         result = await self.session.execute(
             update(Generation)
             .where(self._held(worker_id, claim))
-            .values(worker_id=None, lease_expires_at=None, completed_at=now, updated_at=now, **values)
+            .values(
+                worker_id=None, lease_expires_at=None, completed_at=now, updated_at=now, **values
+            )
             .returning(Generation.id)
             .execution_options(synchronize_session=False)
         )
         return result.scalar_one_or_none() is not None
 
     async def release(
-        self, worker_id: str, claim: Claim, now: datetime, *, count_retry: bool, max_retries: int,
+        self,
+        worker_id: str,
+        claim: Claim,
+        now: datetime,
+        *,
+        count_retry: bool,
+        max_retries: int,
         reason: str,
     ) -> GenerationStatus | None:
         """Hand a job back to the queue, or fail it when it has used up its retries."""
@@ -232,7 +244,11 @@ class GenerationRepository:
         retries = current + (1 if count_retry else 0)
         if retries > max_retries:
             await self.finish(
-                worker_id, claim, now, status=GenerationStatus.FAILED, retry_count=retries,
+                worker_id,
+                claim,
+                now,
+                status=GenerationStatus.FAILED,
+                retry_count=retries,
                 error_message=f"Gave up after {retries} attempts: {reason}",
             )
             return GenerationStatus.FAILED
@@ -240,8 +256,14 @@ class GenerationRepository:
             update(Generation)
             .where(self._held(worker_id, claim))
             .values(
-                status=PENDING, worker_id=None, lease_expires_at=None, started_at=None,
-                retry_count=retries, progress_step=None, progress_total=None, updated_at=now,
+                status=PENDING,
+                worker_id=None,
+                lease_expires_at=None,
+                started_at=None,
+                retry_count=retries,
+                progress_step=None,
+                progress_total=None,
+                updated_at=now,
             )
             .execution_options(synchronize_session=False)
         )
@@ -257,8 +279,13 @@ class GenerationRepository:
             )
         ).all()
         for generation_id, worker_id, version in expired:
+            if worker_id is None:
+                continue
             await self.release(
-                worker_id, Claim(generation_id, version), now, count_retry=True,
+                worker_id,
+                Claim(generation_id, version),
+                now,
+                count_retry=True,
                 max_retries=max_retries,
                 reason=f"worker {worker_id} stopped renewing its lease (crashed or lost)",
             )

@@ -15,7 +15,9 @@ from imagesmith.models import Generation, Image
 
 ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]{1,100}$")
 RESERVED_ALIASES = frozenset({"@last", "@first", "@upload"})
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 MAX_SEED = 2**63 - 1
 MAX_PROMPT = 2000
 NEW_FLOW = "new"  # flow_id sentinel: the caller omitted flowId, so a new flow id is issued
@@ -26,10 +28,13 @@ def check_alias(value: str | None, field_name: str) -> str | None:
         return None
     if not ALIAS_RE.match(value):
         raise ValueError(
-            f"{field_name} '{value}' must start with '@' followed by 1-100 letters, digits, '_' or '-'"
+            f"{field_name} '{value}' must start with '@' followed by 1-100 letters, "
+            "digits, '_' or '-'"
         )
     if value in RESERVED_ALIASES:
-        raise ValueError(f"{field_name} '{value}' is reserved (@last, @first and @upload are computed)")
+        raise ValueError(
+            f"{field_name} '{value}' is reserved (@last, @first and @upload are computed)"
+        )
     return value
 
 
@@ -118,7 +123,9 @@ class GenerationCreate(_PromptFields):
     aspect_ratio: str = Field("1:1", description=f"One of: {', '.join(ASPECT_RATIOS)}")
     auto_enhance: bool = Field(True, description="Rewrite the prompt with the template first")
     enhancement_options: EnhancementOptions | None = None
-    meta: dict[str, Any] = Field(default_factory=dict, description="Free JSON stored with the record")
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="Free JSON stored with the record"
+    )
     flow_id: str | None = Field(
         None, description="Omitted: a new flow id is issued; null: no flow; UUID: join that flow"
     )
@@ -139,7 +146,9 @@ class GenerationCreate(_PromptFields):
     model: str | None = Field(None, description="Model id; default: the server's default model")
     steps: int | None = Field(None, ge=1, le=150)
     guidance_scale: float | None = Field(None, ge=0, le=30)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent; reported back")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Random when absent; reported back"
+    )
 
     @field_validator("alias")
     @classmethod
@@ -156,7 +165,9 @@ class GenerationCreate(_PromptFields):
             prompt=self.prompt,
             aspect_ratio=self.aspect_ratio,
             auto_enhance=self.auto_enhance,
-            template=(self.enhancement_options or EnhancementOptions()).template,
+            template=(
+                self.enhancement_options.template if self.enhancement_options else DEFAULT_TEMPLATE
+            ),
             negative_prompt=self.negative_prompt,
             model_id=self.model,
             steps=self.steps,

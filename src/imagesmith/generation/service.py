@@ -47,7 +47,9 @@ class GenerationService:
         if request.width is None and request.height is None:
             ratio = request.aspect_ratio or "1:1"
             if ratio not in ASPECT_RATIOS:
-                raise ValidationFailed(f"aspectRatio '{ratio}' is not one of: {', '.join(ASPECT_RATIOS)}")
+                raise ValidationFailed(
+                    f"aspectRatio '{ratio}' is not one of: {', '.join(ASPECT_RATIOS)}"
+                )
             return size_for(spec.family, ratio)
         width, height = request.width, request.height
         if width is None or height is None:
@@ -82,7 +84,9 @@ class GenerationService:
         width, height = self.resolve_size(spec, request)
         steps = self.resolve_steps(spec, request.steps)
         await self._check_alias_free(project_id, request.alias)
-        prompt, enhanced_by = await self._enhance(request.prompt, request.auto_enhance, request.template)
+        prompt, enhanced_by = await self._enhance(
+            request.prompt, request.auto_enhance, request.template
+        )
         flow_id = str(uuid.uuid4()) if request.flow_id == NEW_FLOW else request.flow_id
         generation = Generation(
             project_id=project_id,
@@ -100,7 +104,9 @@ class GenerationService:
             height=height,
             steps=steps,
             guidance_scale=(
-                request.guidance_scale if request.guidance_scale is not None else spec.default_guidance
+                request.guidance_scale
+                if request.guidance_scale is not None
+                else spec.default_guidance
             ),
             scheduler=request.scheduler or spec.default_scheduler,
             seed=request.seed if request.seed is not None else secrets.randbelow(RANDOM_SEED_LIMIT),
@@ -117,7 +123,9 @@ class GenerationService:
             async with self.rt.db.transaction() as session:
                 repo = GenerationRepository(session)
                 if flow_id is not None:
-                    await self._ensure_flow(session, project_id, flow_id, eager=bool(request.flow_alias))
+                    await self._ensure_flow(
+                        session, project_id, flow_id, eager=bool(request.flow_alias)
+                    )
                 await repo.add(generation)
                 org_slug, project_slug = await repo.project_slugs(project_id)
         except IntegrityError:
@@ -144,7 +152,9 @@ class GenerationService:
                 )
             return await self._view(session, existing)
 
-    async def _enhance(self, prompt: str, auto_enhance: bool, template: str) -> tuple[str, str | None]:
+    async def _enhance(
+        self, prompt: str, auto_enhance: bool, template: str
+    ) -> tuple[str, str | None]:
         if not auto_enhance:
             return prompt, None
         enhanced = await self.rt.enhancer.enhance(prompt, template)
@@ -155,7 +165,9 @@ class GenerationService:
             return
         async with self.rt.db.transaction() as session:
             if await GenerationRepository(session).image_by_alias(project_id, alias) is not None:
-                raise AliasConflict(f"Alias '{alias}' is already used by another image in this project")
+                raise AliasConflict(
+                    f"Alias '{alias}' is already used by another image in this project"
+                )
 
     async def _ensure_flow(self, session: Any, project_id: str, flow_id: str, eager: bool) -> None:
         flow = await session.get(Flow, flow_id)
@@ -191,24 +203,29 @@ class GenerationService:
                 return view
             await self.rt.notifier.wait_changed(generation_id, min(remaining, 0.5))
 
-    async def list(self, project_id: str, filters: ListFilter) -> tuple[list[GenerationView], int]:
+    async def page(self, project_id: str, filters: ListFilter) -> tuple[list[GenerationView], int]:
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
-            rows, total = await repo.list(project_id, filters)
+            rows, total = await repo.page(project_id, filters)
             images = await repo.images_by_id([g.output_image_id for g in rows if g.output_image_id])
             org_slug, project_slug = await repo.project_slugs(project_id)
         views = [
-            GenerationView(g, images.get(g.output_image_id or ""), org_slug, project_slug) for g in rows
+            GenerationView(g, images.get(g.output_image_id or ""), org_slug, project_slug)
+            for g in rows
         ]
         return views, total
 
     # Update / regenerate -----------------------------------------------------------------
 
-    async def update(self, project_id: str, generation_id: str, changes: dict[str, Any]) -> GenerationView:
+    async def update(
+        self, project_id: str, generation_id: str, changes: dict[str, Any]
+    ) -> GenerationView:
         """prompt/aspectRatio re-run the job into the same image; flowId/meta touch only the row."""
         current = (await self.get(project_id, generation_id)).generation
         prompt_changed = "prompt" in changes and changes["prompt"] != current.original_prompt
-        ratio_changed = "aspect_ratio" in changes and changes["aspect_ratio"] != current.aspect_ratio
+        ratio_changed = (
+            "aspect_ratio" in changes and changes["aspect_ratio"] != current.aspect_ratio
+        )
         new_prompt: tuple[str, str | None] | None = None
         if prompt_changed:
             new_prompt = await self._enhance(

@@ -33,7 +33,11 @@ class GenerationStatus(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (GenerationStatus.SUCCESS, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
+        return self in (
+            GenerationStatus.SUCCESS,
+            GenerationStatus.FAILED,
+            GenerationStatus.CANCELLED,
+        )
 
 
 class Generation(IdMixin, TimestampMixin, Base):

@@ -33,7 +33,12 @@ class Image(IdMixin, TimestampMixin, Base):
     file_size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     source: Mapped[ImageSource] = mapped_column(
-        Enum(ImageSource, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+        Enum(
+            ImageSource,
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        )
     )
     alias: Mapped[str | None] = mapped_column(String(128), nullable=True)
     focal_point: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)

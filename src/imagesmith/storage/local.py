@@ -31,7 +31,10 @@ class LocalStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a reader never sees half an image (regenerate-in-place overwrites).
-        for target, payload in ((path.with_name(path.name + ".type"), content_type.encode()), (path, data)):
+        for target, payload in (
+            (path.with_name(path.name + ".type"), content_type.encode()),
+            (path, data),
+        ):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)

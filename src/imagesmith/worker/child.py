@@ -61,7 +61,11 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
         try:
             images = engine.generate(batch.jobs, on_step, lambda: False)
             for job, image in zip(batch.jobs, images, strict=True):
-                conn.send(JobDone(job.generation_id, job.job_version, image.png, image.width, image.height))
+                conn.send(
+                    JobDone(
+                        job.generation_id, job.job_version, image.png, image.width, image.height
+                    )
+                )
         except ModelUnavailable as exc:
             for job in batch.jobs:
                 conn.send(JobFailed(job.generation_id, job.job_version, str(exc)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -95,10 +96,8 @@ class ModelProcess:
         if self.process is None:
             return
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.send(Shutdown())
-            except (OSError, ValueError):
-                pass
             await asyncio.to_thread(self.process.join, timeout)
         self.kill()
         if self.conn is not None:

@@ -97,8 +97,12 @@ class Worker:
                 await self.child.start()
                 return True
             except ChildStartFailed as exc:
-                log.error("child.start_failed worker_id=%s error=%s retry_in=%.0fs",
-                          self.worker_id, exc, delay)
+                log.error(
+                    "child.start_failed worker_id=%s error=%s retry_in=%.0fs",
+                    self.worker_id,
+                    exc,
+                    delay,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 30.0)
@@ -131,8 +135,11 @@ class Worker:
                 now + timedelta(seconds=self.settings.lease_seconds),
             )
         for claim in claims:
-            log.info("generation.claimed generation_id=%s worker_id=%s", claim.generation_id,
-                     self.worker_id)
+            log.info(
+                "generation.claimed generation_id=%s worker_id=%s",
+                claim.generation_id,
+                self.worker_id,
+            )
             self.rt.notifier.generation_changed(claim.generation_id)
         return claims
 
@@ -150,11 +157,19 @@ class Worker:
             repo = GenerationRepository(session)
             for job in held.values():
                 status = await repo.release(
-                    self.worker_id, job.claim, utcnow(), count_retry=count_retry,
-                    max_retries=self.settings.max_retries, reason=reason,
+                    self.worker_id,
+                    job.claim,
+                    utcnow(),
+                    count_retry=count_retry,
+                    max_retries=self.settings.max_retries,
+                    reason=reason,
                 )
-                log.warning("generation.released generation_id=%s status=%s reason=%s",
-                            job.claim.generation_id, status, reason)
+                log.warning(
+                    "generation.released generation_id=%s status=%s reason=%s",
+                    job.claim.generation_id,
+                    status,
+                    reason,
+                )
         for generation_id in held:
             self.rt.notifier.generation_changed(generation_id)
         self.rt.notifier.work_queued()
@@ -215,14 +230,16 @@ class Worker:
                 self.child.kill()
                 await self._wait_for_exit()
                 await self._release(
-                    held, count_retry=True,
+                    held,
+                    count_retry=True,
                     reason=f"the model process hung for {self.settings.job_timeout_seconds:.0f} s",
                 )
                 await self._restart_child()
                 return
             if isinstance(message, ChildExited):
                 await self._release(
-                    held, count_retry=True,
+                    held,
+                    count_retry=True,
                     reason=f"the model process died (exit code {message.exitcode})",
                 )
                 await self._restart_child()
@@ -286,10 +303,19 @@ class Worker:
                     log.warning("alias.taken alias=%s generation_id=%s", alias, generation.id)
                     alias = None
                 image = Image(
-                    id=image_id, project_id=job.project_id, generation_id=generation.id,
-                    flow_id=generation.flow_id, storage_key=key, mime_type="image/png",
-                    width=done.width, height=done.height, file_size=len(done.png), sha256=digest,
-                    source=ImageSource.GENERATED, alias=alias, meta={},
+                    id=image_id,
+                    project_id=job.project_id,
+                    generation_id=generation.id,
+                    flow_id=generation.flow_id,
+                    storage_key=key,
+                    mime_type="image/png",
+                    width=done.width,
+                    height=done.height,
+                    file_size=len(done.png),
+                    sha256=digest,
+                    source=ImageSource.GENERATED,
+                    alias=alias,
+                    meta={},
                 )
                 await repo.add_image(image)
             else:
@@ -299,10 +325,15 @@ class Worker:
                 await assign_flow_alias(session, generation, image_id)
             started = generation.started_at or now
             await repo.finish(
-                self.worker_id, claim, now,
-                status=GenerationStatus.SUCCESS, output_image_id=image_id,
+                self.worker_id,
+                claim,
+                now,
+                status=GenerationStatus.SUCCESS,
+                output_image_id=image_id,
                 processing_time_ms=int((now - started).total_seconds() * 1000),
-                progress_step=job.steps, progress_total=job.steps, error_message=None,
+                progress_step=job.steps,
+                progress_total=job.steps,
+                error_message=None,
             )
         log.info("generation.succeeded generation_id=%s image_id=%s", claim.generation_id, image_id)
         self.rt.notifier.generation_changed(claim.generation_id)
@@ -314,7 +345,10 @@ class Worker:
             generation = await repo.get_any(job.claim.generation_id)
             started = (generation.started_at if generation else None) or now
             await repo.finish(
-                self.worker_id, job.claim, now, status=GenerationStatus.FAILED,
+                self.worker_id,
+                job.claim,
+                now,
+                status=GenerationStatus.FAILED,
                 error_message=message,
                 processing_time_ms=int((now - started).total_seconds() * 1000),
             )

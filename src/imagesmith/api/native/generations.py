@@ -30,7 +30,10 @@ PreferHeader = Annotated[
 ]
 IdempotencyHeader = Annotated[
     str | None,
-    Header(max_length=255, description="Repeat a create safely: the same key returns the same generation"),
+    Header(
+        max_length=255,
+        description="Repeat a create safely: the same key returns the same generation",
+    ),
 ]
 
 
@@ -58,12 +61,17 @@ async def respond(
             # Clients written for the synchronous original expect the failure as an error.
             out = render_generation(view, base_url(request, runtime))
             return native_error(
-                500, "GENERATION_FAILED", view.generation.error_message or "Generation failed",
-                generationId=view.generation.id, data=out.model_dump(mode="json"),
+                500,
+                "GENERATION_FAILED",
+                view.generation.error_message or "Generation failed",
+                generationId=view.generation.id,
+                data=out.model_dump(mode="json"),
             )
     out = render_generation(view, base_url(request, runtime))
     return JSONResponse(
-        {"success": True, "data": out.model_dump(mode="json")}, status_code=status_code, headers=headers
+        {"success": True, "data": out.model_dump(mode="json")},
+        status_code=status_code,
+        headers=headers,
     )
 
 
@@ -71,8 +79,10 @@ async def respond(
     "",
     status_code=201,
     response_model=GenerationEnvelope,
-    responses={200: {"model": GenerationEnvelope, "description": "Idempotent replay"},
-               **error_responses(400, 401, 403, 409, 500)},
+    responses={
+        200: {"model": GenerationEnvelope, "description": "Idempotent replay"},
+        **error_responses(400, 401, 403, 409, 500),
+    },
 )
 async def create_generation(
     request: Request,
@@ -105,22 +115,30 @@ async def list_generations(
 ) -> dict[str, Any]:
     """List this project's generations, newest first."""
     project_id = principal.require_project()
-    views, total = await GenerationService(runtime).list(
+    views, total = await GenerationService(runtime).page(
         project_id, ListFilter(status, flow_id, include_deleted, limit, offset)
     )
     base = base_url(request, runtime)
     return {
         "success": True,
         "data": [render_generation(v, base).model_dump(mode="json") for v in views],
-        "pagination": {"total": total, "limit": limit, "offset": offset,
-                       "hasMore": offset + len(views) < total},
+        "pagination": {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "hasMore": offset + len(views) < total,
+        },
     }
 
 
-@router.get("/{generation_id}", response_model=GenerationEnvelope,
-            responses=error_responses(401, 403, 404))
+@router.get(
+    "/{generation_id}", response_model=GenerationEnvelope, responses=error_responses(401, 403, 404)
+)
 async def get_generation(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
     prefer: PreferHeader = None,
 ) -> JSONResponse:
     """One generation with its output image, progress and timings."""
@@ -128,42 +146,72 @@ async def get_generation(
     return await respond(request, runtime, view, 200, prefer)
 
 
-UPDATE_DOC = "Change prompt or aspectRatio (regenerates in place: same image id and URL), flowId, meta."
+UPDATE_DOC = (
+    "Change prompt or aspectRatio (regenerates in place: same image id and URL), flowId, meta."
+)
 
 
 async def _update(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
-    body: GenerationUpdate, prefer: str | None,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
+    body: GenerationUpdate,
+    prefer: str | None,
 ) -> JSONResponse:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    view = await GenerationService(runtime).update(principal.require_project(), generation_id, changes)
+    view = await GenerationService(runtime).update(
+        principal.require_project(), generation_id, changes
+    )
     return await respond(request, runtime, view, 200, prefer)
 
 
-@router.put("/{generation_id}", response_model=GenerationEnvelope,
-            responses=error_responses(400, 401, 403, 404, 500), description=UPDATE_DOC)
+@router.put(
+    "/{generation_id}",
+    response_model=GenerationEnvelope,
+    responses=error_responses(400, 401, 403, 404, 500),
+    description=UPDATE_DOC,
+)
 async def put_generation(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
-    body: Annotated[GenerationUpdate, Body()], prefer: PreferHeader = None,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
+    body: Annotated[GenerationUpdate, Body()],
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     """Update a generation; a new prompt or aspect ratio regenerates it in place."""
     return await _update(request, runtime, principal, generation_id, body, prefer)
 
 
-@router.patch("/{generation_id}", response_model=GenerationEnvelope,
-              responses=error_responses(400, 401, 403, 404, 500), description=UPDATE_DOC)
+@router.patch(
+    "/{generation_id}",
+    response_model=GenerationEnvelope,
+    responses=error_responses(400, 401, 403, 404, 500),
+    description=UPDATE_DOC,
+)
 async def patch_generation(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
-    body: Annotated[GenerationUpdate, Body()], prefer: PreferHeader = None,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
+    body: Annotated[GenerationUpdate, Body()],
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     """Same as PUT."""
     return await _update(request, runtime, principal, generation_id, body, prefer)
 
 
-@router.post("/{generation_id}/regenerate", response_model=GenerationEnvelope,
-             responses=error_responses(401, 403, 404, 500))
+@router.post(
+    "/{generation_id}/regenerate",
+    response_model=GenerationEnvelope,
+    responses=error_responses(401, 403, 404, 500),
+)
 async def regenerate_generation(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
     prefer: PreferHeader = None,
 ) -> JSONResponse:
     """Run again with the stored parameters; the output keeps its image id and URL."""
@@ -171,18 +219,26 @@ async def regenerate_generation(
     return await respond(request, runtime, view, 200, prefer)
 
 
-@router.post("/{generation_id}/retry", response_model=GenerationEnvelope, deprecated=True,
-             responses=error_responses(401, 403, 404, 500))
+@router.post(
+    "/{generation_id}/retry",
+    response_model=GenerationEnvelope,
+    deprecated=True,
+    responses=error_responses(401, 403, 404, 500),
+)
 async def retry_generation(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
     prefer: PreferHeader = None,
 ) -> JSONResponse:
     """Deprecated alias of /regenerate."""
     return await regenerate_generation(request, runtime, principal, generation_id, prefer)
 
 
-@router.delete("/{generation_id}", response_model=DeletedEnvelope,
-               responses=error_responses(401, 403, 404))
+@router.delete(
+    "/{generation_id}", response_model=DeletedEnvelope, responses=error_responses(401, 403, 404)
+)
 async def delete_generation(
     runtime: RuntimeDep, principal: PrincipalDep, generation_id: str
 ) -> dict[str, Any]:

@@ -119,7 +119,9 @@ def render_generation(view: GenerationView, base: str) -> GenerationOut:
         prompt=g.prompt,
         originalPrompt=g.original_prompt,
         autoEnhance=g.auto_enhance,
-        enhancementOptions={"template": g.enhancement_template or "general"} if g.auto_enhance else None,
+        enhancementOptions={"template": g.enhancement_template or "general"}
+        if g.auto_enhance
+        else None,
         enhancedBy=g.enhanced_by,
         aspectRatio=g.aspect_ratio,
         negativePrompt=g.negative_prompt,

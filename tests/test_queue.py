@@ -1,0 +1,142 @@
+"""The queue as SQL: claims, batch keys, leases, retries and stale results, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagesmith.auth.service import KeyService
+from imagesmith.config import Settings
+from imagesmith.db import migrate
+from imagesmith.db.base import utcnow
+from imagesmith.db.engine import Database
+from imagesmith.generation.repository import Claim, GenerationRepository
+from imagesmith.models import Generation, GenerationStatus
+
+
+@pytest.fixture()
+async def db(tmp_path: Path) -> AsyncIterator[tuple[Database, str, Settings]]:
+    settings = Settings(data_dir=tmp_path)
+    await asyncio.to_thread(migrate.upgrade, settings)
+    database = Database(settings)
+    async with database.transaction() as session:
+        _org, project = await KeyService(session).ensure_project("q-org", "q-proj")
+    yield database, project.id, settings
+    await database.dispose()
+
+
+async def add_jobs(database: Database, project_id: str, count: int, **overrides: Any) -> list[str]:
+    ids = []
+    async with database.transaction() as session:
+        for i in range(count):
+            values: dict[str, Any] = {
+                "project_id": project_id,
+                "prompt": f"p{i}",
+                "original_prompt": f"p{i}",
+                "model_id": "tiny-sd",
+                "width": 64,
+                "height": 64,
+                "steps": 4,
+                "guidance_scale": 7.5,
+                "seed": i,
+                "meta": {},
+                "reference_images": [],
+            }
+            values.update(overrides)
+            generation = Generation(**values)
+            session.add(generation)
+            await session.flush()
+            ids.append(generation.id)
+            generation.created_at = utcnow() + timedelta(milliseconds=i)
+    return ids
+
+
+async def claim(database: Database, worker: str, limit: int = 1, lease: float = 30) -> list[Claim]:
+    now = utcnow()
+    async with database.transaction() as session:
+        return await GenerationRepository(session).claim_next_batch(
+            worker, limit, now, now + timedelta(seconds=lease)
+        )
+
+
+async def row(database: Database, generation_id: str) -> Generation:
+    async with database.transaction() as session:
+        generation = await GenerationRepository(session).get_any(generation_id)
+        assert generation is not None
+        return generation
+
+
+async def test_claims_are_exclusive_across_connections(db: Any) -> None:
+    database, project_id, settings = db
+    ids = await add_jobs(database, project_id, 12)
+    other = Database(settings)  # a second pool: like a second worker process
+    try:
+        results = await asyncio.gather(
+            *[claim(d, f"w{i}", limit=1) for i, d in enumerate([database, other] * 8)]
+        )
+    finally:
+        await other.dispose()
+    claimed = [c.generation_id for batch in results for c in batch]
+    assert sorted(claimed) == sorted(ids) and len(set(claimed)) == 12
+
+
+async def test_batch_key_groups_compatible_jobs_in_order(db: Any) -> None:
+    database, project_id, _ = db
+    small = await add_jobs(database, project_id, 3)
+    await add_jobs(database, project_id, 2, width=128)
+    more_small = await add_jobs(database, project_id, 2)
+    batch = await claim(database, "w", limit=4)
+    assert [c.generation_id for c in batch] == small + more_small[:1]
+
+
+async def test_release_counts_retries_and_gives_up(db: Any) -> None:
+    database, project_id, _ = db
+    (job,) = await add_jobs(database, project_id, 1)
+    for attempt in range(1, 3):
+        (held,) = await claim(database, "w")
+        async with database.transaction() as session:
+            status = await GenerationRepository(session).release(
+                "w", held, utcnow(), count_retry=True, max_retries=1, reason="boom"
+            )
+        if attempt == 1:
+            assert status is GenerationStatus.PENDING
+            assert (await row(database, job)).retry_count == 1
+    final = await row(database, job)
+    assert final.status is GenerationStatus.FAILED and final.retry_count == 2
+    assert final.error_message == "Gave up after 2 attempts: boom"
+
+
+async def test_expired_lease_returns_job_to_queue(db: Any) -> None:
+    database, project_id, _ = db
+    (job,) = await add_jobs(database, project_id, 1)
+    await claim(database, "dead-worker", lease=-1)
+    async with database.transaction() as session:
+        requeued = await GenerationRepository(session).requeue_expired(utcnow(), max_retries=3)
+    assert requeued == [job]
+    again = await row(database, job)
+    assert again.status is GenerationStatus.PENDING and again.retry_count == 1
+    assert again.worker_id is None
+    (held,) = await claim(database, "live-worker")
+    assert held.generation_id == job
+
+
+async def test_a_stale_result_is_discarded(db: Any) -> None:
+    database, project_id, _ = db
+    (job,) = await add_jobs(database, project_id, 1)
+    (held,) = await claim(database, "w")
+    async with database.transaction() as session:
+        generation = await GenerationRepository(session).get_any(job)
+        assert generation is not None
+        generation.job_version += 1  # what PUT/regenerate does while the job runs
+        generation.status = GenerationStatus.PENDING
+    async with database.transaction() as session:
+        wrote = await GenerationRepository(session).finish(
+            "w", held, utcnow(), status=GenerationStatus.SUCCESS
+        )
+    assert wrote is False
+    assert (await row(database, job)).status is GenerationStatus.PENDING
