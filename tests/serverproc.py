@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from tests.backends import new_backend, run_sql, stored_keys
+
 PYTHON = sys.executable
 
 
@@ -64,15 +66,24 @@ def create_key(env: dict[str, str], org: str, project: str, *extra: str) -> str:
 
 
 class Server:
-    def __init__(self, data_dir: Path, models_dir: Path, **settings: Any):
+    def __init__(
+        self,
+        data_dir: Path,
+        models_dir: Path,
+        backend: dict[str, str] | None = None,
+        **settings: Any,
+    ):
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Pass another server's `backend` to share its database and bucket (a restart, a replica).
+        self.backend = backend if backend is not None else new_backend(data_dir)
         self.env = {
             **os.environ,
             "IMAGESMITH_DATA_DIR": str(data_dir),
             "IMAGESMITH_MODELS_DIR": str(models_dir),
             "HF_HUB_OFFLINE": "1",
+            **self.backend,
         }
         for name, value in settings.items():
             self.env[f"IMAGESMITH_{name.upper()}"] = str(value)
@@ -158,6 +169,12 @@ class Server:
                 os.kill(kid, signal.SIGKILL)
             wait_dead(kid)
         self.proc = None
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        return run_sql(self.env, self.data_dir, statement, **params)
+
+    def stored_keys(self) -> set[str]:
+        return stored_keys(self.env, self.data_dir)
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -91,11 +91,11 @@ def test_cli_keys_create_list_revoke(api_only: Server) -> None:
 
 def test_expired_key_is_refused(api_only: Server) -> None:
     key = create_key(api_only.env, "exp-org", "exp-proj")
-    with sqlite3.connect(api_only.data_dir / "imagesmith.db") as db:
-        db.execute(
-            "UPDATE api_keys SET expires_at = '2020-01-01 00:00:00' WHERE key_prefix = ?",
-            (key[:12],),
-        )
+    api_only.sql(
+        "UPDATE api_keys SET expires_at = :past WHERE key_prefix = :prefix",
+        past=datetime(2020, 1, 1, tzinfo=UTC),
+        prefix=key[:12],
+    )
     with api_only.client(key) as client:
         response = client.get("/api/v1/generations")
     assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
@@ -105,9 +105,8 @@ def test_last_used_is_recorded(api_only: Server) -> None:
     key = create_key(api_only.env, "used-org", "used-proj")
     with api_only.client(key) as client:
         client.get("/api/v1/generations")
-    with sqlite3.connect(api_only.data_dir / "imagesmith.db") as db:
-        (last_used,) = db.execute(
-            "SELECT last_used_at FROM api_keys WHERE key_prefix = ?", (key[:12],)
-        ).fetchone()
+    ((last_used,),) = api_only.sql(
+        "SELECT last_used_at FROM api_keys WHERE key_prefix = :prefix", prefix=key[:12]
+    )
     assert last_used is not None
     assert httpx.get(f"{api_only.url}/health").status_code == 200

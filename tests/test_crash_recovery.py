@@ -88,7 +88,7 @@ def test_killing_the_server_with_jobs_queued_loses_nothing(
         wait_processing(api, ids)
     srv.kill()
 
-    restarted = Server(data_dir, models_dir, lease_seconds=2)
+    restarted = Server(data_dir, models_dir, backend=srv.backend, lease_seconds=2)
     restarted.port, restarted.url = srv.port, srv.url
     restarted.start()
     try:
@@ -113,7 +113,7 @@ def test_sigterm_hands_back_or_finishes_running_jobs(
         ids = submit(api, 3)
         running = wait_processing(api, ids)
     srv.stop()  # SIGTERM with no grace: the running job goes back to the queue unharmed
-    restarted = Server(data_dir, models_dir, lease_seconds=30)
+    restarted = Server(data_dir, models_dir, backend=srv.backend, lease_seconds=30)
     restarted.start()
     try:
         with restarted.client(key) as api:

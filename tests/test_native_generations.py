@@ -183,13 +183,13 @@ def test_same_seed_same_bytes_and_regenerate_uses_new_seed(api: httpx.Client) ->
 def test_delete_removes_record_and_file(api: httpx.Client, server: Server) -> None:
     data = create(api, WAIT).json()["data"]
     url = data["outputImage"]["storageUrl"]
-    files = list((server.data_dir / "images").rglob(data["outputImageId"]))
-    assert len(files) == 1
+    key = f"acme/web/img/{data['outputImageId']}"
+    assert key in server.stored_keys()
     deleted = api.delete(f"/api/v1/generations/{data['id']}")
     assert deleted.status_code == 200 and deleted.json()["success"] is True
     assert api.get(f"/api/v1/generations/{data['id']}").status_code == 404
     assert fetch(url).status_code == 404
-    assert not files[0].exists()
+    assert key not in server.stored_keys()
     assert (
         api.delete(f"/api/v1/generations/{data['id']}").json()["error"]["code"]
         == "GENERATION_NOT_FOUND"

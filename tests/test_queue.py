@@ -17,11 +17,13 @@ from imagesmith.db.base import utcnow
 from imagesmith.db.engine import Database
 from imagesmith.generation.repository import Claim, GenerationRepository
 from imagesmith.models import Generation, GenerationStatus
+from tests.backends import new_backend
 
 
 @pytest.fixture()
 async def db(tmp_path: Path) -> AsyncIterator[tuple[Database, str, Settings]]:
-    settings = Settings(data_dir=tmp_path)
+    backend = new_backend(tmp_path)
+    settings = Settings(data_dir=tmp_path, database_url=backend.get("IMAGESMITH_DATABASE_URL"))
     await asyncio.to_thread(migrate.upgrade, settings)
     database = Database(settings)
     async with database.transaction() as session:

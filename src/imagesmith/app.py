@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from imagesmith import __version__
@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
 
             worker_task = asyncio.create_task(Worker(runtime).run(stop))
         try:
-            yield
+            async with runtime.listening():
+                yield
         finally:
             stop.set()
             if worker_task is not None:
@@ -62,6 +63,15 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def rate_limit_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(getattr(request.state, "rate_headers", {}))
+        return response
+
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(generations.router)

@@ -78,7 +78,8 @@ def worker(log_level: Annotated[str, typer.Option()] = "info") -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await Worker(runtime).run(stop)
+            async with runtime.listening():
+                await Worker(runtime).run(stop)
         finally:
             await runtime.close()
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +23,37 @@ class Settings(BaseSettings):
     )
     storage_dir: Path | None = Field(
         default=None, description="Local image folder. Default: data_dir/images."
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix for S3-compatible storage; default: the local folder.",
+    )
+    storage_create_bucket: bool = Field(
+        default=True, description="Create the S3 bucket on start when it is missing."
+    )
+    storage_url_mode: Literal["cdn", "presigned", "public"] = Field(
+        default="cdn",
+        description="storageUrl links: the server's /cdn route, presigned S3 URLs, or a public "
+        "bucket URL (storage_public_base_url).",
+    )
+    storage_public_base_url: str | None = None
+    presign_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # The standard AWS variables, read here once and handed to boto3 explicitly.
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("IMAGESMITH_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    )
+    aws_region: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
+    redis_url: str | None = Field(
+        default=None,
+        description="Shared state for several API replicas (rate-limit counters). Optional.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Per-key request limit, e.g. '100/hour' (Banatie's); unlimited by default.",
     )
     models_dir: Path | None = Field(
         default=None,

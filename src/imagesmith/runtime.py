@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from imagesmith.config import Settings
@@ -9,6 +12,7 @@ from imagesmith.db.engine import Database
 from imagesmith.engines.registry import ModelRegistry
 from imagesmith.generation.enhance import PromptEnhancer
 from imagesmith.generation.events import Notifier
+from imagesmith.limits.rate import RateLimiter
 from imagesmith.storage import ObjectStore, open_store
 
 
@@ -20,12 +24,19 @@ class Runtime:
     registry: ModelRegistry
     enhancer: PromptEnhancer
     notifier: Notifier
+    rate_limiter: RateLimiter
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
+        db = Database(settings)
+        publisher = None
+        if not settings.is_sqlite:
+            from imagesmith.db.listen import PgPublisher
+
+            publisher = PgPublisher(db.engine)
         return cls(
             settings=settings,
-            db=Database(settings),
+            db=db,
             store=open_store(settings),
             registry=ModelRegistry.load(settings.models_file),
             enhancer=PromptEnhancer(
@@ -34,8 +45,28 @@ class Runtime:
                 api_key=settings.llm_api_key,
                 timeout=settings.llm_timeout_seconds,
             ),
-            notifier=Notifier(),
+            notifier=Notifier(publisher),
+            rate_limiter=RateLimiter(settings),
         )
 
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[None]:
+        """On PostgreSQL, hear other processes' wake-ups for as long as the block runs."""
+        if self.settings.is_sqlite:
+            yield
+            return
+        from imagesmith.db.listen import listen
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(listen(self.settings.resolved_database_url, self.notifier, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def close(self) -> None:
+        await self.notifier.drain()
         await self.db.dispose()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from imagesmith.api.native.render import ImageLinks
 from imagesmith.auth.service import KeyService, Principal
 from imagesmith.errors import Forbidden
 from imagesmith.runtime import Runtime
@@ -20,11 +21,16 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def native_principal(
+    request: Request,
     runtime: RuntimeDep,
     x_api_key: Annotated[str | None, Header(description="Project or master API key")] = None,
 ) -> Principal:
     async with runtime.db.transaction() as session:
-        return await KeyService(session).authenticate(x_api_key)
+        principal = await KeyService(session).authenticate(x_api_key)
+    state = await runtime.rate_limiter.hit(principal.api_key_id)
+    if state is not None:
+        request.state.rate_headers = state.headers()  # added to the response by middleware
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(native_principal)]
@@ -39,5 +45,6 @@ async def master_principal(principal: PrincipalDep) -> Principal:
 MasterDep = Annotated[Principal, Depends(master_principal)]
 
 
-def base_url(request: Request, runtime: Runtime) -> str:
-    return (runtime.settings.public_url or str(request.base_url)).rstrip("/")
+def image_links(request: Request, runtime: Runtime) -> ImageLinks:
+    base = (runtime.settings.public_url or str(request.base_url)).rstrip("/")
+    return ImageLinks(base, runtime.store)

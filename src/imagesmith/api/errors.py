@@ -32,6 +32,7 @@ ERROR_TEXT = {
     403: "The key may not do this (FORBIDDEN)",
     404: "Not found in this project",
     409: "Conflict with the current state",
+    429: "Too many requests for this key (RATE_LIMIT_EXCEEDED); see Retry-After",
     500: "The generation failed (GENERATION_FAILED) or a server bug (INTERNAL_ERROR)",
 }
 
@@ -41,9 +42,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorEnvelope, "description": ERROR_TEXT[code]} for code in codes}
 
 
-def native_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+def keyed_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Errors of a route behind an API key: always 401, 403 and 429, plus its own."""
+    return error_responses(*sorted({401, 403, 429, *codes}))
+
+
+def native_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body: dict[str, Any] = {"success": False, "error": {"code": code, "message": message, **extra}}
-    headers = {"Cache-Control": "no-store"}
+    headers = {"Cache-Control": "no-store", **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -78,7 +86,7 @@ def describe_validation(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagesmithError)
     async def _expected(_request: Request, exc: ImagesmithError) -> JSONResponse:
-        return native_error(exc.status_code, exc.code, exc.message)
+        return native_error(exc.status_code, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
 
 from imagesmith import __version__
 from imagesmith.api.deps import RuntimeDep
@@ -14,6 +17,8 @@ from imagesmith.db.base import utcnow
 from imagesmith.errors import Unauthorized
 from imagesmith.generation.aspect import ASPECT_RATIOS
 from imagesmith.generation.enhance import TEMPLATES
+from imagesmith.generation.repository import GenerationRepository
+from imagesmith.worker.registry import WorkerRepository
 
 router = APIRouter(tags=["health"])
 STARTED = time.monotonic()
@@ -28,6 +33,57 @@ async def health() -> dict[str, Any]:
         "uptime": round(time.monotonic() - STARTED, 3),
         "version": __version__,
     }
+
+
+WORKER_FRESH = timedelta(seconds=30)
+
+
+@router.get("/health/ready", responses={503: {"description": "database or storage unusable"}})
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: database, storage, live workers and queue depth."""
+    checks: dict[str, Any] = {}
+    ok = True
+    workers: list[dict[str, Any]] = []
+    queue: dict[str, int] = {}
+    try:
+        async with runtime.db.transaction() as session:
+            await session.execute(text("SELECT 1"))
+            queue = await GenerationRepository(session).status_counts()
+            for worker in await WorkerRepository(session).live(utcnow() - WORKER_FRESH):
+                workers.append(
+                    {
+                        "id": worker.id,
+                        "hostname": worker.hostname,
+                        "device": worker.device,
+                        "heartbeatAt": worker.heartbeat_at.isoformat(),
+                        "batchesRun": worker.batches_run,
+                    }
+                )
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        ok = False
+        checks["database"] = {"ok": False, "error": str(exc)[:300]}
+    try:
+        await runtime.store.check()
+        checks["storage"] = {"ok": True, "store": runtime.store.describe()}
+    except Exception as exc:
+        ok = False
+        checks["storage"] = {
+            "ok": False,
+            "store": runtime.store.describe(),
+            "error": str(exc)[:300],
+        }
+    body: dict[str, Any] = {
+        "status": "ready" if ok else "unavailable",
+        "checks": checks,
+        "workers": workers,
+        "queue": {"pending": queue.get("pending", 0), "processing": queue.get("processing", 0)},
+    }
+    if ok and not workers:
+        body["warnings"] = [
+            "No worker has sent a heartbeat in the last 30 s: new jobs will wait in the queue."
+        ]
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/api/info")

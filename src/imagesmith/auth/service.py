@@ -82,6 +82,8 @@ class KeyService:
     ) -> IssuedKey:
         org: Organization | None = None
         project: Project | None = None
+        if name is not None and len(name) > 255:
+            raise ValidationFailed(f"Key name is {len(name)} characters; the limit is 255")
         if key_type is KeyType.PROJECT and (org_slug is None or project_slug is None):
             raise ValidationFailed("A project key needs organizationSlug and projectSlug")
         if (org_slug is None) != (project_slug is None):

@@ -185,9 +185,11 @@ class PromptEnhancer:
             text = await self._ask_llm(prompt, template)
             return Enhanced(text, f"llm:{self.model}")
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:200]
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             log.warning("enhance.llm_failed template=%s reason=%s", template, reason)
-            return Enhanced(builtin_enhance(prompt, template), f"builtin (llm failed: {reason})")
+            # The record says what happened; the log has the details.
+            method = f"builtin (llm failed: {type(exc).__name__})"
+            return Enhanced(builtin_enhance(prompt, template), method)
 
     async def _ask_llm(self, prompt: str, template: str) -> str:
         spec = BUILTIN_TEMPLATES[template]

@@ -144,24 +144,30 @@ class GenerationRepository:
             if head.scheduler is None
             else Generation.scheduler == head.scheduler
         )
-        batch = (
-            select(Generation.id)
-            .where(
-                Generation.status == PENDING,
-                Generation.model_id == head.model_id,
-                Generation.width == head.width,
-                Generation.height == head.height,
-                Generation.steps == head.steps,
-                Generation.guidance_scale == head.guidance_scale,
-                same_scheduler,
-            )
-            .order_by(Generation.created_at, Generation.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        # Lock the batch first, then update exactly those rows: an `IN (subquery LIMIT n)` can be
+        # re-evaluated by PostgreSQL's planner and claim more than n rows.
+        batch_ids = list(
+            (
+                await self.session.execute(
+                    select(Generation.id)
+                    .where(
+                        Generation.status == PENDING,
+                        Generation.model_id == head.model_id,
+                        Generation.width == head.width,
+                        Generation.height == head.height,
+                        Generation.steps == head.steps,
+                        Generation.guidance_scale == head.guidance_scale,
+                        same_scheduler,
+                    )
+                    .order_by(Generation.created_at, Generation.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalars()
         )
         result = await self.session.execute(
             update(Generation)
-            .where(Generation.id.in_(batch.scalar_subquery()), Generation.status == PENDING)
+            .where(Generation.id.in_(batch_ids), Generation.status == PENDING)
             .values(
                 status=PROCESSING,
                 worker_id=worker_id,
@@ -175,7 +181,8 @@ class GenerationRepository:
             .returning(Generation.id, Generation.job_version)
             .execution_options(synchronize_session=False)
         )
-        return [Claim(row[0], row[1]) for row in result.all()]
+        versions = dict(result.tuples().all())
+        return [Claim(i, versions[i]) for i in batch_ids if i in versions]
 
     def _held(self, worker_id: str, claim: Claim) -> Any:
         return and_(
@@ -291,8 +298,10 @@ class GenerationRepository:
             )
         return [row[0] for row in expired]
 
-    async def queue_depth(self) -> int:
-        result = await self.session.execute(
-            select(func.count(Generation.id)).where(Generation.status == PENDING)
+    async def status_counts(self) -> dict[str, int]:
+        rows = await self.session.execute(
+            select(Generation.status, func.count(Generation.id))
+            .where(Generation.status.in_([PENDING, PROCESSING]))
+            .group_by(Generation.status)
         )
-        return int(result.scalar_one())
+        return {GenerationStatus(status).value: int(count) for status, count in rows.all()}

@@ -5,6 +5,7 @@ from imagesmith.models.flow import Flow
 from imagesmith.models.generation import Generation, GenerationStatus
 from imagesmith.models.image import Image, ImageSource
 from imagesmith.models.tenancy import Organization, Project
+from imagesmith.models.worker import WorkerRecord
 
 __all__ = [
     "ApiKey",
@@ -16,4 +17,5 @@ __all__ = [
     "KeyType",
     "Organization",
     "Project",
+    "WorkerRecord",
 ]

@@ -57,7 +57,7 @@ class Generation(IdMixin, TimestampMixin, Base):
     original_prompt: Mapped[str] = mapped_column(Text)
     auto_enhance: Mapped[bool] = mapped_column(Boolean, default=True)
     enhancement_template: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    enhanced_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    enhanced_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     aspect_ratio: Mapped[str | None] = mapped_column(String(8), nullable=True)
     negative_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_id: Mapped[str] = mapped_column(String(128))
@@ -86,7 +86,7 @@ class Generation(IdMixin, TimestampMixin, Base):
         default=GenerationStatus.PENDING,
     )
     job_version: Mapped[int] = mapped_column(Integer, default=1)
-    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     progress_step: Mapped[int | None] = mapped_column(Integer, nullable=True)

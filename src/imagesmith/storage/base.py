@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from imagesmith.config import Settings
@@ -25,12 +26,30 @@ class ObjectStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    async def check(self) -> None:
+        """Raise when the store cannot be used (readiness)."""
+        ...
+
+    def public_url(self, key: str) -> str | None:
+        """A direct URL (presigned or public bucket) when configured; None → serve via /cdn."""
+        ...
+
     def describe(self) -> str: ...
 
 
 def open_store(settings: Settings) -> ObjectStore:
+    if settings.storage_url and settings.storage_url.startswith("s3://"):
+        from imagesmith.storage.s3 import S3Store
+
+        return S3Store(settings)
     from imagesmith.storage.local import LocalStore
 
+    if settings.storage_url and settings.storage_url.startswith("file://"):
+        return LocalStore(Path(settings.storage_url.removeprefix("file://")).resolve())
+    if settings.storage_url:
+        raise ValueError(
+            f"IMAGESMITH_STORAGE_URL must start with s3:// or file://, got {settings.storage_url!r}"
+        )
     return LocalStore(settings.resolved_storage_dir)
 
 

@@ -63,3 +63,15 @@ class LocalStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).exists)
+
+    async def check(self) -> None:
+        def _probe() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            os.unlink(tmp)
+
+        await asyncio.to_thread(_probe)
+
+    def public_url(self, key: str) -> str | None:
+        return None

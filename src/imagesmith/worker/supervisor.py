@@ -35,9 +35,11 @@ from imagesmith.worker.messages import (
     RunBatch,
 )
 from imagesmith.worker.process import ChildStartFailed, ModelProcess
+from imagesmith.worker.registry import WorkerRepository
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
+HEARTBEAT_SECONDS = 5.0
 
 
 @dataclass
@@ -53,7 +55,9 @@ class Worker:
     def __init__(self, runtime: Runtime, worker_id: str | None = None):
         self.rt = runtime
         self.settings = runtime.settings
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.worker_id = worker_id or (
+            f"{socket.gethostname()[:100]}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
         self.child = ModelProcess(self._child_config())
         self.batches_run = 0
 
@@ -69,6 +73,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker.started worker_id=%s", self.worker_id)
+        async with self.rt.db.transaction() as session:
+            await WorkerRepository(session).register(
+                self.worker_id, socket.gethostname(), os.getpid(), utcnow()
+            )
+        beating = asyncio.ensure_future(self._beat())
         try:
             if not await self._start_child(stop):
                 return
@@ -80,8 +89,23 @@ class Worker:
                     continue
                 await self._run_until_done_or_stopped(claims, stop)
         finally:
+            beating.cancel()
             await self.child.stop()
+            async with self.rt.db.transaction() as session:
+                await WorkerRepository(session).stopped(self.worker_id, utcnow())
             log.info("worker.stopped worker_id=%s", self.worker_id)
+
+    async def _beat(self) -> None:
+        """Tell readiness this worker is alive, busy or idle."""
+        while True:
+            try:
+                async with self.rt.db.transaction() as session:
+                    await WorkerRepository(session).heartbeat(
+                        self.worker_id, utcnow(), self.child.device, self.batches_run
+                    )
+            except Exception as exc:  # the database may blip; the next beat retries
+                log.warning("worker.heartbeat_failed worker_id=%s error=%s", self.worker_id, exc)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         work = asyncio.ensure_future(self.rt.notifier.wait_for_work(self.settings.poll_seconds))

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from imagesmith.api.deps import PrincipalDep, RuntimeDep, base_url
-from imagesmith.api.errors import error_responses, native_error
+from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
+from imagesmith.api.errors import keyed_responses, native_error
 from imagesmith.api.native.render import (
     DeletedEnvelope,
     GenerationEnvelope,
@@ -59,7 +59,7 @@ async def respond(
         headers["Preference-Applied"] = f"wait={wait:g}"
         if view.generation.status is GenerationStatus.FAILED:
             # Clients written for the synchronous original expect the failure as an error.
-            out = render_generation(view, base_url(request, runtime))
+            out = render_generation(view, image_links(request, runtime))
             return native_error(
                 500,
                 "GENERATION_FAILED",
@@ -67,7 +67,7 @@ async def respond(
                 generationId=view.generation.id,
                 data=out.model_dump(mode="json"),
             )
-    out = render_generation(view, base_url(request, runtime))
+    out = render_generation(view, image_links(request, runtime))
     return JSONResponse(
         {"success": True, "data": out.model_dump(mode="json")},
         status_code=status_code,
@@ -81,7 +81,7 @@ async def respond(
     response_model=GenerationEnvelope,
     responses={
         200: {"model": GenerationEnvelope, "description": "Idempotent replay"},
-        **error_responses(400, 401, 403, 409, 500),
+        **keyed_responses(400, 401, 403, 409, 500),
     },
 )
 async def create_generation(
@@ -102,7 +102,7 @@ async def create_generation(
     return await respond(request, runtime, view, 201 if created else 200, prefer, headers)
 
 
-@router.get("", response_model=GenerationListEnvelope, responses=error_responses(400, 401, 403))
+@router.get("", response_model=GenerationListEnvelope, responses=keyed_responses(400, 401, 403))
 async def list_generations(
     request: Request,
     runtime: RuntimeDep,
@@ -118,10 +118,10 @@ async def list_generations(
     views, total = await GenerationService(runtime).page(
         project_id, ListFilter(status, flow_id, include_deleted, limit, offset)
     )
-    base = base_url(request, runtime)
+    links = image_links(request, runtime)
     return {
         "success": True,
-        "data": [render_generation(v, base).model_dump(mode="json") for v in views],
+        "data": [render_generation(v, links).model_dump(mode="json") for v in views],
         "pagination": {
             "total": total,
             "limit": limit,
@@ -132,7 +132,7 @@ async def list_generations(
 
 
 @router.get(
-    "/{generation_id}", response_model=GenerationEnvelope, responses=error_responses(401, 403, 404)
+    "/{generation_id}", response_model=GenerationEnvelope, responses=keyed_responses(401, 403, 404)
 )
 async def get_generation(
     request: Request,
@@ -169,7 +169,7 @@ async def _update(
 @router.put(
     "/{generation_id}",
     response_model=GenerationEnvelope,
-    responses=error_responses(400, 401, 403, 404, 500),
+    responses=keyed_responses(400, 401, 403, 404, 500),
     description=UPDATE_DOC,
 )
 async def put_generation(
@@ -187,7 +187,7 @@ async def put_generation(
 @router.patch(
     "/{generation_id}",
     response_model=GenerationEnvelope,
-    responses=error_responses(400, 401, 403, 404, 500),
+    responses=keyed_responses(400, 401, 403, 404, 500),
     description=UPDATE_DOC,
 )
 async def patch_generation(
@@ -205,7 +205,7 @@ async def patch_generation(
 @router.post(
     "/{generation_id}/regenerate",
     response_model=GenerationEnvelope,
-    responses=error_responses(401, 403, 404, 500),
+    responses=keyed_responses(401, 403, 404, 500),
 )
 async def regenerate_generation(
     request: Request,
@@ -223,7 +223,7 @@ async def regenerate_generation(
     "/{generation_id}/retry",
     response_model=GenerationEnvelope,
     deprecated=True,
-    responses=error_responses(401, 403, 404, 500),
+    responses=keyed_responses(401, 403, 404, 500),
 )
 async def retry_generation(
     request: Request,
@@ -237,7 +237,7 @@ async def retry_generation(
 
 
 @router.delete(
-    "/{generation_id}", response_model=DeletedEnvelope, responses=error_responses(401, 403, 404)
+    "/{generation_id}", response_model=DeletedEnvelope, responses=keyed_responses(401, 403, 404)
 )
 async def delete_generation(
     runtime: RuntimeDep, principal: PrincipalDep, generation_id: str

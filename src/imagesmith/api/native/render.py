@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel
 
 from imagesmith.generation.schemas import GenerationView
 from imagesmith.models import Image
+from imagesmith.storage import ObjectStore
 
 
 def iso(value: datetime | None) -> str | None:
@@ -90,14 +92,22 @@ class DeletedEnvelope(BaseModel):
     data: dict[str, str]
 
 
-def image_url(base: str, org_slug: str, project_slug: str, image_id: str) -> str:
-    return f"{base}/cdn/{org_slug}/{project_slug}/img/{image_id}"
+@dataclass(frozen=True)
+class ImageLinks:
+    """Where clients fetch images: the server's /cdn route, or the store's own URL if configured."""
+
+    base: str
+    store: ObjectStore
+
+    def url(self, image: Image, org_slug: str, project_slug: str) -> str:
+        direct = self.store.public_url(image.storage_key)
+        return direct or f"{self.base}/cdn/{org_slug}/{project_slug}/img/{image.id}"
 
 
-def render_image(image: Image, base: str, org_slug: str, project_slug: str) -> OutputImage:
+def render_image(image: Image, links: ImageLinks, org_slug: str, project_slug: str) -> OutputImage:
     return OutputImage(
         id=image.id,
-        storageUrl=image_url(base, org_slug, project_slug, image.id),
+        storageUrl=links.url(image, org_slug, project_slug),
         mimeType=image.mime_type,
         width=image.width,
         height=image.height,
@@ -106,7 +116,7 @@ def render_image(image: Image, base: str, org_slug: str, project_slug: str) -> O
     )
 
 
-def render_generation(view: GenerationView, base: str) -> GenerationOut:
+def render_generation(view: GenerationView, links: ImageLinks) -> GenerationOut:
     g = view.generation
     progress = None
     if g.progress_total is not None:
@@ -136,7 +146,9 @@ def render_generation(view: GenerationView, base: str) -> GenerationOut:
         flowAlias=g.flow_alias,
         outputImageId=g.output_image_id,
         outputImage=(
-            render_image(view.image, base, view.org_slug, view.project_slug) if view.image else None
+            render_image(view.image, links, view.org_slug, view.project_slug)
+            if view.image
+            else None
         ),
         progress=progress,
         processingTimeMs=g.processing_time_ms,

@@ -1,0 +1,1 @@
+"""Rate limits (and later quotas, plans and credits)."""

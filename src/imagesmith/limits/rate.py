@@ -1,0 +1,69 @@
+"""Per-key request rate limits on the `limits` library: in memory for one API process, in Redis
+when several API replicas must share exact counters."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from imagesmith.config import Settings
+from imagesmith.errors import ImagesmithError
+
+
+class RateLimited(ImagesmithError):
+    status_code = 429
+    code = "RATE_LIMIT_EXCEEDED"
+
+
+@dataclass(frozen=True)
+class RateState:
+    limit: int
+    remaining: int
+    reset_at: float
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
+        }
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings):
+        self.item: RateLimitItem | None = None
+        if settings.rate_limit:
+            try:
+                self.item = parse(settings.rate_limit)
+            except ValueError as exc:
+                raise ValueError(
+                    f"IMAGESMITH_RATE_LIMIT={settings.rate_limit!r} is not a rate like '100/hour'"
+                ) from exc
+        storage: Storage
+        if settings.redis_url:
+            storage = RedisStorage("async+" + settings.redis_url, implementation="redispy")
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self.strategy = MovingWindowRateLimiter(storage)
+
+    async def hit(self, scope: str) -> RateState | None:
+        """Count one request for `scope` (an API key id); raise when the limit is used up."""
+        if self.item is None:
+            return None
+        allowed = await self.strategy.hit(self.item, "key", scope)
+        stats = await self.strategy.get_window_stats(self.item, "key", scope)
+        state = RateState(self.item.amount, max(stats.remaining, 0), stats.reset_time)
+        if not allowed:
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            raise RateLimited(
+                f"Rate limit of {self.item.amount} requests per {self.item.get_expiry()} s "
+                f"for this API key exceeded; retry in {retry_after} s",
+                headers={**state.headers(), "Retry-After": str(retry_after)},
+            )
+        return state
