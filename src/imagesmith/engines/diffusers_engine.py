@@ -83,6 +83,11 @@ class DiffusersEngine:
             reason = (
                 str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             )
+            if spec.source.startswith("builtin:"):
+                raise ModelUnavailable(
+                    f"Built-in model '{spec.id}' could not be loaded from {source}: {reason}. "
+                    "Delete that folder; the next job rebuilds it."
+                ) from exc
             raise ModelUnavailable(
                 f"Model '{spec.id}' ({spec.source}) could not be loaded: {reason}. "
                 f"Get its weights with `imagesmith models pull {spec.id}` on a machine that can "

@@ -5,6 +5,7 @@ real model. It draws noise: it exists to test the plumbing offline."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -192,17 +193,28 @@ def build_tiny_sd(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def is_current(folder: Path) -> bool:
+    try:
+        recorded = json.loads((folder / BUILD_INFO).read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = library_versions()
+    return {name: recorded.get(name) for name in wanted} == wanted
+
+
 def ensure_tiny_sd(folder: Path) -> Path:
     """Build on first use, and again when the installed libraries changed (a folder saved by
-    one transformers major can load under another with silently re-randomised weights)."""
-    info = folder / BUILD_INFO
-    if info.exists():
+    one transformers major can load under another with silently re-randomised weights).
+
+    Several workers may share one models folder: a file lock lets exactly one of them build."""
+    if is_current(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            recorded = json.loads(info.read_text())
-        except ValueError:
-            recorded = {}
-        if {
-            k: recorded.get(k) for k in ("torch", "diffusers", "transformers")
-        } == library_versions():
-            return folder
-    return build_tiny_sd(folder)
+            if not is_current(folder):
+                build_tiny_sd(folder)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return folder

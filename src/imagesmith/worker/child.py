@@ -8,6 +8,7 @@ import logging
 import os
 import warnings
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from imagesmith.worker.messages import (
     BatchDone,
@@ -29,6 +30,10 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
 
 
+if TYPE_CHECKING:
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+
 def child_main(conn: Connection, config: ChildConfig) -> None:
     # Set before huggingface_hub is imported: without downloads allowed, never touch the network.
     os.environ["HF_HUB_OFFLINE"] = "0" if config.allow_downloads else "1"
@@ -37,12 +42,20 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
 
     import diffusers
 
-    from imagesmith.engines.base import ModelUnavailable
     from imagesmith.engines.diffusers_engine import DiffusersEngine
 
     diffusers.utils.logging.disable_progress_bar()
 
     engine = DiffusersEngine(config)
+    try:
+        serve(conn, engine)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return  # the supervisor died: nobody is left to answer
+
+
+def serve(conn: Connection, engine: DiffusersEngine) -> None:
+    from imagesmith.engines.base import ModelUnavailable
+
     conn.send(Ready(pid=os.getpid(), device=engine.device))
     while True:
         try:

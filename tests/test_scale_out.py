@@ -1,0 +1,222 @@
+"""Several processes on one queue: remote workers, API replicas, readiness and rate limits."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.backends import POSTGRES, REDIS
+from tests.serverproc import PYTHON, Server, create_key, wait_dead
+
+CLAIM = re.compile(r"generation\.claimed generation_id=(\S+) worker_id=(\S+)")
+
+
+class WorkerProcess:
+    """`imagesmith worker` on the same database and storage as an API server."""
+
+    def __init__(self, server: Server, name: str, **settings: Any):
+        self.log_path = server.data_dir / f"worker-{name}.log"
+        env = dict(server.env)
+        for key, value in settings.items():
+            env[f"IMAGESMITH_{key.upper()}"] = str(value)
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "imagesmith", "worker"],
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while "child.ready" not in self.log():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the worker; its model child notices the closed pipe and exits."""
+        kids = [int(p) for p in _children(self.proc.pid)]
+        self.proc.kill()
+        self.proc.wait()
+        for kid in kids:
+            wait_dead(kid, timeout=15)
+
+
+def _children(pid: int) -> list[int]:
+    from tests.serverproc import children_of
+
+    return children_of(pid)
+
+
+def wait_all(api: httpx.Client, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = api.get("/api/v1/generations", params={"limit": 100, "offset": 0}).json()
+        total = rows["pagination"]["total"]
+        done = api.get("/api/v1/generations", params={"status": "success", "limit": 1}).json()
+        if done["pagination"]["total"] >= len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    out = []
+    for offset in range(0, total, 100):
+        page = api.get("/api/v1/generations", params={"limit": 100, "offset": offset}).json()
+        out.extend(page["data"])
+    return out
+
+
+def test_many_workers_one_killed_every_job_runs_once(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    """API without a worker + 3 `imagesmith worker` processes; one is SIGKILLed mid-run."""
+    api_server = Server(
+        tmp_path_factory.mktemp("fleet"), models_dir, lease_seconds=3, worker_batch_size=4
+    ).start("--no-worker")
+    workers = [
+        WorkerProcess(api_server, f"w{i}", lease_seconds=3, worker_batch_size=4) for i in range(3)
+    ]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        key = create_key(api_server.env, "fleet", "jobs")
+        with api_server.client(key) as api:
+            ids = [
+                api.post(
+                    "/api/v1/generations",
+                    json={"prompt": f"job {i}", "autoEnhance": False, "steps": 20},
+                ).json()["data"]["id"]
+                for i in range(120)
+            ]
+            victim = workers[0]
+            deadline = time.monotonic() + 60
+            while victim.log().count("generation.claimed") < 2:
+                assert time.monotonic() < deadline, victim.log()
+                time.sleep(0.05)
+            victim.kill()
+            rows = wait_all(api, ids, timeout=300)
+        by_id = {row["id"]: row for row in rows}
+        assert sorted(by_id) == sorted(ids)
+        assert [by_id[i]["status"] for i in ids] == ["success"] * 120
+        # Every job has its own image in the store.
+        images = {by_id[i]["outputImageId"] for i in ids}
+        assert len(images) == 120
+        assert {f"fleet/jobs/img/{image}" for image in images} <= api_server.stored_keys()
+        # Each job was claimed once, except the ones the dead worker held (claimed twice).
+        claims = Counter(match.group(1) for w in workers for match in CLAIM.finditer(w.log()))
+        retried = {i for i in ids if by_id[i]["retryCount"] > 0}
+        assert retried, "the killed worker held no job"
+        victim_claims = {m.group(1) for m in CLAIM.finditer(victim.log())}
+        assert retried <= victim_claims
+        for generation_id in ids:
+            expected = 1 + by_id[generation_id]["retryCount"]
+            assert claims[generation_id] == expected, generation_id
+        # The survivors did the work; readiness sees them and an empty queue.
+        ready = httpx.get(f"{api_server.url}/health/ready").json()
+        assert ready["status"] == "ready" and ready["queue"] == {"pending": 0, "processing": 0}
+        assert len(ready["workers"]) == 2
+    finally:
+        for worker in workers:
+            worker.stop()
+        api_server.stop()
+
+
+@pytest.mark.skipif(not POSTGRES, reason="LISTEN/NOTIFY needs PostgreSQL")
+def test_remote_worker_wakes_on_notify(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    """With polling effectively off, only a NOTIFY can tell the worker that work arrived."""
+    api_server = Server(tmp_path_factory.mktemp("notify"), models_dir).start("--no-worker")
+    worker = WorkerProcess(api_server, "listener", poll_seconds=3600)
+    try:
+        worker.wait_ready()
+        time.sleep(1)  # the worker has polled once and is now idle, listening
+        key = create_key(api_server.env, "notify", "site")
+        with api_server.client(key) as api:
+            response = api.post(
+                "/api/v1/generations", json={"prompt": "wake up"}, headers={"Prefer": "wait=60"}
+            )
+        assert response.json()["data"]["status"] == "success"
+    finally:
+        worker.stop()
+        api_server.stop()
+
+
+def test_readiness_reports_database_storage_workers_and_queue(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    api_server = Server(tmp_path_factory.mktemp("ready"), models_dir).start("--no-worker")
+    try:
+        key = create_key(api_server.env, "ready", "site")
+        with api_server.client(key) as api:
+            api.post("/api/v1/generations", json={"prompt": "waits for a worker"})
+        body = httpx.get(f"{api_server.url}/health/ready").json()
+        assert body["status"] == "ready"
+        assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
+        assert body["workers"] == [] and body["queue"]["pending"] == 1
+        assert "No worker" in body["warnings"][0]
+    finally:
+        api_server.stop()
+
+
+def test_rate_limit_per_key_with_headers(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    srv = Server(tmp_path_factory.mktemp("rate"), models_dir, rate_limit="5/minute")
+    srv.start("--no-worker")
+    try:
+        key, other = create_key(srv.env, "rate", "a"), create_key(srv.env, "rate", "b")
+        with srv.client(key) as api:
+            seen = [api.get("/api/v1/generations") for _ in range(5)]
+            assert [r.status_code for r in seen] == [200] * 5
+            assert [r.headers["X-RateLimit-Remaining"] for r in seen] == ["4", "3", "2", "1", "0"]
+            assert seen[0].headers["X-RateLimit-Limit"] == "5"
+            refused = api.post("/api/v1/generations", json={"prompt": "one too many"})
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+            assert int(refused.headers["Retry-After"]) >= 1
+        with srv.client(other) as api:  # another key has its own budget
+            assert api.get("/api/v1/generations").status_code == 200
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(not REDIS, reason="shared counters need Redis")
+def test_rate_limit_is_exact_across_api_replicas(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    first = Server(tmp_path_factory.mktemp("replica-a"), models_dir, rate_limit="6/minute")
+    first.start("--no-worker")
+    second = Server(
+        tmp_path_factory.mktemp("replica-b"),
+        models_dir,
+        backend=first.backend,
+        rate_limit="6/minute",
+    )
+    second.env.update({k: v for k, v in first.env.items() if k.startswith("IMAGESMITH_")})
+    second.env["IMAGESMITH_DATA_DIR"] = str(second.data_dir)
+    second.start("--no-worker")
+    try:
+        key = create_key(first.env, "replicas", "shared")
+        codes = []
+        for i in range(7):
+            with (first if i % 2 else second).client(key) as api:
+                codes.append(api.get("/api/v1/generations").status_code)
+        assert codes == [200] * 6 + [429]
+    finally:
+        first.stop()
+        second.stop()
