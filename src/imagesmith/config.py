@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    # Remote images (img2img init_image_url).
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let image URLs point at loopback/private/link-local hosts (testing only).",
+    )
+    url_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)
     project_key_days: int = Field(default=90, ge=1)

@@ -26,6 +26,6 @@ class GenerationEngine(Protocol):
         jobs: list[JobSpec],
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
-    ) -> list[GeneratedImage]:
-        """Run jobs that share a batch key in one call; one image per job, in order."""
+    ) -> list[list[GeneratedImage]]:
+        """Run jobs that share a batch key in one call; per job its `num_outputs` images."""
         ...

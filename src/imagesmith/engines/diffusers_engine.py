@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForText2Image
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+from PIL import Image
 
 from imagesmith.engines.base import GeneratedImage, ModelUnavailable
 from imagesmith.engines.registry import ModelSpec
@@ -106,38 +107,76 @@ class DiffusersEngine:
         jobs: list[JobSpec],
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
-    ) -> list[GeneratedImage]:
+    ) -> list[list[GeneratedImage]]:
+        """One pipeline call for the whole batch; per job, `num_outputs` images seeded
+        seed, seed+1, … so output 0 is the image the same seed gives alone."""
         head = jobs[0]
         pipe = self.pipeline(head.model_id)
-        runner = pipe.__class__(
-            **{**pipe.components, "scheduler": fresh_scheduler(pipe.scheduler, head.scheduler)}
-        )
+        scheduler = fresh_scheduler(pipe.scheduler, head.scheduler)
+        img2img = head.init_image is not None
+        if img2img:
+            runner = AutoPipelineForImage2Image.from_pipe(pipe, scheduler=scheduler)
+        else:
+            runner = pipe.__class__(**{**pipe.components, "scheduler": scheduler})
         runner.set_progress_bar_config(disable=True)
-        # CPU generators keep a seed's image the same on every device kind.
-        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        negatives = [job.negative_prompt or "" for job in jobs]
+
+        prompts: list[str] = []
+        negatives: list[str] = []
+        generators: list[torch.Generator] = []
+        init_images: list[Image.Image] = []
+        for job in jobs:
+            init = load_init_image(job.init_image, job.width, job.height) if img2img else None
+            for index in range(job.num_outputs):
+                prompts.append(job.prompt)
+                negatives.append(job.negative_prompt or "")
+                # CPU generators keep a seed's image the same on every device kind.
+                generators.append(torch.Generator("cpu").manual_seed(job.seed + index))
+                if init is not None:
+                    init_images.append(init)
+        # img2img runs int(steps * strength) denoising steps.
+        total = (
+            int(head.steps * head.prompt_strength)
+            if img2img and head.prompt_strength
+            else head.steps
+        )
 
         def step_end(p: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            on_step(step + 1, head.steps)
+            on_step(min(step + 1, total), total)
             if should_stop():
                 p._interrupt = True
             return tensors
 
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives if any(negatives) else None,
+            "num_inference_steps": head.steps,
+            "guidance_scale": head.guidance_scale,
+            "generator": generators,
+            "callback_on_step_end": step_end,
+            "output_type": "pil",
+        }
+        if img2img:
+            kwargs.update(image=init_images, strength=head.prompt_strength)
+        else:
+            kwargs.update(width=head.width, height=head.height)
         with torch.inference_mode():
-            result = runner(
-                prompt=[job.prompt for job in jobs],
-                negative_prompt=negatives if any(negatives) else None,
-                width=head.width,
-                height=head.height,
-                num_inference_steps=head.steps,
-                guidance_scale=head.guidance_scale,
-                generator=generators,
-                callback_on_step_end=step_end,
-                output_type="pil",
-            )
-        images = []
-        for image in result.images:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            images.append(GeneratedImage(buffer.getvalue(), image.width, image.height))
-        return images
+            result = runner(**kwargs)
+        encoded = [encode_png(image) for image in result.images]
+        out: list[list[GeneratedImage]] = []
+        for job in jobs:
+            out.append(encoded[: job.num_outputs])
+            encoded = encoded[job.num_outputs :]
+        return out
+
+
+def load_init_image(data: bytes | None, width: int, height: int) -> Image.Image:
+    """The init image, RGB, resized to the job's size (img2img keeps the init image's size)."""
+    assert data is not None
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+
+
+def encode_png(image: Image.Image) -> GeneratedImage:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return GeneratedImage(buffer.getvalue(), image.width, image.height)

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import tomllib
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 FAMILIES = ("tiny", "sd15", "sd2", "sdxl", "sd-turbo", "sdxl-turbo")
+# Stablecog's scheduler ids; `engines/schedulers.py` maps them to diffusers classes.
+SCHEDULER_IDS = (
+    "K_LMS",
+    "PNDM",
+    "DDIM",
+    "K_EULER",
+    "K_EULER_ANCESTRAL",
+    "HEUN",
+    "DPM++_2M",
+    "DPM++_2S",
+    "DEIS",
+    "UNI_PC",
+    "DDPM",
+)
+# Turbo models are distilled for one trailing-timestep sampler.
+TURBO_SCHEDULERS = ("K_EULER_ANCESTRAL", "K_EULER", "DDIM")
+# Stablecog's cost formula: width * height * steps may not exceed this.
+MAX_PIXEL_STEPS = 1024 * 1024 * 30
+MODEL_NAMESPACE = uuid.UUID("8f2d6c1e-3c5b-4d7a-9a43-6f1d2e0b9c55")
 
 
 @dataclass(frozen=True)
@@ -18,11 +38,23 @@ class ModelSpec:
     description: str = ""
     default_steps: int = 30
     default_guidance: float = 7.5
-    default_scheduler: str | None = None
-    min_steps: int = 1
+    default_scheduler: str = "K_EULER"
+    schedulers: tuple[str, ...] = SCHEDULER_IDS
+    default_width: int = 512
+    default_height: int = 512
+    min_side: int = 256
+    max_side: int = 1024
+    min_steps: int = 10
     max_steps: int = 50
+    min_guidance: float = 1.0
+    max_guidance: float = 20.0
     variant: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uuid(self) -> str:
+        """A stable UUID for dialects whose model ids are UUIDs (Stablecog)."""
+        return str(uuid.uuid5(MODEL_NAMESPACE, self.id))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,7 +68,12 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="Random-weight Stable Diffusion pipeline built locally on first use. "
         "Draws noise; for tests and offline plumbing checks.",
         default_steps=4,
-        default_guidance=7.5,
+        default_width=64,
+        default_height=64,
+        min_side=64,
+        max_side=512,
+        min_steps=1,
+        max_steps=50,
     ),
     ModelSpec(
         id="sd-turbo",
@@ -45,7 +82,11 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="SD-Turbo: 512 px in 1-4 steps.",
         default_steps=1,
         default_guidance=1.0,
+        default_scheduler="K_EULER_ANCESTRAL",
+        schedulers=TURBO_SCHEDULERS,
+        min_steps=1,
         max_steps=4,
+        max_guidance=2.0,
         variant="fp16",
     ),
     ModelSpec(
@@ -55,7 +96,11 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="SDXL-Turbo: 512 px in 1-4 steps.",
         default_steps=1,
         default_guidance=1.0,
+        default_scheduler="K_EULER_ANCESTRAL",
+        schedulers=TURBO_SCHEDULERS,
+        min_steps=1,
         max_steps=4,
+        max_guidance=2.0,
         variant="fp16",
     ),
     ModelSpec(
@@ -65,6 +110,10 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="Stable Diffusion XL base 1.0 (1024 px).",
         default_steps=30,
         default_guidance=7.0,
+        default_width=1024,
+        default_height=1024,
+        min_side=512,
+        max_side=1536,
         variant="fp16",
     ),
     ModelSpec(
@@ -94,11 +143,14 @@ class ModelRegistry:
         return cls(specs)
 
     def get(self, model_id: str) -> ModelSpec:
-        try:
-            return self._specs[model_id]
-        except KeyError:
+        """By id, or by the UUID dialects like Stablecog use."""
+        spec = self._specs.get(model_id)
+        if spec is None:
+            spec = next((s for s in self._specs.values() if s.uuid == model_id), None)
+        if spec is None:
             known = ", ".join(sorted(self._specs))
-            raise UnknownModel(f"Unknown model '{model_id}'; known models: {known}") from None
+            raise UnknownModel(f"Unknown model '{model_id}'; known models: {known}")
+        return spec
 
     def all(self) -> list[ModelSpec]:
         return list(self._specs.values())
@@ -114,5 +166,10 @@ def read_models_file(path: Path) -> list[ModelSpec]:
                 f"{path}: model {entry.get('id')!r} has family {entry.get('family')!r}; "
                 f"use one of {', '.join(FAMILIES)}"
             )
+        unknown = set(entry.get("schedulers", ())) - set(SCHEDULER_IDS)
+        if unknown:
+            raise ValueError(f"{path}: model {entry['id']!r} names unknown schedulers {unknown}")
+        if "schedulers" in entry:
+            entry["schedulers"] = tuple(entry["schedulers"])
         specs.append(ModelSpec(**entry))
     return specs

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation, GenerationStatus, Image, Organization, Project
 
 PENDING = GenerationStatus.PENDING
@@ -144,6 +145,12 @@ class GenerationRepository:
             if head.scheduler is None
             else Generation.scheduler == head.scheduler
         )
+        # img2img jobs batch only with img2img jobs of the same strength.
+        same_mode = (
+            Generation.prompt_strength.is_(None)
+            if head.prompt_strength is None
+            else Generation.prompt_strength == head.prompt_strength
+        )
         # Lock the batch first, then update exactly those rows: an `IN (subquery LIMIT n)` can be
         # re-evaluated by PostgreSQL's planner and claim more than n rows.
         batch_ids = list(
@@ -158,6 +165,7 @@ class GenerationRepository:
                         Generation.steps == head.steps,
                         Generation.guidance_scale == head.guidance_scale,
                         same_scheduler,
+                        same_mode,
                     )
                     .order_by(Generation.created_at, Generation.id)
                     .limit(limit)
@@ -225,10 +233,56 @@ class GenerationRepository:
             .values(
                 worker_id=None, lease_expires_at=None, completed_at=now, updated_at=now, **values
             )
-            .returning(Generation.id)
+            .returning(Generation.project_id, Generation.credits_charged)
             .execution_options(synchronize_session=False)
         )
-        return result.scalar_one_or_none() is not None
+        row = result.one_or_none()
+        if row is None:
+            return False
+        if values.get("status") in (GenerationStatus.FAILED, GenerationStatus.CANCELLED):
+            await self.refund(claim.generation_id, row[0], row[1])
+        return True
+
+    async def refund(self, generation_id: str, project_id: str, amount: int) -> None:
+        """No charge for work that did not happen."""
+        await Credits(self.session).refund(project_id, amount)
+        await self.session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id)
+            .values(credits_charged=0)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def cancel(self, generation: Generation, now: datetime) -> bool:
+        """pending or processing → cancelled at once; a running attempt's result is then
+        discarded (its claim no longer holds). Returns False when already terminal."""
+        if generation.status.is_terminal:
+            return False
+        charged = generation.credits_charged
+        generation.status = GenerationStatus.CANCELLED
+        generation.worker_id = None
+        generation.lease_expires_at = None
+        generation.completed_at = now
+        generation.updated_at = now
+        generation.error_message = None
+        generation.credits_charged = 0
+        await self.session.flush()
+        await Credits(self.session).refund(generation.project_id, charged)
+        return True
+
+    async def held_ids(self, worker_id: str, claims: list[Claim]) -> set[str]:
+        """Which of these claims this worker still holds (not cancelled, not re-queued)."""
+        if not claims:
+            return set()
+        result = await self.session.execute(
+            select(Generation.id, Generation.job_version).where(
+                Generation.id.in_([c.generation_id for c in claims]),
+                Generation.worker_id == worker_id,
+                Generation.status == PROCESSING,
+            )
+        )
+        versions = {c.generation_id: c.job_version for c in claims}
+        return {gid for gid, version in result.all() if versions.get(gid) == version}
 
     async def release(
         self,

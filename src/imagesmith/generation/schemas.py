@@ -65,6 +65,12 @@ class GenerationRequest:
     alias: str | None = None
     flow_alias: str | None = None
     reference_images: list[str] = field(default_factory=list)
+    num_outputs: int = 1
+    init_image: str | None = None  # an upload reference (s3://…), an image id, or an http(s) URL
+    prompt_strength: float | None = None
+    dialect: str = "native"
+    # How this dialect names the core fields, so errors speak the caller's language.
+    field_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +79,20 @@ class GenerationView:
     image: Image | None
     org_slug: str
     project_slug: str
+    images: list[Image] = field(default_factory=list)  # every output, in order
+    remaining_credits: int | None = None
+
+
+NATIVE_NAMES = {
+    "aspect_ratio": "aspectRatio",
+    "steps": "steps",
+    "guidance_scale": "guidanceScale",
+    "scheduler": "scheduler",
+    "num_outputs": "numOutputs",
+    "prompt_strength": "promptStrength",
+    "init_image": "initImage",
+    "model": "model",
+}
 
 
 class _Body(BaseModel):
@@ -162,6 +182,7 @@ class GenerationCreate(_PromptFields):
 
     def to_request(self) -> GenerationRequest:
         return GenerationRequest(
+            field_names=NATIVE_NAMES,
             prompt=self.prompt,
             aspect_ratio=self.aspect_ratio,
             auto_enhance=self.auto_enhance,

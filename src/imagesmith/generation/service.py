@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 import uuid
 from dataclasses import asdict
@@ -16,14 +15,20 @@ from imagesmith.auth.service import Principal
 from imagesmith.db.base import utcnow
 from imagesmith.engines.registry import ModelSpec, UnknownModel
 from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ValidationFailed
-from imagesmith.generation.aspect import ASPECT_RATIOS, size_for
+from imagesmith.generation.aspect import size_for
+from imagesmith.generation.init_image import InitImages
+from imagesmith.generation.parameters import (
+    EngineParams,
+    ParamError,
+    ParamInput,
+    pick_seed,
+    resolve_params,
+)
 from imagesmith.generation.repository import GenerationRepository, ListFilter
 from imagesmith.generation.schemas import NEW_FLOW, GenerationRequest, GenerationView
+from imagesmith.limits.credits import Credits
 from imagesmith.models import Flow, Generation, GenerationStatus
 from imagesmith.runtime import Runtime
-
-MIN_SIDE, MAX_SIDE = 64, 2048
-RANDOM_SEED_LIMIT = 2**32
 
 
 def request_fingerprint(request: GenerationRequest) -> str:
@@ -37,38 +42,29 @@ class GenerationService:
 
     # Create ------------------------------------------------------------------------------
 
-    def resolve_model(self, model_id: str | None) -> ModelSpec:
+    def resolve_model(self, request: GenerationRequest) -> ModelSpec:
         try:
-            return self.rt.registry.get(model_id or self.rt.settings.default_model)
+            return self.rt.registry.get(request.model_id or self.rt.settings.default_model)
         except UnknownModel as exc:
-            raise ValidationFailed(f"model: {exc}") from None
+            field = request.field_names.get("model", "model")
+            raise ParamError(field, f"{field}: {exc}", kind="model") from None
 
-    def resolve_size(self, spec: ModelSpec, request: GenerationRequest) -> tuple[int, int]:
-        if request.width is None and request.height is None:
-            ratio = request.aspect_ratio or "1:1"
-            if ratio not in ASPECT_RATIOS:
-                raise ValidationFailed(
-                    f"aspectRatio '{ratio}' is not one of: {', '.join(ASPECT_RATIOS)}"
-                )
-            return size_for(spec.family, ratio)
-        width, height = request.width, request.height
-        if width is None or height is None:
-            raise ValidationFailed("Give both width and height, or neither")
-        for name, value in (("width", width), ("height", height)):
-            if value % 8 or not MIN_SIDE <= value <= MAX_SIDE:
-                raise ValidationFailed(
-                    f"{name} must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}, got {value}"
-                )
-        return width, height
-
-    def resolve_steps(self, spec: ModelSpec, steps: int | None) -> int:
-        value = steps if steps is not None else spec.default_steps
-        if not spec.min_steps <= value <= spec.max_steps:
-            raise ValidationFailed(
-                f"steps must be between {spec.min_steps} and {spec.max_steps} for model "
-                f"'{spec.id}', got {value}"
-            )
-        return value
+    def resolve_params(self, spec: ModelSpec, request: GenerationRequest) -> EngineParams:
+        return resolve_params(
+            spec,
+            ParamInput(
+                aspect_ratio=request.aspect_ratio,
+                width=request.width,
+                height=request.height,
+                steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                scheduler=request.scheduler,
+                num_outputs=request.num_outputs,
+                prompt_strength=request.prompt_strength,
+                has_init_image=request.init_image is not None,
+            ),
+            request.field_names,
+        )
 
     async def create(
         self, principal: Principal, request: GenerationRequest, idempotency_key: str | None = None
@@ -80,10 +76,12 @@ class GenerationService:
             replay = await self._replay(project_id, idempotency_key, fingerprint)
             if replay is not None:
                 return replay, False
-        spec = self.resolve_model(request.model_id)
-        width, height = self.resolve_size(spec, request)
-        steps = self.resolve_steps(spec, request.steps)
+        spec = self.resolve_model(request)
+        params = self.resolve_params(spec, request)
         await self._check_alias_free(project_id, request.alias)
+        init_key = None
+        if request.init_image is not None:
+            init_key = await InitImages(self.rt).resolve(principal, request)
         prompt, enhanced_by = await self._enhance(
             request.prompt, request.auto_enhance, request.template
         )
@@ -100,18 +98,20 @@ class GenerationService:
             aspect_ratio=request.aspect_ratio if request.width is None else None,
             negative_prompt=request.negative_prompt,
             model_id=spec.id,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=(
-                request.guidance_scale
-                if request.guidance_scale is not None
-                else spec.default_guidance
-            ),
-            scheduler=request.scheduler or spec.default_scheduler,
-            seed=request.seed if request.seed is not None else secrets.randbelow(RANDOM_SEED_LIMIT),
-            seed_requested=request.seed,
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            scheduler=params.scheduler,
+            seed=pick_seed(request.seed),
+            seed_requested=request.seed if request.seed is not None and request.seed >= 0 else None,
             reference_images=list(request.reference_images),
+            num_outputs=params.num_outputs,
+            init_image_key=init_key,
+            init_image_ref=request.init_image,
+            prompt_strength=params.prompt_strength,
+            credits_charged=params.num_outputs,
+            dialect=request.dialect,
             alias=request.alias,
             flow_alias=request.flow_alias,
             meta=dict(request.meta),
@@ -122,6 +122,7 @@ class GenerationService:
         try:
             async with self.rt.db.transaction() as session:
                 repo = GenerationRepository(session)
+                remaining = await Credits(session).charge(project_id, params.num_outputs)
                 if flow_id is not None:
                     await self._ensure_flow(
                         session, project_id, flow_id, eager=bool(request.flow_alias)
@@ -137,7 +138,9 @@ class GenerationService:
                 raise
             return replay, False
         self.rt.notifier.work_queued()
-        return GenerationView(generation, None, org_slug, project_slug), True
+        view = GenerationView(generation, None, org_slug, project_slug)
+        view.remaining_credits = remaining
+        return view, True
 
     async def _replay(self, project_id: str, key: str, fingerprint: str) -> GenerationView | None:
         async with self.rt.db.transaction() as session:
@@ -245,11 +248,11 @@ class GenerationService:
                 generation.original_prompt = changes["prompt"]
                 generation.prompt, generation.enhanced_by = new_prompt
             if ratio_changed:
-                spec = self.resolve_model(generation.model_id)
+                spec = self.rt.registry.get(generation.model_id)
                 generation.aspect_ratio = changes["aspect_ratio"]
                 generation.width, generation.height = size_for(spec.family, changes["aspect_ratio"])
             if prompt_changed or ratio_changed:
-                self._requeue(generation)
+                await self._requeue(session, generation)
             generation.updated_at = utcnow()
             view = await self._view(session, generation)
         if prompt_changed or ratio_changed:
@@ -262,13 +265,16 @@ class GenerationService:
             generation = await GenerationRepository(session).get(project_id, generation_id)
             if generation is None:
                 raise GenerationNotFound(generation_id)
-            self._requeue(generation)
+            await self._requeue(session, generation)
             view = await self._view(session, generation)
         self.rt.notifier.work_queued()
         return view
 
-    def _requeue(self, generation: Generation) -> None:
-        """Back to pending under a new job version, so a still-running old attempt is discarded."""
+    async def _requeue(self, session: Any, generation: Generation) -> None:
+        """Back to pending under a new job version, so a still-running old attempt is discarded.
+        A new run is new work: it is charged like a new request."""
+        await Credits(session).charge(generation.project_id, generation.num_outputs)
+        generation.credits_charged += generation.num_outputs
         generation.job_version += 1
         generation.status = GenerationStatus.PENDING
         generation.worker_id = None
@@ -280,10 +286,23 @@ class GenerationService:
         generation.processing_time_ms = None
         generation.started_at = None
         generation.completed_at = None
-        if generation.seed_requested is None:
-            generation.seed = secrets.randbelow(RANDOM_SEED_LIMIT)
-        else:
-            generation.seed = generation.seed_requested
+        generation.seed = pick_seed(generation.seed_requested)
+
+    async def cancel(self, project_id: str, generation_id: str) -> GenerationView:
+        """Cancel a pending or running job; a running one stops at its next step."""
+        async with self.rt.db.transaction() as session:
+            repo = GenerationRepository(session)
+            generation = await repo.get(project_id, generation_id)
+            if generation is None:
+                raise GenerationNotFound(generation_id)
+            if not await repo.cancel(generation, utcnow()):
+                raise Conflict(
+                    f"Generation '{generation_id}' already ended ({generation.status.value})",
+                    code="GENERATION_ALREADY_FINISHED",
+                )
+            view = await self._view(session, generation)
+        self.rt.notifier.generation_changed(generation_id)
+        return view
 
     # Delete ------------------------------------------------------------------------------
 

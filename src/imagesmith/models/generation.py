@@ -69,6 +69,12 @@ class Generation(IdMixin, TimestampMixin, Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     seed_requested: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     reference_images: Mapped[list[str]] = mapped_column(JSON, default=list)
+    num_outputs: Mapped[int] = mapped_column(Integer, default=1)
+    init_image_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    init_image_ref: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_strength: Mapped[float | None] = mapped_column(Float, nullable=True)
+    credits_charged: Mapped[int] = mapped_column(Integer, default=0)
+    dialect: Mapped[str] = mapped_column(String(16), default="native")
     alias: Mapped[str | None] = mapped_column(String(128), nullable=True)
     flow_alias: Mapped[str | None] = mapped_column(String(128), nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -96,6 +102,7 @@ class Generation(IdMixin, TimestampMixin, Base):
 
     # The result.
     output_image_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    output_image_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     processing_time_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

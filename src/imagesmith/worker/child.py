@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import warnings
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from imagesmith.worker.messages import (
     BatchDone,
+    CancelBatch,
     ChildConfig,
     JobDone,
     JobFailed,
+    OutputImage,
     Progress,
     Ready,
     RunBatch,
@@ -54,39 +58,53 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
 
 
 def serve(conn: Connection, engine: DiffusersEngine) -> None:
+    """Run batches one at a time. A reader thread keeps listening while a batch runs, so a
+    CancelBatch can stop it at its next step."""
     from imagesmith.engines.base import ModelUnavailable
 
+    batches: queue.Queue[RunBatch | None] = queue.Queue()
+    cancelled: set[str] = set()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                batches.put(None)  # the supervisor is gone
+                return
+            if isinstance(message, CancelBatch):
+                cancelled.add(message.batch_id)
+            elif isinstance(message, Shutdown):
+                batches.put(None)
+                return
+            elif isinstance(message, RunBatch):
+                batches.put(message)
+
+    threading.Thread(target=read, daemon=True, name="pipe-reader").start()
     conn.send(Ready(pid=os.getpid(), device=engine.device))
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return  # the supervisor is gone
-        if isinstance(message, Shutdown):
-            return
-        if not isinstance(message, RunBatch):
-            continue
-        batch = message
+    while (batch := batches.get()) is not None:
 
         def on_step(step: int, total: int, batch_id: str = batch.batch_id) -> None:
             conn.send(Progress(batch_id, step, total))
 
+        def should_stop(batch_id: str = batch.batch_id) -> bool:
+            return batch_id in cancelled
+
         try:
-            images = engine.generate(batch.jobs, on_step, lambda: False)
-            for job, image in zip(batch.jobs, images, strict=True):
-                conn.send(
-                    JobDone(
-                        job.generation_id, job.job_version, image.png, image.width, image.height
-                    )
-                )
+            results = engine.generate(batch.jobs, on_step, should_stop)
+            if not should_stop():
+                for job, images in zip(batch.jobs, results, strict=True):
+                    outputs = [OutputImage(i.png, i.width, i.height) for i in images]
+                    conn.send(JobDone(job.generation_id, job.job_version, outputs))
         except ModelUnavailable as exc:
             for job in batch.jobs:
                 conn.send(JobFailed(job.generation_id, job.job_version, str(exc)))
         except Exception as exc:  # a failed generation is data: report it, keep serving
-            message_text = _describe(exc)
+            text = _describe(exc)
             logging.exception("batch.failed batch_id=%s", batch.batch_id)
             for job in batch.jobs:
-                conn.send(JobFailed(job.generation_id, job.job_version, message_text))
+                conn.send(JobFailed(job.generation_id, job.job_version, text))
+        cancelled.discard(batch.batch_id)
         conn.send(BatchDone(batch.batch_id))
 
 

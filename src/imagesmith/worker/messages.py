@@ -19,6 +19,9 @@ class JobSpec:
     guidance_scale: float
     scheduler: str | None
     seed: int
+    num_outputs: int = 1
+    init_image: bytes | None = None  # img2img: the encoded init image
+    prompt_strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,13 @@ class ChildConfig:
 class RunBatch:
     batch_id: str
     jobs: list[JobSpec]
+
+
+@dataclass(frozen=True)
+class CancelBatch:
+    """Stop the running batch at its next step (every job in it was cancelled)."""
+
+    batch_id: str
 
 
 @dataclass(frozen=True)
@@ -60,12 +70,17 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class JobDone:
-    generation_id: str
-    job_version: int
+class OutputImage:
     png: bytes
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class JobDone:
+    generation_id: str
+    job_version: int
+    images: list[OutputImage]
 
 
 @dataclass(frozen=True)

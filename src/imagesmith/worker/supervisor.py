@@ -26,11 +26,13 @@ from imagesmith.runtime import Runtime
 from imagesmith.storage.base import image_key
 from imagesmith.worker.messages import (
     BatchDone,
+    CancelBatch,
     ChildConfig,
     ChildExited,
     JobDone,
     JobFailed,
     JobSpec,
+    OutputImage,
     Progress,
     RunBatch,
 )
@@ -39,6 +41,7 @@ from imagesmith.worker.registry import WorkerRepository
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
+CANCEL_CHECK_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
 
 
@@ -220,7 +223,7 @@ class Worker:
 
     async def _load_jobs(self, claims: list[Claim]) -> tuple[dict[str, HeldJob], list[JobSpec]]:
         held: dict[str, HeldJob] = {}
-        specs: list[JobSpec] = []
+        loaded: list[tuple[Generation, Claim]] = []
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             for claim in claims:
@@ -231,7 +234,20 @@ class Worker:
                 held[claim.generation_id] = HeldJob(
                     claim, generation.project_id, org_slug, project_slug, generation.steps
                 )
-                specs.append(job_spec(generation, claim))
+                loaded.append((generation, claim))
+        specs: list[JobSpec] = []
+        for generation, claim in loaded:
+            init = None
+            if generation.init_image_key is not None:
+                stored = await self.rt.store.get(generation.init_image_key)
+                if stored is None:
+                    await self._fail(
+                        held.pop(claim.generation_id),
+                        "The init image was deleted before the job ran",
+                    )
+                    continue
+                init = stored.data
+            specs.append(job_spec(generation, claim, init))
         return held, specs
 
     async def _heartbeat(self, held: dict[str, HeldJob]) -> None:
@@ -247,10 +263,22 @@ class Worker:
 
     async def _collect(self, batch_id: str, held: dict[str, HeldJob]) -> None:
         deadline = time.monotonic() + self.settings.job_timeout_seconds
+        last_check = time.monotonic()
         last_progress = 0.0
-        while held:
-            message = await self.child.next_message(max(deadline - time.monotonic(), 0.0))
+        stop_sent = False
+        while True:
+            wait = min(max(deadline - time.monotonic(), 0.0), CANCEL_CHECK_SECONDS)
+            message = await self.child.next_message(wait)
+            if time.monotonic() - last_check >= CANCEL_CHECK_SECONDS:
+                last_check = time.monotonic()
+                await self._drop_cancelled(held)
+                if not held and not stop_sent:
+                    # Every job in the batch was cancelled: stop the child at its next step.
+                    self.child.send(CancelBatch(batch_id))
+                    stop_sent = True
             if message is None:
+                if time.monotonic() < deadline:
+                    continue
                 self.child.kill()
                 await self._wait_for_exit()
                 await self._release(
@@ -268,7 +296,7 @@ class Worker:
                 )
                 await self._restart_child()
                 return
-            if isinstance(message, Progress) and message.batch_id == batch_id:
+            if isinstance(message, Progress) and message.batch_id == batch_id and held:
                 if time.monotonic() - last_progress >= PROGRESS_INTERVAL:
                     last_progress = time.monotonic()
                     await self._progress(held, message.step, message.total)
@@ -280,6 +308,16 @@ class Worker:
                 if held:
                     await self._release(held, count_retry=True, reason="no result for the job")
                 return
+
+    async def _drop_cancelled(self, held: dict[str, HeldJob]) -> None:
+        """Forget jobs cancelled (or re-queued) while they ran; their results will be discarded."""
+        async with self.rt.db.transaction() as session:
+            still = await GenerationRepository(session).held_ids(
+                self.worker_id, [job.claim for job in held.values()]
+            )
+        for generation_id in set(held) - still:
+            log.info("generation.dropped generation_id=%s (cancelled or re-queued)", generation_id)
+            del held[generation_id]
 
     async def _wait_for_exit(self) -> None:
         while True:
@@ -308,10 +346,14 @@ class Worker:
             if generation is None or not await repo.still_held(self.worker_id, claim):
                 log.info("generation.result_discarded generation_id=%s", claim.generation_id)
                 return
-            image_id = generation.output_image_id or new_id()
-        key = image_key(job.org_slug, job.project_slug, image_id)
-        # Same id → same key → same URL: regenerating in place overwrites the object.
-        await self.rt.store.put(key, done.png, "image/png")
+            # Same ids → same keys → same URLs: regenerating in place overwrites the objects.
+            known = list(generation.output_image_ids or [])
+            if not known and generation.output_image_id:
+                known = [generation.output_image_id]
+            image_ids = [known[i] if i < len(known) else new_id() for i in range(len(done.images))]
+        for image_id, output in zip(image_ids, done.images, strict=True):
+            key = image_key(job.org_slug, job.project_slug, image_id)
+            await self.rt.store.put(key, output.png, "image/png")
         now = utcnow()
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
@@ -319,48 +361,67 @@ class Worker:
             if generation is None or not await repo.still_held(self.worker_id, claim):
                 log.info("generation.result_discarded generation_id=%s", claim.generation_id)
                 return
-            image = await repo.image(job.project_id, image_id)
-            digest = hashlib.sha256(done.png).hexdigest()
-            if image is None:
-                alias = generation.alias
-                if alias and await repo.image_by_alias(job.project_id, alias) is not None:
-                    log.warning("alias.taken alias=%s generation_id=%s", alias, generation.id)
-                    alias = None
-                image = Image(
-                    id=image_id,
-                    project_id=job.project_id,
-                    generation_id=generation.id,
-                    flow_id=generation.flow_id,
-                    storage_key=key,
-                    mime_type="image/png",
-                    width=done.width,
-                    height=done.height,
-                    file_size=len(done.png),
-                    sha256=digest,
-                    source=ImageSource.GENERATED,
-                    alias=alias,
-                    meta={},
-                )
-                await repo.add_image(image)
-            else:
-                image.width, image.height = done.width, done.height
-                image.file_size, image.sha256, image.updated_at = len(done.png), digest, now
+            for index, (image_id, output) in enumerate(zip(image_ids, done.images, strict=True)):
+                await self._save_image(repo, job, generation, image_id, output, first=index == 0)
             if generation.flow_alias and generation.flow_id:
-                await assign_flow_alias(session, generation, image_id)
+                await assign_flow_alias(session, generation, image_ids[0])
             started = generation.started_at or now
             await repo.finish(
                 self.worker_id,
                 claim,
                 now,
                 status=GenerationStatus.SUCCESS,
-                output_image_id=image_id,
+                output_image_id=image_ids[0],
+                output_image_ids=image_ids,
                 processing_time_ms=int((now - started).total_seconds() * 1000),
                 progress_step=job.steps,
                 progress_total=job.steps,
                 error_message=None,
             )
-        log.info("generation.succeeded generation_id=%s image_id=%s", claim.generation_id, image_id)
+        log.info(
+            "generation.succeeded generation_id=%s images=%s",
+            claim.generation_id,
+            ",".join(image_ids),
+        )
         self.rt.notifier.generation_changed(claim.generation_id)
+
+    async def _save_image(
+        self,
+        repo: GenerationRepository,
+        job: HeldJob,
+        generation: Generation,
+        image_id: str,
+        output: OutputImage,
+        *,
+        first: bool,
+    ) -> None:
+        digest = hashlib.sha256(output.png).hexdigest()
+        image = await repo.image(job.project_id, image_id)
+        if image is not None:
+            image.width, image.height = output.width, output.height
+            image.file_size, image.sha256, image.updated_at = len(output.png), digest, utcnow()
+            return
+        alias = generation.alias if first else None
+        if alias and await repo.image_by_alias(job.project_id, alias) is not None:
+            log.warning("alias.taken alias=%s generation_id=%s", alias, generation.id)
+            alias = None
+        await repo.add_image(
+            Image(
+                id=image_id,
+                project_id=job.project_id,
+                generation_id=generation.id,
+                flow_id=generation.flow_id,
+                storage_key=image_key(job.org_slug, job.project_slug, image_id),
+                mime_type="image/png",
+                width=output.width,
+                height=output.height,
+                file_size=len(output.png),
+                sha256=digest,
+                source=ImageSource.GENERATED,
+                alias=alias,
+                meta={},
+            )
+        )
 
     async def _fail(self, job: HeldJob, message: str) -> None:
         now = utcnow()
@@ -380,7 +441,7 @@ class Worker:
         self.rt.notifier.generation_changed(job.claim.generation_id)
 
 
-def job_spec(generation: Generation, claim: Claim) -> JobSpec:
+def job_spec(generation: Generation, claim: Claim, init_image: bytes | None = None) -> JobSpec:
     return JobSpec(
         generation_id=generation.id,
         job_version=claim.job_version,
@@ -393,6 +454,9 @@ def job_spec(generation: Generation, claim: Claim) -> JobSpec:
         guidance_scale=generation.guidance_scale,
         scheduler=generation.scheduler,
         seed=generation.seed,
+        num_outputs=generation.num_outputs,
+        init_image=init_image,
+        prompt_strength=generation.prompt_strength,
     )
 
 

@@ -1,0 +1,1 @@
+"""Images: validation of incoming bytes, safe fetching of remote images, uploads."""
