@@ -142,3 +142,24 @@ async def test_a_stale_result_is_discarded(db: Any) -> None:
         )
     assert wrote is False
     assert (await row(database, job)).status is GenerationStatus.PENDING
+
+
+async def test_claims_are_fair_across_projects(db: Any) -> None:
+    """A flood from one project does not push another project's job to the back."""
+    database, flood_project, _ = db
+    async with database.transaction() as session:
+        _org, other = await KeyService(session).ensure_project("q-org", "small-tenant")
+    flood = await add_jobs(database, flood_project, 10)
+    (lone,) = await add_jobs(database, other.id, 1)
+    order = [(await claim(database, "w"))[0].generation_id for _ in range(4)]
+    assert order == [flood[0], lone, flood[1], flood[2]]
+
+
+async def test_batch_mates_come_from_every_project(db: Any) -> None:
+    database, flood_project, _ = db
+    async with database.transaction() as session:
+        _org, other = await KeyService(session).ensure_project("q-org", "second")
+    flood = await add_jobs(database, flood_project, 6)
+    (lone,) = await add_jobs(database, other.id, 1)
+    batch = [c.generation_id for c in await claim(database, "w", limit=3)]
+    assert batch == [flood[0], lone, flood[1]]

@@ -15,6 +15,7 @@ from imagesmith import __version__
 from imagesmith.api import admin, cdn, health
 from imagesmith.api.errors import install_error_handlers
 from imagesmith.api.native import generations
+from imagesmith.api.stablecog import routes as stablecog_routes
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.runtime import Runtime
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.include_router(admin.router)
     app.include_router(generations.router)
     app.include_router(cdn.router)
+    app.include_router(stablecog_routes.router)
 
     def openapi() -> dict[str, Any]:
         # Our validation errors answer 400 in the dialect's envelope, never FastAPI's 422.

@@ -22,6 +22,8 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="Inspect and prepare models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+credits_app = typer.Typer(help="Project credit balances.", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
 console = Console(stderr=True)
 
 
@@ -212,6 +214,41 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or visible prefi
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
     print(f"revoked {key_id}")
+
+
+@credits_app.command("set")
+def credits_set(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug (created if needed)")],
+    balance: Annotated[str, typer.Argument(help="A number of credits, or 'unlimited'")],
+) -> None:
+    """Set a project's credit balance: one credit per output image."""
+    from imagesmith.auth.service import KeyService
+    from imagesmith.db import migrate
+    from imagesmith.db.engine import Database
+    from imagesmith.limits.credits import Credits
+
+    amount: int | None
+    if balance == "unlimited":
+        amount = None
+    elif balance.isdigit():
+        amount = int(balance)
+    else:
+        raise typer.BadParameter("use a whole number >= 0 or 'unlimited'", param_hint="BALANCE")
+    settings = Settings()
+    migrate.upgrade(settings)
+
+    async def main() -> None:
+        db = Database(settings)
+        try:
+            async with db.transaction() as session:
+                _org, found = await KeyService(session).ensure_project(org, project)
+                await Credits(session).set_balance(found.id, amount)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    print(f"{org}/{project}: {balance} credits")
 
 
 @models_app.command("list")

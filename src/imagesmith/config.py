@@ -98,6 +98,9 @@ class Settings(BaseSettings):
 
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)
+    stablecog_wait_seconds: float = Field(
+        default=240.0, gt=0, description="How long Stablecog's create waits before TIMEOUT."
+    )
     project_key_days: int = Field(default=90, ge=1)
 
     @cached_property

@@ -12,6 +12,8 @@ from imagesmith.api.deps import MasterDep, RuntimeDep
 from imagesmith.api.errors import error_responses
 from imagesmith.auth.repository import TenancyRepository
 from imagesmith.auth.service import IssuedKey, KeyService, key_summary
+from imagesmith.errors import NotFound
+from imagesmith.limits.credits import Credits
 from imagesmith.models import KeyType
 
 router = APIRouter(tags=["admin"])
@@ -102,3 +104,35 @@ async def revoke_key(runtime: RuntimeDep, _admin: MasterDep, key_id: str) -> dic
     async with runtime.db.transaction() as session:
         key = await KeyService(session).revoke(key_id)
         return {"success": True, "data": key_summary(key)}
+
+
+class CreditsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    balance: int | None = Field(..., ge=0, description="Credits left; null = unlimited")
+
+
+@router.put(
+    "/api/admin/projects/{org}/{project}/credits",
+    response_model=KeyEnvelope,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_credits(
+    runtime: RuntimeDep,
+    _admin: MasterDep,
+    org: str,
+    project: str,
+    body: Annotated[CreditsBody, Body()],
+) -> dict[str, Any]:
+    """Set a project's credit balance (one credit per output image; null = unlimited)."""
+    async with runtime.db.transaction() as session:
+        repo = TenancyRepository(session)
+        organization = await repo.org_by_slug(org)
+        found = await repo.project_by_slug(organization.id, project) if organization else None
+        if found is None:
+            raise NotFound(f"No project {org}/{project}", code="PROJECT_NOT_FOUND")
+        await Credits(session).set_balance(found.id, body.balance)
+    return {
+        "success": True,
+        "data": {"organizationSlug": org, "projectSlug": project, "balance": body.balance},
+    }

@@ -83,17 +83,32 @@ def describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
+def is_stablecog(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """One handler per kind of error; each renders in the dialect that owns the path."""
+    from imagesmith.api.stablecog.errors import stablecog_error, stablecog_response
+
     @app.exception_handler(ImagesmithError)
-    async def _expected(_request: Request, exc: ImagesmithError) -> JSONResponse:
+    async def _expected(request: Request, exc: ImagesmithError) -> JSONResponse:
+        if is_stablecog(request):
+            return stablecog_error(exc)
         return native_error(exc.status_code, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return native_error(400, "VALIDATION_ERROR", describe_validation(exc))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = describe_validation(exc)
+        if is_stablecog(request):
+            malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+            return stablecog_response(400, "json_parse_error" if malformed else message, message)
+        return native_error(400, "VALIDATION_ERROR", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if is_stablecog(request):
+            return stablecog_response(exc.status_code, str(exc.detail))
         if exc.status_code == 404:
             return native_error(
                 404, "NOT_FOUND", f"No route for {request.method} {request.url.path}"

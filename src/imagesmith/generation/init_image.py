@@ -10,15 +10,12 @@ import hashlib
 import re
 
 from imagesmith.auth.service import Principal
-from imagesmith.db.base import new_id
 from imagesmith.errors import ImagesmithError, NotFound
 from imagesmith.generation.repository import GenerationRepository
 from imagesmith.generation.schemas import UUID_RE, GenerationRequest
 from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes
-from imagesmith.image.validation import inspect_image
-from imagesmith.models import Image, ImageSource
+from imagesmith.models import Image
 from imagesmith.runtime import Runtime
-from imagesmith.storage.base import image_key
 
 UPLOAD_REF = re.compile(r"^s3://([0-9a-f]{32})/([0-9a-f-]{36})\.(png|jpg|webp)$")
 URL_IMAGE_MAX_BYTES = 5 * 1024 * 1024
@@ -74,6 +71,8 @@ class InitImages:
         return image.storage_key
 
     async def _fetch(self, principal: Principal, url: str, field: str) -> str:
+        from imagesmith.image.service import ImageService
+
         settings = self.rt.settings
         try:
             data = await fetch_image_bytes(
@@ -84,24 +83,7 @@ class InitImages:
             )
         except UnsafeUrl as exc:
             raise UnsafeUrl(f"{field}: {exc.message}") from None
-        info = inspect_image(data)
-        assert principal.project_id and principal.organization_slug and principal.project_slug
-        image_id = new_id()
-        key = image_key(principal.organization_slug, principal.project_slug, image_id)
-        await self.rt.store.put(key, data, info.mime_type)
-        async with self.rt.db.transaction() as session:
-            await GenerationRepository(session).add_image(
-                Image(
-                    id=image_id,
-                    project_id=principal.project_id,
-                    storage_key=key,
-                    mime_type=info.mime_type,
-                    width=info.width,
-                    height=info.height,
-                    file_size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    source=ImageSource.UPLOADED,
-                    meta={"sourceUrl": url[:2000]},
-                )
-            )
-        return key
+        image, _info = await ImageService(self.rt).save_upload(
+            principal, data, {"sourceUrl": url[:2000]}
+        )
+        return image.storage_key

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith.errors import ValidationFailed
 from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation, GenerationStatus, Image, Organization, Project
 
 PENDING = GenerationStatus.PENDING
+CANDIDATES = 16  # head candidates to try when other workers hold the first ones
 PROCESSING = GenerationStatus.PROCESSING
 
 
@@ -31,6 +33,19 @@ class ListFilter:
     include_deleted: bool = False
     limit: int = 20
     offset: int = 0
+
+
+@dataclass(frozen=True)
+class OutputFilter:
+    model_ids: list[str] | None = None
+    scheduler_ids: list[str] | None = None
+    widths: list[int] | None = None
+    heights: list[int] | None = None
+    steps: list[int] | None = None
+    guidance_scales: list[float] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    ascending: bool = False
 
 
 class GenerationRepository:
@@ -82,6 +97,74 @@ class GenerationRepository:
         )
         return list(rows.scalars()), int(total)
 
+    async def outputs_page(
+        self, project_id: str, filters: OutputFilter, cursor: str | None, per_page: int
+    ) -> tuple[list[tuple[Image, Generation]], int, str | None]:
+        """Generated images with their generation; the cursor is `<created_at>|<image id>`."""
+        conditions: list[Any] = [
+            Image.project_id == project_id,
+            Image.deleted_at.is_(None),
+            Generation.status == GenerationStatus.SUCCESS,
+        ]
+        for column, values in (
+            (Generation.model_id, filters.model_ids),
+            (Generation.scheduler, filters.scheduler_ids),
+            (Generation.width, filters.widths),
+            (Generation.height, filters.heights),
+            (Generation.steps, filters.steps),
+            (Generation.guidance_scale, filters.guidance_scales),
+        ):
+            if values:
+                conditions.append(column.in_(values))
+        if filters.start is not None:
+            conditions.append(Image.created_at >= filters.start)
+        if filters.end is not None:
+            conditions.append(Image.created_at <= filters.end)
+        joined = select(Image, Generation).join(Generation, Generation.id == Image.generation_id)
+        total = (
+            await self.session.execute(
+                select(func.count(Image.id))
+                .join(Generation, Generation.id == Image.generation_id)
+                .where(*conditions)
+            )
+        ).scalar_one()
+        if cursor:
+            stamp, _, last_id = cursor.partition("|")
+            try:
+                moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValidationFailed(f"cursor '{cursor}' is not one this server issued") from None
+            if filters.ascending:
+                conditions.append(
+                    or_(
+                        Image.created_at > moment,
+                        and_(Image.created_at == moment, Image.id > last_id),
+                    )
+                )
+            else:
+                conditions.append(
+                    or_(
+                        Image.created_at < moment,
+                        and_(Image.created_at == moment, Image.id < last_id),
+                    )
+                )
+        order = (
+            (Image.created_at.asc(), Image.id.asc())
+            if filters.ascending
+            else (Image.created_at.desc(), Image.id.desc())
+        )
+        rows = (
+            await self.session.execute(
+                joined.where(*conditions).order_by(*order).limit(per_page + 1)
+            )
+        ).all()
+        page = [(row[0], row[1]) for row in rows[:per_page]]
+        next_cursor = None
+        if len(rows) > per_page and page:
+            last = page[-1][0]
+            next_cursor = f"{last.created_at.isoformat()}|{last.id}"
+        return page, int(total), next_cursor
+
     async def images_by_id(self, image_ids: list[str]) -> dict[str, Image]:
         if not image_ids:
             return {}
@@ -127,17 +210,12 @@ class GenerationRepository:
     ) -> list[Claim]:
         """Atomically move up to `limit` compatible pending jobs to processing for this worker.
 
-        The oldest pending job picks the batch key (model, size, steps, guidance, scheduler);
-        PostgreSQL skips rows other workers hold locked, SQLite runs this under its write lock."""
-        head = (
-            await self.session.execute(
-                select(Generation)
-                .where(Generation.status == PENDING)
-                .order_by(Generation.created_at, Generation.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-        ).scalar_one_or_none()
+        Fair across projects: jobs are taken round-robin by each project's queue position
+        (every project's 1st job, then every project's 2nd, …), so one tenant's flood never
+        starves another's job. The head job picks the batch key (model, size, steps, guidance,
+        scheduler, img2img strength); batch-mates are taken in the same fair order.
+        PostgreSQL skips rows other workers hold locked; SQLite runs this under its write lock."""
+        head = await self._lock_first(await self._fair_order(limit=CANDIDATES))
         if head is None:
             return []
         same_scheduler = (
@@ -151,28 +229,32 @@ class GenerationRepository:
             if head.prompt_strength is None
             else Generation.prompt_strength == head.prompt_strength
         )
-        # Lock the batch first, then update exactly those rows: an `IN (subquery LIMIT n)` can be
-        # re-evaluated by PostgreSQL's planner and claim more than n rows.
-        batch_ids = list(
-            (
-                await self.session.execute(
-                    select(Generation.id)
-                    .where(
-                        Generation.status == PENDING,
-                        Generation.model_id == head.model_id,
-                        Generation.width == head.width,
-                        Generation.height == head.height,
-                        Generation.steps == head.steps,
-                        Generation.guidance_scale == head.guidance_scale,
-                        same_scheduler,
-                        same_mode,
-                    )
-                    .order_by(Generation.created_at, Generation.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).scalars()
+        # The head stays in the ranking (it is still pending here) so positions stay true.
+        ranked_mates = await self._fair_order(
+            Generation.model_id == head.model_id,
+            Generation.width == head.width,
+            Generation.height == head.height,
+            Generation.steps == head.steps,
+            Generation.guidance_scale == head.guidance_scale,
+            same_scheduler,
+            same_mode,
+            limit=limit * 4,
         )
+        mates = [i for i in ranked_mates if i != head.id]
+        lockable: set[str] = set()
+        if mates and limit > 1:
+            lockable = set(
+                (
+                    await self.session.execute(
+                        select(Generation.id)
+                        .where(Generation.id.in_(mates), Generation.status == PENDING)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+        # Update exactly the locked rows: an `IN (subquery LIMIT n)` can be re-evaluated by
+        # PostgreSQL's planner and claim more than n rows.
+        batch_ids = [head.id, *[i for i in mates if i in lockable][: limit - 1]]
         result = await self.session.execute(
             update(Generation)
             .where(Generation.id.in_(batch_ids), Generation.status == PENDING)
@@ -191,6 +273,45 @@ class GenerationRepository:
         )
         versions = dict(result.tuples().all())
         return [Claim(i, versions[i]) for i in batch_ids if i in versions]
+
+    async def _fair_order(self, *conditions: Any, limit: int) -> list[str]:
+        """Pending job ids ordered by their position in their project's queue, then age."""
+        position = (
+            func.row_number()
+            .over(
+                partition_by=Generation.project_id,
+                order_by=(Generation.created_at, Generation.id),
+            )
+            .label("position")
+        )
+        # Jobs already running count toward their project's position: a project with work in
+        # flight waits behind one that has none.
+        ranked = (
+            select(Generation.id, Generation.status, Generation.created_at, position)
+            .where(Generation.status.in_([PENDING, PROCESSING]), *conditions)
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(ranked.c.id)
+            .where(ranked.c.status == PENDING)
+            .order_by(ranked.c.position, ranked.c.created_at, ranked.c.id)
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def _lock_first(self, candidate_ids: list[str]) -> Generation | None:
+        """The first candidate that no other worker holds, locked for this transaction."""
+        for candidate in candidate_ids:
+            row = (
+                await self.session.execute(
+                    select(Generation)
+                    .where(Generation.id == candidate, Generation.status == PENDING)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalar_one_or_none()
+            if row is not None:
+                return row
+        return None
 
     def _held(self, worker_id: str, claim: Claim) -> Any:
         return and_(

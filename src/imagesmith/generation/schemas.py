@@ -169,6 +169,14 @@ class GenerationCreate(_PromptFields):
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Random when absent; reported back"
     )
+    scheduler: str | None = Field(None, description="A scheduler id such as K_EULER or DPM++_2M")
+    num_outputs: int = Field(1, description="Images to make from this request (1-4)")
+    init_image: str | None = Field(
+        None, description="img2img: an upload reference, an image id, or a public http(s) URL"
+    )
+    prompt_strength: float | None = Field(
+        None, description="img2img: 0 keeps the init image, 1 follows only the prompt (0.5)"
+    )
 
     @field_validator("alias")
     @classmethod
@@ -194,6 +202,10 @@ class GenerationCreate(_PromptFields):
             steps=self.steps,
             guidance_scale=self.guidance_scale,
             seed=self.seed,
+            scheduler=self.scheduler,
+            num_outputs=self.num_outputs,
+            init_image=self.init_image,
+            prompt_strength=self.prompt_strength,
             meta=self.meta,
             flow_id=self.flow_id if "flow_id" in self.model_fields_set else NEW_FLOW,
             alias=self.alias,

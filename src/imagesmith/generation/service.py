@@ -36,6 +36,13 @@ def request_fingerprint(request: GenerationRequest) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def output_ids(generation: Generation) -> list[str]:
+    ids = list(generation.output_image_ids or [])
+    if not ids and generation.output_image_id:
+        ids = [generation.output_image_id]
+    return ids
+
+
 class GenerationService:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
@@ -183,11 +190,15 @@ class GenerationService:
 
     async def _view(self, session: Any, generation: Generation) -> GenerationView:
         repo = GenerationRepository(session)
-        image = None
-        if generation.output_image_id:
-            image = await repo.image(generation.project_id, generation.output_image_id)
+        ids = output_ids(generation)
+        found = await repo.images_by_id(ids)
+        images = [found[i] for i in ids if i in found]
         org_slug, project_slug = await repo.project_slugs(generation.project_id)
-        return GenerationView(generation, image, org_slug, project_slug)
+        view = GenerationView(
+            generation, images[0] if images else None, org_slug, project_slug, images
+        )
+        view.remaining_credits = await Credits(session).balance(generation.project_id)
+        return view
 
     async def get(self, project_id: str, generation_id: str) -> GenerationView:
         async with self.rt.db.transaction() as session:
@@ -210,12 +221,14 @@ class GenerationService:
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             rows, total = await repo.page(project_id, filters)
-            images = await repo.images_by_id([g.output_image_id for g in rows if g.output_image_id])
+            images = await repo.images_by_id([i for g in rows for i in output_ids(g)])
             org_slug, project_slug = await repo.project_slugs(project_id)
-        views = [
-            GenerationView(g, images.get(g.output_image_id or ""), org_slug, project_slug)
-            for g in rows
-        ]
+        views = []
+        for g in rows:
+            outputs = [images[i] for i in output_ids(g) if i in images]
+            views.append(
+                GenerationView(g, outputs[0] if outputs else None, org_slug, project_slug, outputs)
+            )
         return views, total
 
     # Update / regenerate -----------------------------------------------------------------
@@ -307,21 +320,22 @@ class GenerationService:
     # Delete ------------------------------------------------------------------------------
 
     async def delete(self, project_id: str, generation_id: str) -> None:
-        """Hard-delete the generation and its image, unless the image carries a project alias."""
-        doomed_key: str | None = None
+        """Hard-delete the generation and its images, except images with a project alias."""
+        doomed: list[str] = []
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             generation = await repo.get(project_id, generation_id)
             if generation is None:
                 raise GenerationNotFound(generation_id)
-            if generation.output_image_id:
-                image = await repo.image(project_id, generation.output_image_id)
-                if image is not None and image.alias is None:
-                    doomed_key = image.storage_key
+            for image in (await repo.images_by_id(output_ids(generation))).values():
+                if image.project_id != project_id:
+                    continue
+                if image.alias is None:
+                    doomed.append(image.storage_key)
                     await repo.delete_image(image)
-                elif image is not None:
+                else:
                     image.generation_id = None
             await repo.delete_generation(generation)
-        if doomed_key is not None:
-            # After commit: a failed file delete leaves an orphan file, never a dangling row.
-            await self.rt.store.delete(doomed_key)
+        # After commit: a failed file delete leaves an orphan file, never a dangling row.
+        for key in doomed:
+            await self.rt.store.delete(key)

@@ -21,6 +21,10 @@ class InvalidImage(ValidationFailed):
     code = "INVALID_IMAGE"
 
 
+class UnsupportedImage(InvalidImage):
+    code = "UNSUPPORTED_IMAGE"
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     mime_type: str
@@ -46,7 +50,9 @@ def sniff_format(data: bytes) -> str | None:
 def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     mime = sniff_format(data)
     if mime is None:
-        raise InvalidImage("Unsupported image format: send PNG, JPEG or WebP (checked by content)")
+        raise UnsupportedImage(
+            "Unsupported image format: send PNG, JPEG or WebP (checked by content)"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

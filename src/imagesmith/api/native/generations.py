@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
 from imagesmith.api.errors import keyed_responses, native_error
@@ -245,3 +248,67 @@ async def delete_generation(
     """Hard-delete a generation and its image file (an image with a project alias is kept)."""
     await GenerationService(runtime).delete(principal.require_project(), generation_id)
     return {"success": True, "message": "Generation deleted", "data": {"id": generation_id}}
+
+
+@router.post(
+    "/{generation_id}/cancel",
+    response_model=GenerationEnvelope,
+    responses=keyed_responses(404, 409),
+)
+async def cancel_generation(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str
+) -> JSONResponse:
+    """Cancel: a pending job at once, a running one at its next step; its credits come back."""
+    view = await GenerationService(runtime).cancel(principal.require_project(), generation_id)
+    return await respond(request, runtime, view, 200, None)
+
+
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.get(
+    "/{generation_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}}, **keyed_responses(404)},
+)
+async def generation_events(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep, generation_id: str
+) -> StreamingResponse:
+    """Server-sent events: the generation's status and progress until it ends."""
+    service = GenerationService(runtime)
+    project_id = principal.require_project()
+    await service.get(project_id, generation_id)  # 404 before the stream starts
+    links = image_links(request, runtime)
+
+    async def stream() -> AsyncIterator[str]:
+        last: dict[str, Any] | None = None
+        sequence = 0
+        last_sent = time.monotonic()
+        while True:
+            view = await service.get(project_id, generation_id)
+            out = render_generation(view, links)
+            state = {
+                "id": out.id,
+                "status": out.status,
+                "progress": out.progress.model_dump() if out.progress else None,
+                "retryCount": out.retryCount,
+                "errorMessage": out.errorMessage,
+                "outputImageId": out.outputImageId,
+                "outputImages": [image.model_dump() for image in out.outputImages],
+            }
+            if state != last:
+                sequence += 1
+                yield f"id: {sequence}\nevent: generation\ndata: {json.dumps(state)}\n\n"
+                last, last_sent = state, time.monotonic()
+            if view.generation.status.is_terminal or await request.is_disconnected():
+                return
+            # Woken by this process or by NOTIFY; the 1 s re-read covers everything else.
+            await runtime.notifier.wait_changed(generation_id, 1.0)
+            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -57,6 +57,11 @@ class GenerationOut(BaseModel):
     flowAlias: str | None
     outputImageId: str | None
     outputImage: OutputImage | None
+    outputImages: list[OutputImage]
+    numOutputs: int
+    scheduler: str | None
+    initImage: str | None
+    promptStrength: float | None
     progress: ProgressOut | None
     processingTimeMs: int | None
     retryCount: int
@@ -150,6 +155,13 @@ def render_generation(view: GenerationView, links: ImageLinks) -> GenerationOut:
             if view.image
             else None
         ),
+        outputImages=[
+            render_image(image, links, view.org_slug, view.project_slug) for image in view.images
+        ],
+        numOutputs=g.num_outputs,
+        scheduler=g.scheduler,
+        initImage=g.init_image_ref,
+        promptStrength=g.prompt_strength,
         progress=progress,
         processingTimeMs=g.processing_time_ms,
         retryCount=g.retry_count,

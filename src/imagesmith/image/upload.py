@@ -1,0 +1,57 @@
+"""Multipart bodies with a size limit enforced while the body streams in, not after."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from imagesmith.errors import ImagesmithError, ValidationFailed
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and small text fields
+
+
+class PayloadTooLarge(ImagesmithError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+async def limited_form(
+    request: Request, max_bytes: int, *, max_files: int, max_fields: int = 20
+) -> FormData:
+    """Parse multipart/form-data, refusing the body as soon as it passes `max_bytes`."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ValidationFailed(
+            f"Send multipart/form-data (got Content-Type '{content_type or 'none'}')"
+        )
+    limit = max_bytes + MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {max_bytes} bytes")
+
+    async def counted() -> AsyncGenerator[bytes, None]:
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                raise PayloadTooLarge(f"Request body is over the {max_bytes}-byte limit")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, counted(), max_files=max_files, max_fields=max_fields)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise ValidationFailed(f"Malformed multipart body: {exc.message}") from None
+
+
+async def read_file(form: FormData, field: str, max_bytes: int) -> bytes:
+    value = form.get(field)
+    if not isinstance(value, UploadFile):
+        raise ValidationFailed(f"Multipart field '{field}' with a file is required")
+    data = await value.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"File '{field}' is over the {max_bytes}-byte limit")
+    return data
