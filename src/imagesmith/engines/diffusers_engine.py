@@ -5,6 +5,7 @@ scheduler → generators → denoise (with a step callback) → encode PNG."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 from collections import OrderedDict
@@ -117,7 +118,7 @@ class DiffusersEngine:
         if img2img:
             runner = AutoPipelineForImage2Image.from_pipe(pipe, scheduler=scheduler)
         else:
-            runner = pipe.__class__(**{**pipe.components, "scheduler": scheduler})
+            runner = pipe.__class__(**pipeline_parts(pipe, scheduler))
         runner.set_progress_bar_config(disable=True)
 
         prompts: list[str] = []
@@ -167,6 +168,14 @@ class DiffusersEngine:
             out.append(encoded[: job.num_outputs])
             encoded = encoded[job.num_outputs :]
         return out
+
+
+def pipeline_parts(pipe: Any, scheduler: Any) -> dict[str, Any]:
+    """The loaded components with a job's own scheduler (shared weights, no copies)."""
+    parts = {**pipe.components, "scheduler": scheduler}
+    if "requires_safety_checker" in inspect.signature(pipe.__class__.__init__).parameters:
+        parts["requires_safety_checker"] = False  # we load no safety checker on purpose
+    return parts
 
 
 def load_init_image(data: bytes | None, width: int, height: int) -> Image.Image:

@@ -7,7 +7,7 @@ from typing import Any
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "K_LMS": ("LMSDiscreteScheduler", {}),
     "PNDM": ("PNDMScheduler", {}),
-    "DDIM": ("DDIMScheduler", {}),
+    "DDIM": ("DDIMScheduler", {"clip_sample": False}),
     "K_EULER": ("EulerDiscreteScheduler", {}),
     "K_EULER_ANCESTRAL": ("EulerAncestralDiscreteScheduler", {}),
     "HEUN": ("HeunDiscreteScheduler", {}),

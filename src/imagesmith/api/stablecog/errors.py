@@ -43,7 +43,7 @@ def stablecog_response(
     **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": error}
-    if description and description != error:
+    if description:
         body["description"] = description
     body.update(extra)
     return JSONResponse(
