@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from imagesmith import __version__
 from imagesmith.api import admin, cdn, health
 from imagesmith.api.errors import install_error_handlers
-from imagesmith.api.native import generations
+from imagesmith.api.native import flows, generations, images, live
 from imagesmith.api.stablecog import routes as stablecog_routes
 from imagesmith.config import Settings
 from imagesmith.db import migrate
@@ -76,6 +76,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(generations.router)
+    app.include_router(images.router)
+    app.include_router(flows.router)
+    app.include_router(live.router)
     app.include_router(cdn.router)
     app.include_router(stablecog_routes.router)
 

@@ -95,6 +95,22 @@ class Settings(BaseSettings):
         description="Let image URLs point at loopback/private/link-local hosts (testing only).",
     )
     url_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    reference_strength: float = Field(
+        default=0.75,
+        ge=0.05,
+        le=1.0,
+        description="img2img strength when the first reference image is the init image.",
+    )
+
+    # Live URLs (/cdn/{org}/{project}/live/{scope}).
+    live_ip_limit: str = Field(
+        default="10/hour", description="New live generations per client IP (cache hits are free)."
+    )
+    live_scope_limit: int = Field(default=30, ge=0, description="Default newGenerationsLimit.")
+    live_wait_seconds: float = Field(default=120.0, gt=0)
+    trust_forwarded_for: bool = Field(
+        default=False, description="Take the client IP from X-Forwarded-For (behind a proxy)."
+    )
 
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)

@@ -32,6 +32,7 @@ ERROR_TEXT = {
     403: "The key may not do this (FORBIDDEN)",
     404: "Not found in this project",
     409: "Conflict with the current state",
+    413: "The upload is too large (PAYLOAD_TOO_LARGE)",
     429: "Too many requests for this key (RATE_LIMIT_EXCEEDED); see Retry-After",
     500: "The generation failed (GENERATION_FAILED) or a server bug (INTERNAL_ERROR)",
 }

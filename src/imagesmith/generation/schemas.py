@@ -80,6 +80,7 @@ class GenerationView:
     org_slug: str
     project_slug: str
     images: list[Image] = field(default_factory=list)  # every output, in order
+    references: list[Image] = field(default_factory=list)
     remaining_credits: int | None = None
 
 
@@ -170,6 +171,8 @@ class GenerationCreate(_PromptFields):
         None, ge=0, le=MAX_SEED, description="Random when absent; reported back"
     )
     scheduler: str | None = Field(None, description="A scheduler id such as K_EULER or DPM++_2M")
+    width: int | None = Field(None, description="Explicit size in pixels (instead of aspectRatio)")
+    height: int | None = Field(None, description="Explicit size in pixels (instead of aspectRatio)")
     num_outputs: int = Field(1, description="Images to make from this request (1-4)")
     init_image: str | None = Field(
         None, description="img2img: an upload reference, an image id, or a public http(s) URL"
@@ -192,7 +195,9 @@ class GenerationCreate(_PromptFields):
         return GenerationRequest(
             field_names=NATIVE_NAMES,
             prompt=self.prompt,
-            aspect_ratio=self.aspect_ratio,
+            aspect_ratio=(
+                None if self.width is not None or self.height is not None else self.aspect_ratio
+            ),
             auto_enhance=self.auto_enhance,
             template=(
                 self.enhancement_options.template if self.enhancement_options else DEFAULT_TEMPLATE
@@ -203,6 +208,8 @@ class GenerationCreate(_PromptFields):
             guidance_scale=self.guidance_scale,
             seed=self.seed,
             scheduler=self.scheduler,
+            width=self.width,
+            height=self.height,
             num_outputs=self.num_outputs,
             init_image=self.init_image,
             prompt_strength=self.prompt_strength,

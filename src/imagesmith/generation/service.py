@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from imagesmith.auth.service import Principal
 from imagesmith.db.base import utcnow
 from imagesmith.engines.registry import ModelSpec, UnknownModel
-from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ValidationFailed
+from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ImageNotFound
 from imagesmith.generation.aspect import size_for
 from imagesmith.generation.init_image import InitImages
 from imagesmith.generation.parameters import (
@@ -26,9 +26,14 @@ from imagesmith.generation.parameters import (
 )
 from imagesmith.generation.repository import GenerationRepository, ListFilter
 from imagesmith.generation.schemas import NEW_FLOW, GenerationRequest, GenerationView
+from imagesmith.image.aliases import aliases_in_prompt, resolve_image
+from imagesmith.image.repository import ImageRepository, ref_image_id
+from imagesmith.image.service import ensure_flow
 from imagesmith.limits.credits import Credits
-from imagesmith.models import Flow, Generation, GenerationStatus
+from imagesmith.models import Generation, GenerationStatus, Image
 from imagesmith.runtime import Runtime
+
+MAX_REFERENCES = 3
 
 
 def request_fingerprint(request: GenerationRequest) -> str:
@@ -41,6 +46,10 @@ def output_ids(generation: Generation) -> list[str]:
     if not ids and generation.output_image_id:
         ids = [generation.output_image_id]
     return ids
+
+
+def reference_ids(generation: Generation) -> list[str]:
+    return [i for i in (ref_image_id(r) for r in generation.reference_images or []) if i]
 
 
 class GenerationService:
@@ -84,6 +93,12 @@ class GenerationService:
             if replay is not None:
                 return replay, False
         spec = self.resolve_model(request)
+        references = await self._references(project_id, request)
+        if references and request.init_image is None:
+            # Without an IP-Adapter configured, the first reference is the img2img init image.
+            request.init_image = references[0].id
+            if request.prompt_strength is None:
+                request.prompt_strength = self.rt.settings.reference_strength
         params = self.resolve_params(spec, request)
         await self._check_alias_free(project_id, request.alias)
         init_key = None
@@ -112,7 +127,7 @@ class GenerationService:
             scheduler=params.scheduler,
             seed=pick_seed(request.seed),
             seed_requested=request.seed if request.seed is not None and request.seed >= 0 else None,
-            reference_images=list(request.reference_images),
+            reference_images=[{"imageId": image.id, "alias": image.alias} for image in references],
             num_outputs=params.num_outputs,
             init_image_key=init_key,
             init_image_ref=request.init_image,
@@ -180,22 +195,43 @@ class GenerationService:
                 )
 
     async def _ensure_flow(self, session: Any, project_id: str, flow_id: str, eager: bool) -> None:
-        flow = await session.get(Flow, flow_id)
-        if flow is not None and flow.project_id != project_id:
-            raise ValidationFailed(f"flowId '{flow_id}' does not belong to this project")
-        if flow is None and eager:
-            session.add(Flow(id=flow_id, project_id=project_id, aliases={}, meta={}))
+        await ensure_flow(ImageRepository(session), project_id, flow_id)
+
+    async def _references(self, project_id: str, request: GenerationRequest) -> list[Image]:
+        """Explicit references first, then `@name` tokens of the prompt; merged, de-duplicated,
+        at most 3. An unknown explicit reference is an error; an unknown prompt token is text."""
+        flow_id = request.flow_id if request.flow_id not in (None, NEW_FLOW) else None
+        found: list[Image] = []
+        async with self.rt.db.transaction() as session:
+            repo = ImageRepository(session)
+            for ref in request.reference_images:
+                image = await resolve_image(repo, project_id, ref, flow_id)
+                if image is None:
+                    raise ImageNotFound(f"referenceImages: no image '{ref}' in this project")
+                if image.id not in {f.id for f in found}:
+                    found.append(image)
+            for token in aliases_in_prompt(request.prompt):
+                image = await resolve_image(repo, project_id, token, flow_id)
+                if image is not None and image.id not in {f.id for f in found}:
+                    found.append(image)
+        return found[:MAX_REFERENCES]
 
     # Read --------------------------------------------------------------------------------
 
     async def _view(self, session: Any, generation: Generation) -> GenerationView:
         repo = GenerationRepository(session)
         ids = output_ids(generation)
-        found = await repo.images_by_id(ids)
+        refs = reference_ids(generation)
+        found = await repo.images_by_id(ids + refs)
         images = [found[i] for i in ids if i in found]
         org_slug, project_slug = await repo.project_slugs(generation.project_id)
         view = GenerationView(
-            generation, images[0] if images else None, org_slug, project_slug, images
+            generation,
+            images[0] if images else None,
+            org_slug,
+            project_slug,
+            images,
+            [found[i] for i in refs if i in found],
         )
         view.remaining_credits = await Credits(session).balance(generation.project_id)
         return view
@@ -221,13 +257,18 @@ class GenerationService:
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             rows, total = await repo.page(project_id, filters)
-            images = await repo.images_by_id([i for g in rows for i in output_ids(g)])
+            images = await repo.images_by_id(
+                [i for g in rows for i in output_ids(g) + reference_ids(g)]
+            )
             org_slug, project_slug = await repo.project_slugs(project_id)
         views = []
         for g in rows:
             outputs = [images[i] for i in output_ids(g) if i in images]
+            refs = [images[i] for i in reference_ids(g) if i in images]
             views.append(
-                GenerationView(g, outputs[0] if outputs else None, org_slug, project_slug, outputs)
+                GenerationView(
+                    g, outputs[0] if outputs else None, org_slug, project_slug, outputs, refs
+                )
             )
         return views, total
 

@@ -1,15 +1,22 @@
-"""Image library rules shared by every dialect: store validated bytes as a project image."""
+"""Image library rules shared by every dialect: uploads, lookups by id or alias, focal point and
+meta, alias assignment, delete with every reference cleaned up."""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from imagesmith.auth.service import Principal
-from imagesmith.db.base import new_id
-from imagesmith.generation.repository import GenerationRepository
+from imagesmith.db.base import new_id, utcnow
+from imagesmith.errors import AliasConflict, ImageNotFound, ValidationFailed
+from imagesmith.generation.schemas import NEW_FLOW, check_alias
+from imagesmith.image.aliases import resolve_image
+from imagesmith.image.repository import ImageFilter, ImageRepository
 from imagesmith.image.validation import ImageInfo, inspect_image
-from imagesmith.models import Image, ImageSource
+from imagesmith.models import Flow, Image, ImageSource
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import image_key
 
@@ -19,18 +26,32 @@ class ImageService:
         self.rt = runtime
 
     async def save_upload(
-        self, principal: Principal, data: bytes, meta: dict[str, Any] | None = None
+        self,
+        principal: Principal,
+        data: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        alias: str | None = None,
+        flow_id: str | None = None,
+        flow_alias: str | None = None,
     ) -> tuple[Image, ImageInfo]:
-        """Validate (by content, pixel budget, full decode), store, and record an upload."""
-        info = inspect_image(data)
+        """Validate (by content, pixel budget, full decode), store, and record an upload.
+        `flow_id` follows the generation rule: NEW_FLOW → a new flow, None → no flow."""
+        info = inspect_image(data)  # before anything is stored
         project_id = principal.require_project()
         assert principal.organization_slug and principal.project_slug
+        if alias is not None:
+            check_alias_value(alias, "alias")
+        if flow_alias is not None:
+            check_alias_value(flow_alias, "flowAlias")
+        if flow_id == NEW_FLOW:
+            flow_id = str(uuid.uuid4())
         image_id = new_id()
         key = image_key(principal.organization_slug, principal.project_slug, image_id)
-        await self.rt.store.put(key, data, info.mime_type)
         image = Image(
             id=image_id,
             project_id=project_id,
+            flow_id=flow_id,
             storage_key=key,
             mime_type=info.mime_type,
             width=info.width,
@@ -38,8 +59,103 @@ class ImageService:
             file_size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             source=ImageSource.UPLOADED,
+            alias=alias,
             meta=dict(meta or {}),
         )
         async with self.rt.db.transaction() as session:
-            await GenerationRepository(session).add_image(image)
+            repo = ImageRepository(session)
+            if alias is not None and await repo.by_alias(project_id, alias) is not None:
+                raise AliasConflict(f"Alias '{alias}' is already used by another image")
+            if flow_id is not None:
+                flow = await ensure_flow(repo, project_id, flow_id)
+                if flow_alias is not None:
+                    flow.aliases = {**(flow.aliases or {}), flow_alias: image_id}
+            await self.rt.store.put(key, data, info.mime_type)
+            await repo.add(image)
         return image, info
+
+    async def get(self, project_id: str, ref: str, flow_id: str | None = None) -> Image:
+        async with self.rt.db.transaction() as session:
+            image = await resolve_image(ImageRepository(session), project_id, ref, flow_id)
+        if image is None:
+            raise ImageNotFound(f"No image '{ref}' in this project")
+        return image
+
+    async def page(self, project_id: str, filters: ImageFilter) -> tuple[list[Image], int]:
+        async with self.rt.db.transaction() as session:
+            return await ImageRepository(session).page(project_id, filters)
+
+    async def update(self, project_id: str, ref: str, changes: dict[str, Any]) -> Image:
+        """Only focalPoint and meta change here; content and alias have their own routes."""
+        async with self.rt.db.transaction() as session:
+            repo = ImageRepository(session)
+            image = await resolve_image(repo, project_id, ref)
+            if image is None:
+                raise ImageNotFound(f"No image '{ref}' in this project")
+            if "focal_point" in changes:
+                image.focal_point = changes["focal_point"]
+            if changes.get("meta") is not None:
+                image.meta = dict(changes["meta"])
+            image.updated_at = utcnow()
+            await session.flush()
+            return image
+
+    async def set_alias(self, project_id: str, ref: str, alias: str | None) -> Image:
+        if alias is not None:
+            check_alias_value(alias, "alias")
+        try:
+            async with self.rt.db.transaction() as session:
+                repo = ImageRepository(session)
+                image = await resolve_image(repo, project_id, ref)
+                if image is None:
+                    raise ImageNotFound(f"No image '{ref}' in this project")
+                if alias is not None:
+                    holder = await repo.by_alias(project_id, alias)
+                    if holder is not None and holder.id != image.id:
+                        raise AliasConflict(
+                            f"Alias '{alias}' is already used by image {holder.id}; remove it "
+                            "there first (PUT /api/v1/images/{id}/alias with null)"
+                        )
+                image.alias = alias
+                image.updated_at = utcnow()
+                await session.flush()
+                return image
+        except IntegrityError:  # a concurrent request took the alias first
+            raise AliasConflict(f"Alias '{alias}' is already used by another image") from None
+
+    async def delete(self, project_id: str, ref: str) -> str:
+        """Hard delete: the row, the stored object, and every reference to it."""
+        async with self.rt.db.transaction() as session:
+            repo = ImageRepository(session)
+            image = await resolve_image(repo, project_id, ref)
+            if image is None:
+                raise ImageNotFound(f"No image '{ref}' in this project")
+            image_id, key = image.id, image.storage_key
+            await repo.forget_everywhere(project_id, image_id)
+            await repo.delete(image)
+        try:
+            await self.rt.store.delete(key)
+        except Exception:  # the row is gone; an orphaned object is harmless and logged
+            import logging
+
+            logging.getLogger(__name__).exception("image.delete_object_failed key=%s", key)
+        return image_id
+
+
+def check_alias_value(value: str, field: str) -> None:
+    try:
+        check_alias(value, field)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from None
+
+
+async def ensure_flow(repo: ImageRepository, project_id: str, flow_id: str) -> Flow:
+    """Flows exist as soon as something names them; another project's flow id is refused."""
+    flow = await repo.flow_any(flow_id)
+    if flow is not None and flow.project_id != project_id:
+        raise ValidationFailed(f"flowId '{flow_id}' does not belong to this project")
+    if flow is None:
+        flow = Flow(id=flow_id, project_id=project_id, aliases={}, meta={})
+        repo.session.add(flow)
+        await repo.session.flush()
+    return flow

@@ -56,14 +56,18 @@ class RateLimiter:
         """Count one request for `scope` (an API key id); raise when the limit is used up."""
         if self.item is None:
             return None
-        allowed = await self.strategy.hit(self.item, "key", scope)
-        stats = await self.strategy.get_window_stats(self.item, "key", scope)
-        state = RateState(self.item.amount, max(stats.remaining, 0), stats.reset_time)
+        return await self.hit_item(self.item, "key", scope, what="this API key")
+
+    async def hit_item(self, item: RateLimitItem, *identifiers: str, what: str) -> RateState:
+        """Count one event against `item` for `identifiers`; raise RateLimited past it."""
+        allowed = await self.strategy.hit(item, *identifiers)
+        stats = await self.strategy.get_window_stats(item, *identifiers)
+        state = RateState(item.amount, max(stats.remaining, 0), stats.reset_time)
         if not allowed:
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             raise RateLimited(
-                f"Rate limit of {self.item.amount} requests per {self.item.get_expiry()} s "
-                f"for this API key exceeded; retry in {retry_after} s",
+                f"Rate limit of {item.amount} per {item.get_expiry()} s for {what} exceeded; "
+                f"retry in {retry_after} s",
                 headers={**state.headers(), "Retry-After": str(retry_after)},
             )
         return state

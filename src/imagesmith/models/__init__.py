@@ -4,6 +4,7 @@ from imagesmith.models.api_key import ApiKey, KeyType
 from imagesmith.models.flow import Flow
 from imagesmith.models.generation import Generation, GenerationStatus
 from imagesmith.models.image import Image, ImageSource
+from imagesmith.models.live import LiveScope, PromptCacheEntry
 from imagesmith.models.tenancy import Organization, Project
 from imagesmith.models.worker import WorkerRecord
 
@@ -15,7 +16,9 @@ __all__ = [
     "Image",
     "ImageSource",
     "KeyType",
+    "LiveScope",
     "Organization",
     "Project",
+    "PromptCacheEntry",
     "WorkerRecord",
 ]

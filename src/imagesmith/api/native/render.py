@@ -29,6 +29,12 @@ class OutputImage(BaseModel):
     alias: str | None = None
 
 
+class ReferenceOut(BaseModel):
+    id: str
+    storageUrl: str
+    alias: str | None
+
+
 class ProgressOut(BaseModel):
     step: int
     total: int
@@ -52,7 +58,8 @@ class GenerationOut(BaseModel):
     steps: int
     guidanceScale: float
     seed: int
-    referenceImages: list[str]
+    referenceImages: list[ReferenceOut]
+    referencedImages: list[dict[str, str | None]]
     alias: str | None
     flowAlias: str | None
     outputImageId: str | None
@@ -146,7 +153,15 @@ def render_generation(view: GenerationView, links: ImageLinks) -> GenerationOut:
         steps=g.steps,
         guidanceScale=g.guidance_scale,
         seed=g.seed,
-        referenceImages=list(g.reference_images or []),
+        referenceImages=[
+            ReferenceOut(
+                id=image.id,
+                storageUrl=links.url(image, view.org_slug, view.project_slug),
+                alias=image.alias,
+            )
+            for image in view.references
+        ],
+        referencedImages=[{"imageId": image.id, "alias": image.alias} for image in view.references],
         alias=g.alias,
         flowAlias=g.flow_alias,
         outputImageId=g.output_image_id,

@@ -1,0 +1,165 @@
+"""Throughput and latency of the server against the raw diffusers loop, on tiny-sd.
+
+    .venv/bin/python bench/bench_server.py [--jobs 16] [--out bench/RESULTS.md]
+
+(a) raw pipeline loop vs server end to end (submit → success), batch size 1, images/s;
+(b) 16 compatible jobs queued on a batch-size-16 server vs the raw unbatched loop;
+(c) p50/p99 of GET /api/v1/generations/:id with the worker idle vs saturated.
+Not a test: numbers depend on the machine. Results go to bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.serverproc import Server, create_key  # noqa: E402
+
+SIZES = [(64, 4), (64, 10), (128, 4), (128, 10)]
+
+
+def raw_loop(models_dir: Path, size: int, steps: int, count: int) -> float:
+    """Images/s of a plain, unbatched diffusers loop (one warm-up call first)."""
+    code = f"""
+import time, torch
+from diffusers import StableDiffusionPipeline
+from imagesmith.engines.tiny import ensure_tiny_sd
+from pathlib import Path
+folder = ensure_tiny_sd(Path({str(models_dir / "tiny-sd")!r}))
+pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+pipe.set_progress_bar_config(disable=True)
+run = lambda seed: pipe("bench", width={size}, height={size}, num_inference_steps={steps},
+                        generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+run(0)
+start = time.perf_counter()
+for i in range({count}):
+    run(i + 1)
+print({count} / (time.perf_counter() - start))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def server_throughput(server: Server, key: str, size: int, steps: int, count: int) -> float:
+    """Images/s from the first submit to the last success, jobs queued all at once."""
+    with server.client(key) as api:
+        warm = api.post(
+            "/api/v1/generations",
+            headers={"Prefer": "wait=60"},
+            json={"prompt": "warm", "autoEnhance": False, "steps": steps},
+        )
+        assert warm.json()["data"]["status"] == "success", warm.text
+        body = {"prompt": "bench", "autoEnhance": False, "steps": steps}
+        if size == 128:
+            body["initImage"] = None
+        start = time.perf_counter()
+        ids = [
+            api.post("/api/v1/generations", json=body).json()["data"]["id"] for _ in range(count)
+        ]
+        for generation_id in ids:
+            api.get(f"/api/v1/generations/{generation_id}", headers={"Prefer": "wait=120"})
+        elapsed = time.perf_counter() - start
+    return count / elapsed
+
+
+def latency(
+    server: Server, key: str, generation_id: str, samples: int = 200
+) -> tuple[float, float]:
+    times = []
+    with server.client(key) as api:
+        for _ in range(samples):
+            start = time.perf_counter()
+            api.get(f"/api/v1/generations/{generation_id}")
+            times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="imagesmith-bench-"))
+    models = work / "models"
+    lines = []
+    for size, steps in SIZES:
+        raw = raw_loop(models, size, steps, args.jobs)
+        results = {}
+        for batch in (1, 16):
+            srv = Server(
+                work / f"srv-{size}-{steps}-{batch}",
+                models,
+                worker_batch_size=batch,
+                lease_seconds=60,
+            )
+            srv.start()
+            try:
+                key = create_key(srv.env, "bench", "run")
+                results[batch] = server_throughput(srv, key, size, steps, args.jobs)
+                if batch == 1 and (size, steps) == (64, 10):
+                    with srv.client(key) as api:
+                        probe = api.post(
+                            "/api/v1/generations",
+                            headers={"Prefer": "wait=60"},
+                            json={"prompt": "probe", "autoEnhance": False},
+                        ).json()
+                    probe_id = probe["data"]["id"]
+                    idle = latency(srv, key, probe_id)
+                    with srv.client(key) as api:
+                        for _ in range(60):
+                            api.post(
+                                "/api/v1/generations",
+                                json={"prompt": "load", "autoEnhance": False, "steps": steps},
+                            )
+                    busy = latency(srv, key, probe_id)
+                    lines.append(
+                        f"(c) GET /api/v1/generations/:id latency, 64 px / 10 steps worker: idle "
+                        f"p50 {idle[0]:.1f} ms p99 {idle[1]:.1f} ms; "
+                        f"saturated p50 {busy[0]:.1f} ms "
+                        f"p99 {busy[1]:.1f} ms (p99 ratio {busy[1] / idle[1]:.2f})"
+                    )
+            finally:
+                srv.stop()
+        lines.insert(
+            len(lines),
+            f"| {size} px | {steps} | {raw:.2f} | {results[1]:.2f} | {results[1] / raw:.2f} | "
+            f"{results[16]:.2f} | {results[16] / raw:.2f} |",
+        )
+        print(lines[-1], flush=True)
+    table = [line for line in lines if line.startswith("|")]
+    notes = [line for line in lines if not line.startswith("|")]
+    report = [
+        "# Benchmark results",
+        "",
+        f"Command: `.venv/bin/python bench/bench_server.py --jobs {args.jobs}` "
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, no GPU, tiny-sd, CPU fp32).",
+        "",
+        "| size | steps | raw loop img/s | server b=1 img/s | (a) ratio | server b=16 img/s "
+        "| (b) ratio |",
+        "|---|---|---|---|---|---|---|",
+        *table,
+        "",
+        *notes,
+        "",
+    ]
+    args.out.write_text("\n".join(report))
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Flows: chained generations and flow-scoped aliases."""

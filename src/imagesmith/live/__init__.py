@@ -1,0 +1,1 @@
+"""Live URLs: generate on the first GET of an <img src>, serve from cache after."""

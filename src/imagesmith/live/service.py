@@ -1,0 +1,320 @@
+"""Live URL rules: scopes (created on first use), the prompt cache, and the limits on misses
+(per client IP and per scope). Misses go through the same queue as every other generation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from limits import parse
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesmith.auth.service import Principal
+from imagesmith.db.base import utcnow
+from imagesmith.errors import Conflict, Forbidden, ImagesmithError, NotFound, ValidationFailed
+from imagesmith.generation.schemas import GenerationRequest, GenerationView
+from imagesmith.generation.service import GenerationService
+from imagesmith.limits.rate import RateLimited
+from imagesmith.models import GenerationStatus, KeyType, LiveScope, PromptCacheEntry
+from imagesmith.runtime import Runtime
+
+SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LIVE_KEY = "live-url"
+
+
+class ScopeNotFound(NotFound):
+    code = "SCOPE_NOT_FOUND"
+
+
+def check_slug(slug: str) -> None:
+    if not SLUG.match(slug):
+        raise ValidationFailed(
+            f"Scope '{slug[:80]}' must be 1-64 letters, digits, '-' or '_'",
+            code="SCOPE_INVALID_FORMAT",
+        )
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    prompt: str
+    aspect_ratio: str
+    auto_enhance: bool
+    template: str
+
+    def cache_key(self, project_id: str, scope: str) -> str:
+        fields = [
+            project_id,
+            scope,
+            self.prompt,
+            self.aspect_ratio,
+            self.auto_enhance,
+            self.template,
+        ]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+@dataclass
+class LiveResult:
+    view: GenerationView
+    cache_status: str  # "HIT" or "MISS"
+    hit_count: int
+
+
+class ScopeRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def get(self, project_id: str, slug: str) -> LiveScope | None:
+        result = await self.session.execute(
+            select(LiveScope).where(LiveScope.project_id == project_id, LiveScope.slug == slug)
+        )
+        return result.scalar_one_or_none()
+
+    async def page(
+        self, project_id: str, slug: str | None, limit: int, offset: int
+    ) -> tuple[list[LiveScope], int]:
+        conditions: list[Any] = [LiveScope.project_id == project_id]
+        if slug:
+            conditions.append(LiveScope.slug == slug)
+        total = (
+            await self.session.execute(select(func.count(LiveScope.id)).where(*conditions))
+        ).scalar_one()
+        rows = await self.session.execute(
+            select(LiveScope)
+            .where(*conditions)
+            .order_by(LiveScope.created_at.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows.scalars()), int(total)
+
+    async def cached(self, project_id: str, key: str) -> PromptCacheEntry | None:
+        result = await self.session.execute(
+            select(PromptCacheEntry).where(
+                PromptCacheEntry.project_id == project_id, PromptCacheEntry.cache_key == key
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def entries(self, scope_id: str) -> list[PromptCacheEntry]:
+        result = await self.session.execute(
+            select(PromptCacheEntry).where(PromptCacheEntry.scope_id == scope_id)
+        )
+        return list(result.scalars())
+
+
+class LiveService:
+    def __init__(self, runtime: Runtime):
+        self.rt = runtime
+
+    # Scopes -------------------------------------------------------------------------------
+
+    async def create_scope(self, project_id: str, slug: str, values: dict[str, Any]) -> LiveScope:
+        check_slug(slug)
+        try:
+            async with self.rt.db.transaction() as session:
+                if await ScopeRepository(session).get(project_id, slug) is not None:
+                    raise Conflict(f"Scope '{slug}' already exists", code="SCOPE_ALREADY_EXISTS")
+                scope = self._new_scope(project_id, slug, values)
+                session.add(scope)
+                await session.flush()
+                return scope
+        except IntegrityError:
+            raise Conflict(f"Scope '{slug}' already exists", code="SCOPE_ALREADY_EXISTS") from None
+
+    def _new_scope(self, project_id: str, slug: str, values: dict[str, Any]) -> LiveScope:
+        return LiveScope(
+            project_id=project_id,
+            slug=slug,
+            allow_new_generations=values.get("allow_new_generations", True),
+            new_generations_limit=values.get(
+                "new_generations_limit", self.rt.settings.live_scope_limit
+            ),
+            current_generations=0,
+            meta=dict(values.get("meta") or {}),
+        )
+
+    async def get_scope(self, project_id: str, slug: str) -> LiveScope:
+        async with self.rt.db.transaction() as session:
+            scope = await ScopeRepository(session).get(project_id, slug)
+        if scope is None:
+            raise ScopeNotFound(f"Scope '{slug}' not found in this project")
+        return scope
+
+    async def list_scopes(
+        self, project_id: str, slug: str | None, limit: int, offset: int
+    ) -> tuple[list[LiveScope], int]:
+        async with self.rt.db.transaction() as session:
+            return await ScopeRepository(session).page(project_id, slug, limit, offset)
+
+    async def update_scope(self, project_id: str, slug: str, values: dict[str, Any]) -> LiveScope:
+        async with self.rt.db.transaction() as session:
+            scope = await ScopeRepository(session).get(project_id, slug)
+            if scope is None:
+                raise ScopeNotFound(f"Scope '{slug}' not found in this project")
+            for name in ("allow_new_generations", "new_generations_limit"):
+                if values.get(name) is not None:
+                    setattr(scope, name, values[name])
+            if values.get("meta") is not None:
+                scope.meta = dict(values["meta"])
+            scope.updated_at = utcnow()
+            await session.flush()
+            return scope
+
+    async def delete_scope(self, project_id: str, slug: str) -> None:
+        """The scope and its cache entries go; generated images stay in the library."""
+        async with self.rt.db.transaction() as session:
+            repo = ScopeRepository(session)
+            scope = await repo.get(project_id, slug)
+            if scope is None:
+                raise ScopeNotFound(f"Scope '{slug}' not found in this project")
+            for entry in await repo.entries(scope.id):
+                await session.delete(entry)
+            await session.delete(scope)
+
+    async def regenerate_scope(self, project_id: str, slug: str, image_id: str | None) -> list[str]:
+        """Re-run one cached image (by image id) or every image of the scope, in place."""
+        async with self.rt.db.transaction() as session:
+            repo = ScopeRepository(session)
+            scope = await repo.get(project_id, slug)
+            if scope is None:
+                raise ScopeNotFound(f"Scope '{slug}' not found in this project")
+            generation_ids = [entry.generation_id for entry in await repo.entries(scope.id)]
+        service = GenerationService(self.rt)
+        done = []
+        for generation_id in generation_ids:
+            view = await service.get(project_id, generation_id)
+            if image_id is not None and image_id not in {i.id for i in view.images}:
+                continue
+            await service.regenerate(project_id, generation_id)
+            done.append(generation_id)
+        if image_id is not None and not done:
+            raise ValidationFailed(
+                f"Image '{image_id}' is not in scope '{slug}'", code="IMAGE_NOT_IN_SCOPE"
+            )
+        return done
+
+    # The live GET ---------------------------------------------------------------------------
+
+    async def serve(
+        self, principal: Principal, scope_slug: str, request: LiveRequest, client_ip: str
+    ) -> LiveResult:
+        check_slug(scope_slug)
+        project_id = principal.require_project()
+        key = request.cache_key(project_id, scope_slug)
+        service = GenerationService(self.rt)
+        async with self.rt.db.transaction() as session:
+            repo = ScopeRepository(session)
+            scope = await repo.get(project_id, scope_slug)
+            if scope is None:  # scopes are created on first use
+                scope = self._new_scope(project_id, scope_slug, {})
+                session.add(scope)
+                await session.flush()
+            entry = await repo.cached(project_id, key)
+            cached_id = entry.generation_id if entry is not None else None
+        if cached_id is not None:
+            view = await self._existing(service, project_id, cached_id)
+            if view is not None:
+                status = "HIT" if view.generation.status is GenerationStatus.SUCCESS else "MISS"
+                view = await service.wait(project_id, cached_id, self.rt.settings.live_wait_seconds)
+                hits = await self._count_hit(project_id, key)
+                return LiveResult(view, status, hits)
+        # A miss: it costs a generation, so it is limited.
+        if not scope.allow_new_generations:
+            raise Forbidden(
+                f"Scope '{scope_slug}' does not allow new generations (allowNewGenerations=false)",
+                code="SCOPE_GENERATION_DISABLED",
+            )
+        if scope.current_generations >= scope.new_generations_limit:
+            raise RateLimited(
+                f"Scope '{scope_slug}' used its {scope.new_generations_limit} new generations; "
+                "raise newGenerationsLimit (PUT /api/v1/live/scopes/{slug}) to allow more",
+                code="SCOPE_LIMIT_REACHED",
+                headers={"Retry-After": "3600"},
+            )
+        await self.rt.rate_limiter.hit_item(
+            parse(self.rt.settings.live_ip_limit),
+            "live-ip",
+            client_ip,
+            what=f"new live generations from {client_ip}",
+        )
+        view, _ = await service.create(
+            principal,
+            GenerationRequest(
+                prompt=request.prompt,
+                aspect_ratio=request.aspect_ratio,
+                auto_enhance=request.auto_enhance,
+                template=request.template,
+                flow_id=None,
+                meta={"scope": scope_slug, "isLiveUrl": True},
+            ),
+        )
+        generation_id = view.generation.id
+        try:
+            async with self.rt.db.transaction() as session:
+                repo = ScopeRepository(session)
+                if entry is not None:  # the old entry pointed at a failed or deleted generation
+                    stale = await repo.cached(project_id, key)
+                    if stale is not None:
+                        await session.delete(stale)
+                        await session.flush()
+                session.add(
+                    PromptCacheEntry(
+                        project_id=project_id,
+                        scope_id=scope.id,
+                        cache_key=key,
+                        generation_id=generation_id,
+                        hit_count=0,
+                    )
+                )
+                fresh = await repo.get(project_id, scope_slug)
+                assert fresh is not None
+                fresh.current_generations += 1
+                fresh.last_generated_at = utcnow()
+        except IntegrityError:
+            # The same URL missed twice at once: keep the other request's job, drop ours.
+            await service.cancel(project_id, generation_id)
+            return await self.serve(principal, scope_slug, request, client_ip)
+        view = await service.wait(project_id, generation_id, self.rt.settings.live_wait_seconds)
+        return LiveResult(view, "MISS", 0)
+
+    async def _existing(
+        self, service: GenerationService, project_id: str, generation_id: str
+    ) -> GenerationView | None:
+        """The cached generation, unless it failed, was cancelled or deleted (then: a miss)."""
+        try:
+            view = await service.get(project_id, generation_id)
+        except ImagesmithError:
+            return None
+        bad = (GenerationStatus.FAILED, GenerationStatus.CANCELLED)
+        if view.generation.status in bad or (
+            view.generation.status is GenerationStatus.SUCCESS and view.image is None
+        ):
+            return None
+        return view
+
+    async def _count_hit(self, project_id: str, key: str) -> int:
+        async with self.rt.db.transaction() as session:
+            entry = await ScopeRepository(session).cached(project_id, key)
+            if entry is None:
+                return 0
+            entry.hit_count += 1
+            entry.last_hit_at = utcnow()
+            return entry.hit_count
+
+
+def live_principal(org_id: str, org_slug: str, project_id: str, project_slug: str) -> Principal:
+    """Live URLs are public: the project is known from the path, no key is involved."""
+    return Principal(
+        api_key_id=LIVE_KEY,
+        key_type=KeyType.PROJECT,
+        organization_id=org_id,
+        organization_slug=org_slug,
+        project_id=project_id,
+        project_slug=project_slug,
+    )
