@@ -149,7 +149,9 @@ class ImageRepository:
                     .where(Generation.flow_id.in_(flow_ids))
                     .group_by(Generation.flow_id)
                 )
-            ).tuples()
+            )
+            .tuples()
+            .all()
         )
         imgs = dict(
             (
@@ -158,7 +160,9 @@ class ImageRepository:
                     .where(Image.flow_id.in_(flow_ids), Image.deleted_at.is_(None))
                     .group_by(Image.flow_id)
                 )
-            ).tuples()
+            )
+            .tuples()
+            .all()
         )
         return {fid: (int(gens.get(fid, 0)), int(imgs.get(fid, 0))) for fid in flow_ids}
 

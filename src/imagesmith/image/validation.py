@@ -68,6 +68,8 @@ def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
             image.load()  # now decode: truncated or corrupt data fails here
     except InvalidImage:
         raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(f"Image is too large to decode safely: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Warning) as exc:
         raise InvalidImage(f"Image is truncated or corrupt: {exc}") from None
     return ImageInfo(mime, width, height)
