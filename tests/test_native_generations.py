@@ -356,3 +356,13 @@ def test_api_process_never_loads_torch(server: Server) -> None:
     assert "libtorch" not in maps
     child_maps = Path(f"/proc/{server.model_child()}/maps").read_text()
     assert "libtorch" in child_maps  # the model child is where torch lives
+
+
+def test_a_form_encoded_body_gets_told_to_send_json(api: httpx.Client) -> None:
+    response = api.post(
+        "/api/v1/generations",
+        content=b'{"prompt": "x"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.json()["error"]["message"]

@@ -101,6 +101,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message = describe_validation(exc)
+        content_type = request.headers.get("content-type", "")
+        body_problem = any(
+            e.get("loc", ())[:1] == ("body",) and len(e.get("loc", ())) == 1 for e in exc.errors()
+        )
+        if (
+            body_problem
+            and "json" not in content_type
+            and request.method in ("POST", "PUT", "PATCH")
+        ):
+            message = (
+                "Send the body as JSON with 'Content-Type: application/json' "
+                f"(got '{content_type or 'no Content-Type'}')"
+            )
         if is_stablecog(request):
             malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
             return stablecog_response(400, "json_parse_error" if malformed else message, message)
