@@ -63,6 +63,7 @@ class Worker:
         )
         self.child = ModelProcess(self._child_config())
         self.batches_run = 0
+        self._storing: set[asyncio.Future[None]] = set()
 
     def _child_config(self) -> ChildConfig:
         return ChildConfig(
@@ -92,6 +93,7 @@ class Worker:
                     continue
                 await self._run_until_done_or_stopped(claims, stop)
         finally:
+            await self._drain_storing()
             beating.cancel()
             await self.child.stop()
             async with self.rt.db.transaction() as session:
@@ -208,18 +210,55 @@ class Worker:
         if not specs:
             return
         batch_id = str(uuid.uuid4())
-        heartbeat = asyncio.ensure_future(self._heartbeat(held))
+        batch_claims = [job.claim for job in held.values()]
+        heartbeat = asyncio.ensure_future(self._heartbeat(batch_claims))
+        finished: list[tuple[HeldJob, JobDone]] = []
         try:
             self.child.send(RunBatch(batch_id, specs))
-            await self._collect(batch_id, held)
+            await self._collect(batch_id, held, finished)
         except asyncio.CancelledError:
             # Shutdown past the grace period: stop the child and hand the jobs back unharmed.
+            heartbeat.cancel()
             self.child.kill()
+            held.update({job.claim.generation_id: job for job, _ in finished})
             await asyncio.shield(self._release(held, count_retry=False, reason="worker shut down"))
             raise
+        except Exception as exc:
+            # A bug or an outage in this process: hand the jobs back now rather than at lease
+            # expiry, and start from a clean child.
+            heartbeat.cancel()
+            log.exception("batch.crashed worker_id=%s", self.worker_id)
+            self.child.kill()
+            held.update({job.claim.generation_id: job for job, _ in finished})
+            await self._release(held, count_retry=True, reason=f"worker error: {exc!r}"[:300])
+            await self._wait_for_exit()
+            await self._restart_child()
+            return
+        # Store this batch's images while the child denoises the next one.
+        task = asyncio.ensure_future(self._store_all(finished, heartbeat))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+        self.batches_run += 1
+
+    async def _store_all(
+        self, finished: list[tuple[HeldJob, JobDone]], heartbeat: asyncio.Future[None]
+    ) -> None:
+        try:
+            for job, done in finished:
+                try:
+                    await self._succeed(job, done)
+                except Exception as exc:  # storage down: the lease runs out, the job runs again
+                    log.error(
+                        "generation.store_failed generation_id=%s error=%r",
+                        job.claim.generation_id,
+                        exc,
+                    )
         finally:
             heartbeat.cancel()
-        self.batches_run += 1
+
+    async def _drain_storing(self) -> None:
+        if self._storing:
+            await asyncio.gather(*self._storing, return_exceptions=True)
 
     async def _load_jobs(self, claims: list[Claim]) -> tuple[dict[str, HeldJob], list[JobSpec]]:
         held: dict[str, HeldJob] = {}
@@ -250,18 +289,21 @@ class Worker:
             specs.append(job_spec(generation, claim, init))
         return held, specs
 
-    async def _heartbeat(self, held: dict[str, HeldJob]) -> None:
+    async def _heartbeat(self, claims: list[Claim]) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
             async with self.rt.db.transaction() as session:
                 await GenerationRepository(session).renew_leases(
                     self.worker_id,
-                    [job.claim for job in held.values()],
+                    claims,
                     utcnow() + timedelta(seconds=self.settings.lease_seconds),
                 )
 
-    async def _collect(self, batch_id: str, held: dict[str, HeldJob]) -> None:
+    async def _collect(
+        self, batch_id: str, held: dict[str, HeldJob], finished: list[tuple[HeldJob, JobDone]]
+    ) -> None:
+        """Follow the batch until it ends; finished images are handed back in `finished`."""
         deadline = time.monotonic() + self.settings.job_timeout_seconds
         last_check = time.monotonic()
         last_progress = 0.0
@@ -271,8 +313,8 @@ class Worker:
             message = await self.child.next_message(wait)
             if time.monotonic() - last_check >= CANCEL_CHECK_SECONDS:
                 last_check = time.monotonic()
-                await self._drop_cancelled(held)
-                if not held and not stop_sent:
+                dropped = await self._drop_cancelled(held)
+                if dropped and not held and not finished and not stop_sent:
                     # Every job in the batch was cancelled: stop the child at its next step.
                     self.child.send(CancelBatch(batch_id))
                     stop_sent = True
@@ -301,7 +343,7 @@ class Worker:
                     last_progress = time.monotonic()
                     await self._progress(held, message.step, message.total)
             elif isinstance(message, JobDone) and message.generation_id in held:
-                await self._succeed(held.pop(message.generation_id), message)
+                finished.append((held.pop(message.generation_id), message))
             elif isinstance(message, JobFailed) and message.generation_id in held:
                 await self._fail(held.pop(message.generation_id), message.message)
             elif isinstance(message, BatchDone) and message.batch_id == batch_id:
@@ -309,15 +351,17 @@ class Worker:
                     await self._release(held, count_retry=True, reason="no result for the job")
                 return
 
-    async def _drop_cancelled(self, held: dict[str, HeldJob]) -> None:
+    async def _drop_cancelled(self, held: dict[str, HeldJob]) -> int:
         """Forget jobs cancelled (or re-queued) while they ran; their results will be discarded."""
         async with self.rt.db.transaction() as session:
             still = await GenerationRepository(session).held_ids(
                 self.worker_id, [job.claim for job in held.values()]
             )
-        for generation_id in set(held) - still:
+        dropped = set(held) - still
+        for generation_id in dropped:
             log.info("generation.dropped generation_id=%s (cancelled or re-queued)", generation_id)
             del held[generation_id]
+        return len(dropped)
 
     async def _wait_for_exit(self) -> None:
         while True:
