@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import POSTGRES, REDIS
+from tests.backends import POSTGRES, REDIS, S3_ENDPOINT
 from tests.serverproc import PYTHON, Server, create_key, wait_dead
 
 CLAIM = re.compile(r"generation\.claimed generation_id=(\S+) worker_id=(\S+)")
@@ -220,3 +220,24 @@ def test_rate_limit_is_exact_across_api_replicas(
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.mark.skipif(not S3_ENDPOINT, reason="presigned URLs need the S3 store")
+def test_presigned_storage_urls(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> None:
+    srv = Server(tmp_path_factory.mktemp("presign"), models_dir, storage_url_mode="presigned")
+    srv.start()
+    try:
+        key = create_key(srv.env, "presign", "site")
+        with srv.client(key) as api:
+            data = api.post(
+                "/api/v1/generations", json={"prompt": "signed"}, headers={"Prefer": "wait=60"}
+            ).json()["data"]
+        url = data["outputImage"]["storageUrl"]
+        assert url.startswith(S3_ENDPOINT) and "X-Amz-Signature=" in url
+        direct = httpx.get(url)
+        cdn = httpx.get(f"{srv.url}/cdn/presign/site/img/{data['outputImageId']}")
+        assert direct.status_code == 200 and direct.content == cdn.content
+        tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+        assert httpx.get(tampered).status_code == 403  # the S3 server checks the signature
+    finally:
+        srv.stop()

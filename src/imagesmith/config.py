@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="On stop, how long a running batch may finish."
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    model_cache_gb: float = Field(
+        default=12.0,
+        gt=0,
+        description="Loaded models kept in memory, least recently used dropped first.",
+    )
     allow_downloads: bool = Field(
         default=False,
         description="Let the worker fetch missing model weights from the hub on first use.",

@@ -24,7 +24,6 @@ from imagesmith.engines.tiny import ensure_tiny_sd
 from imagesmith.worker.messages import ChildConfig, JobSpec
 
 log = logging.getLogger(__name__)
-MAX_LOADED = 2
 
 
 def pick_device(requested: str) -> tuple[str, torch.dtype]:
@@ -47,10 +46,14 @@ class DiffusersEngine:
         self.specs = {entry["id"]: ModelSpec(**entry) for entry in config.models}
         self.device, self.dtype = pick_device(config.device)
         self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self.memory_budget = int(config.model_cache_gb * 1024**3)
 
     # Load --------------------------------------------------------------------------------
 
     def pipeline(self, model_id: str) -> Any:
+        """The loaded pipeline, loading it first if needed. Loaded models stay in an LRU cache
+        within the memory budget; the least recently used ones are dropped to make room."""
         if model_id in self._loaded:
             self._loaded.move_to_end(model_id)
             return self._loaded[model_id]
@@ -59,8 +62,10 @@ class DiffusersEngine:
             raise ModelUnavailable(f"Model '{model_id}' is not in this worker's registry")
         pipe = self._load(spec)
         self._loaded[model_id] = pipe
-        while len(self._loaded) > MAX_LOADED:
-            self._loaded.popitem(last=False)
+        self._sizes[model_id] = pipeline_bytes(pipe)
+        while len(self._loaded) > 1 and sum(self._sizes.values()) > self.memory_budget:
+            evicted, _ = self._loaded.popitem(last=False)
+            log.info("model.evicted model_id=%s bytes=%d", evicted, self._sizes.pop(evicted))
             if self.device == "cuda":
                 torch.cuda.empty_cache()
         return pipe
@@ -168,6 +173,16 @@ class DiffusersEngine:
             out.append(encoded[: job.num_outputs])
             encoded = encoded[job.num_outputs :]
         return out
+
+
+def pipeline_bytes(pipe: Any) -> int:
+    """Bytes of weights a loaded pipeline holds (parameters and buffers of every module)."""
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for tensor in (*component.parameters(), *component.buffers()):
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def pipeline_parts(pipe: Any, scheduler: Any) -> dict[str, Any]:

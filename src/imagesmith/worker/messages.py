@@ -30,6 +30,7 @@ class ChildConfig:
     device: str
     allow_downloads: bool
     models: list[dict[str, Any]] = field(default_factory=list)  # ModelSpec dicts
+    model_cache_gb: float = 12.0
 
 
 # Supervisor → child

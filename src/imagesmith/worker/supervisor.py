@@ -70,6 +70,7 @@ class Worker:
             models_dir=str(self.settings.resolved_models_dir),
             device=self.settings.device,
             allow_downloads=self.settings.allow_downloads,
+            model_cache_gb=self.settings.model_cache_gb,
             models=[spec.to_dict() for spec in self.rt.registry.all()],
         )
 
