@@ -237,9 +237,11 @@ class LiveService:
                 code="SCOPE_LIMIT_REACHED",
                 headers={"Retry-After": "3600"},
             )
+        # Per project and IP: one tenant's traffic never spends another tenant's budget.
         await self.rt.rate_limiter.hit_item(
             parse(self.rt.settings.live_ip_limit),
             "live-ip",
+            project_id,
             client_ip,
             what=f"new live generations from {client_ip}",
         )
