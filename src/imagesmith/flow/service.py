@@ -21,6 +21,13 @@ class FlowNotFound(NotFound):
         super().__init__(f"Flow '{flow_id}' not found in this project")
 
 
+async def existing_flow(repo: ImageRepository, project_id: str, flow_id: str) -> Flow:
+    flow = await repo.flow(project_id, flow_id)
+    if flow is None:
+        raise FlowNotFound(flow_id)
+    return flow
+
+
 @dataclass
 class FlowView:
     flow: Flow
@@ -42,33 +49,27 @@ class FlowService:
     async def get(self, project_id: str, flow_id: str) -> FlowView:
         async with self.rt.db.transaction() as session:
             repo = ImageRepository(session)
-            flow = await repo.flow(project_id, flow_id)
-            if flow is None:
-                raise FlowNotFound(flow_id)
+            flow = await existing_flow(repo, project_id, flow_id)
             counts = await repo.flow_counts([flow.id])
         return FlowView(flow, *counts.get(flow.id, (0, 0)))
 
     async def generations(self, project_id: str, flow_id: str) -> list[Generation]:
         async with self.rt.db.transaction() as session:
             repo = ImageRepository(session)
-            if await repo.flow(project_id, flow_id) is None:
-                raise FlowNotFound(flow_id)
+            await existing_flow(repo, project_id, flow_id)
             return await repo.flow_generations(project_id, flow_id)
 
     async def images(self, project_id: str, flow_id: str) -> list[Image]:
         async with self.rt.db.transaction() as session:
             repo = ImageRepository(session)
-            if await repo.flow(project_id, flow_id) is None:
-                raise FlowNotFound(flow_id)
+            await existing_flow(repo, project_id, flow_id)
             return await repo.flow_images(project_id, flow_id)
 
     async def set_aliases(self, project_id: str, flow_id: str, aliases: dict[str, str]) -> FlowView:
         """Merge `{"@alias": image id or alias}` into the flow's alias map."""
         async with self.rt.db.transaction() as session:
             repo = ImageRepository(session)
-            flow = await repo.flow(project_id, flow_id)
-            if flow is None:
-                raise FlowNotFound(flow_id)
+            flow = await existing_flow(repo, project_id, flow_id)
             merged = dict(flow.aliases or {})
             for alias, ref in aliases.items():
                 check_alias_value(alias, f"aliases key '{alias}'")
@@ -82,9 +83,7 @@ class FlowService:
     async def remove_alias(self, project_id: str, flow_id: str, alias: str) -> FlowView:
         async with self.rt.db.transaction() as session:
             repo = ImageRepository(session)
-            flow = await repo.flow(project_id, flow_id)
-            if flow is None:
-                raise FlowNotFound(flow_id)
+            flow = await existing_flow(repo, project_id, flow_id)
             if alias not in (flow.aliases or {}):
                 raise NotFound(f"Flow '{flow_id}' has no alias '{alias}'", code="ALIAS_NOT_FOUND")
             flow.aliases = {k: v for k, v in flow.aliases.items() if k != alias}
@@ -105,9 +104,7 @@ class FlowService:
         doomed: list[str] = []
         async with self.rt.db.transaction() as session:
             repo = ImageRepository(session)
-            flow = await repo.flow(project_id, flow_id)
-            if flow is None:
-                raise FlowNotFound(flow_id)
+            flow = await existing_flow(repo, project_id, flow_id)
             generations = await repo.flow_generations(project_id, flow_id)
             images = {image.id: image for image in await repo.flow_images(project_id, flow_id)}
             for generation in generations:

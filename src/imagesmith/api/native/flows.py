@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
 from imagesmith.api.errors import keyed_responses
 from imagesmith.api.native.images import render_image_record
-from imagesmith.api.native.render import iso, render_generation
+from imagesmith.api.native.render import iso, paginated, render_generation
 from imagesmith.flow.service import FlowService, FlowView
 from imagesmith.generation.schemas import GenerationView
 from imagesmith.generation.service import GenerationService
@@ -41,16 +41,7 @@ async def list_flows(
 ) -> dict[str, Any]:
     """The project's flows, most recently changed first."""
     views, total = await FlowService(runtime).page(principal.require_project(), limit, offset)
-    return {
-        "success": True,
-        "data": [render_flow(v) for v in views],
-        "pagination": {
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-            "hasMore": offset + len(views) < total,
-        },
-    }
+    return paginated([render_flow(v) for v in views], total, limit, offset)
 
 
 @router.get("/{flow_id}", responses=keyed_responses(404))

@@ -17,6 +17,7 @@ from imagesmith.api.native.render import (
     DeletedEnvelope,
     GenerationEnvelope,
     GenerationListEnvelope,
+    paginated,
     render_generation,
 )
 from imagesmith.generation.repository import ListFilter
@@ -122,16 +123,9 @@ async def list_generations(
         project_id, ListFilter(status, flow_id, include_deleted, limit, offset)
     )
     links = image_links(request, runtime)
-    return {
-        "success": True,
-        "data": [render_generation(v, links).model_dump(mode="json") for v in views],
-        "pagination": {
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-            "hasMore": offset + len(views) < total,
-        },
-    }
+    return paginated(
+        [render_generation(v, links).model_dump(mode="json") for v in views], total, limit, offset
+    )
 
 
 @router.get(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
 from imagesmith.api.errors import keyed_responses
-from imagesmith.api.native.render import ImageLinks, iso
+from imagesmith.api.native.render import ImageLinks, iso, paginated
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.schemas import NEW_FLOW, UUID_RE
 from imagesmith.image.repository import ImageFilter
@@ -145,19 +145,15 @@ async def list_images(
     )
     links = image_links(request, runtime)
     assert principal.organization_slug and principal.project_slug
-    return {
-        "success": True,
-        "data": [
+    return paginated(
+        [
             render_image_record(i, links, principal.organization_slug, principal.project_slug)
             for i in images
         ],
-        "pagination": {
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-            "hasMore": offset + len(images) < total,
-        },
-    }
+        total,
+        limit,
+        offset,
+    )
 
 
 @router.get("/{ref}", responses=keyed_responses(404))

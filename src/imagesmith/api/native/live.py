@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagesmith.api.deps import PrincipalDep, RuntimeDep
 from imagesmith.api.errors import keyed_responses
-from imagesmith.api.native.render import iso
+from imagesmith.api.native.render import iso, paginated
 from imagesmith.live.service import LiveService
 from imagesmith.models import LiveScope
 
@@ -67,16 +67,7 @@ async def list_scopes(
     scopes, total = await LiveService(runtime).list_scopes(
         principal.require_project(), slug, limit, offset
     )
-    return {
-        "success": True,
-        "data": [render_scope(s) for s in scopes],
-        "pagination": {
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-            "hasMore": offset + len(scopes) < total,
-        },
-    }
+    return paginated([render_scope(s) for s in scopes], total, limit, offset)
 
 
 @router.get("/{slug}", responses=keyed_responses(404))

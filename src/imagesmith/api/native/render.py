@@ -187,3 +187,17 @@ def render_generation(view: GenerationView, links: ImageLinks) -> GenerationOut:
         startedAt=iso(g.started_at),
         completedAt=iso(g.completed_at),
     )
+
+
+def paginated(data: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+    """The native list envelope: `{success, data, pagination {total, limit, offset, hasMore}}`."""
+    return {
+        "success": True,
+        "data": data,
+        "pagination": {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "hasMore": offset + len(data) < total,
+        },
+    }
