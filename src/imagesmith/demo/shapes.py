@@ -1,0 +1,83 @@
+"""Draw the synthetic data set in code: shapes, colours, backgrounds, sizes, positions, counts,
+each picture with the caption that describes it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 210, 40),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+    "purple": (140, 60, 190),
+    "orange": (245, 140, 30),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": 0.28, "large": 0.5}  # side of the shape as a share of the image side
+POSITIONS = {
+    "in the center": (0.5, 0.5),
+    "in the top left": (0.28, 0.28),
+    "in the top right": (0.72, 0.28),
+    "in the bottom left": (0.28, 0.72),
+    "in the bottom right": (0.72, 0.72),
+}
+
+
+@dataclass(frozen=True)
+class Scene:
+    shape: str
+    color: str
+    background: str
+    size: str = "large"
+    position: str = "in the center"
+    count: int = 1
+
+    @property
+    def caption(self) -> str:
+        if self.count == 2:
+            return f"two {self.color} {self.shape}s on a {self.background} background"
+        return (
+            f"a {self.size} {self.color} {self.shape} {self.position} "
+            f"on a {self.background} background"
+        )
+
+
+def random_scene(rng: random.Random) -> Scene:
+    color, background = rng.sample(list(PALETTE), 2)
+    count = 2 if rng.random() < 0.15 else 1
+    return Scene(
+        shape=rng.choice(SHAPES),
+        color=color,
+        background=background,
+        size=rng.choice(list(SIZES)) if count == 1 else "small",
+        position=rng.choice(list(POSITIONS)) if count == 1 else "in the center",
+        count=count,
+    )
+
+
+def draw(scene: Scene, side: int = 64) -> Image.Image:
+    image = Image.new("RGB", (side, side), PALETTE[scene.background])
+    pen = ImageDraw.Draw(image)
+    extent = SIZES[scene.size] * side
+    if scene.count == 2:
+        centers = [(0.28 * side, 0.5 * side), (0.72 * side, 0.5 * side)]
+    else:
+        cx, cy = POSITIONS[scene.position]
+        centers = [(cx * side, cy * side)]
+    for x, y in centers:
+        half = extent / 2
+        box = (x - half, y - half, x + half, y + half)
+        fill = PALETTE[scene.color]
+        if scene.shape == "circle":
+            pen.ellipse(box, fill=fill)
+        elif scene.shape == "square":
+            pen.rectangle(box, fill=fill)
+        else:
+            pen.polygon([(x, y - half), (x + half, y + half), (x - half, y + half)], fill=fill)
+    return image
