@@ -284,6 +284,18 @@ def models_build_tiny(
     print(path)
 
 
+@models_app.command("train-demo")
+def models_train_demo(
+    out: Annotated[Path, typer.Argument(help="Folder to write the trained pipeline to")],
+    minutes: Annotated[float, typer.Option(help="Wall-clock training budget")] = 50.0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the shapes demo model from scratch on this machine's CPU (work in progress)."""
+    from imagesmith.demo.train import TrainConfig, train_demo
+
+    train_demo(out, TrainConfig(minutes=minutes, seed=seed), log=lambda line: console.print(line))
+
+
 @models_app.command("pull")
 def models_pull(
     model_id: Annotated[str, typer.Argument(help="A model id from `models list`")],

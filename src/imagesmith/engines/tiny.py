@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 BUILD_INFO = "imagesmith-build.json"
@@ -62,8 +63,8 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars), strict=True))
 
 
-def write_tokenizer(folder: Path) -> int:
-    """A CLIP-style byte-level BPE vocabulary; returns its size."""
+def write_tokenizer(folder: Path, words: Sequence[str] = COMMON_WORDS) -> int:
+    """A CLIP-style byte-level BPE vocabulary (whole-word tokens for `words`); returns its size."""
     symbols = list(_bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for symbol in symbols:
@@ -71,7 +72,7 @@ def write_tokenizer(folder: Path) -> int:
     for symbol in symbols:
         vocab.setdefault(symbol + "</w>", len(vocab))
     merges: list[str] = []
-    for word in COMMON_WORDS:
+    for word in words:
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:
             merged = parts[0] + parts[1]
