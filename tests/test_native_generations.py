@@ -366,3 +366,23 @@ def test_a_form_encoded_body_gets_told_to_send_json(api: httpx.Client) -> None:
     )
     assert response.status_code == 400
     assert "Content-Type: application/json" in response.json()["error"]["message"]
+
+
+def test_inputs_found_by_fuzzing_get_400_not_500(api: httpx.Client, server: Server) -> None:
+    """Found by schemathesis against a running server; each used to answer 500."""
+    huge = api.get("/api/v1/generations", params={"offset": 10**32})
+    assert huge.status_code == 400 and "offset" in huge.json()["error"]["message"]
+    data = create(api).json()["data"]
+    nulls = api.patch(
+        f"/api/v1/generations/{data['id']}",
+        json={"aspectRatio": None, "flowId": None, "meta": None, "prompt": None},
+    )
+    assert nulls.status_code == 400 and "cannot be null" in nulls.json()["error"]["message"]
+    with httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": api.headers["X-API-Key"].join(["Bearer ", ""])},
+    ) as sc:
+        seed = sc.post("/v1/image/generation/create", json={"prompt": "x", "seed": 2**70})
+        widths = sc.get("/v1/image/generation/outputs", params={"widths": str(10**30)})
+    assert seed.status_code == 400 and "seed" in seed.json()["error"]
+    assert widths.status_code == 400

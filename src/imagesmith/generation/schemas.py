@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from imagesmith.generation.aspect import ASPECT_RATIOS
@@ -228,3 +228,10 @@ class GenerationUpdate(_PromptFields):
     aspect_ratio: str | None = None
     flow_id: str | None = None
     meta: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _no_null_content(self) -> GenerationUpdate:
+        for name, label in (("prompt", "prompt"), ("aspect_ratio", "aspectRatio")):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{label} cannot be null: leave it out to keep the current one")
+        return self

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
 from imagesmith.api.errors import keyed_responses
 from imagesmith.api.native.images import render_image_record
-from imagesmith.api.native.render import iso, paginated, render_generation
+from imagesmith.api.native.render import MAX_OFFSET, iso, paginated, render_generation
 from imagesmith.flow.service import FlowService, FlowView
 from imagesmith.generation.schemas import GenerationView
 from imagesmith.generation.service import GenerationService
@@ -37,7 +37,7 @@ async def list_flows(
     runtime: RuntimeDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """The project's flows, most recently changed first."""
     views, total = await FlowService(runtime).page(principal.require_project(), limit, offset)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
 from imagesmith.api.errors import keyed_responses, native_error
 from imagesmith.api.native.render import (
+    MAX_OFFSET,
     DeletedEnvelope,
     GenerationEnvelope,
     GenerationListEnvelope,
@@ -114,7 +115,7 @@ async def list_generations(
     status: Annotated[GenerationStatus | None, Query(description="Filter by status")] = None,
     flow_id: Annotated[str | None, Query(alias="flowId", max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> dict[str, Any]:
     """List this project's generations, newest first."""

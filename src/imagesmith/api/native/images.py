@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
 from imagesmith.api.errors import keyed_responses
-from imagesmith.api.native.render import ImageLinks, iso, paginated
+from imagesmith.api.native.render import MAX_OFFSET, ImageLinks, iso, paginated
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.schemas import NEW_FLOW, UUID_RE
 from imagesmith.image.repository import ImageFilter
@@ -135,7 +135,7 @@ async def list_images(
     source: Annotated[ImageSource | None, Query()] = None,
     alias: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> dict[str, Any]:
     """List the project's images, newest first."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagesmith.api.deps import PrincipalDep, RuntimeDep
 from imagesmith.api.errors import keyed_responses
-from imagesmith.api.native.render import iso, paginated
+from imagesmith.api.native.render import MAX_OFFSET, iso, paginated
 from imagesmith.live.service import LiveService
 from imagesmith.models import LiveScope
 
@@ -61,7 +61,7 @@ async def list_scopes(
     principal: PrincipalDep,
     slug: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """The project's live scopes."""
     scopes, total = await LiveService(runtime).list_scopes(

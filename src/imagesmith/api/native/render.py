@@ -189,6 +189,10 @@ def render_generation(view: GenerationView, links: ImageLinks) -> GenerationOut:
     )
 
 
+# Offsets past this are refused up front (a database integer cannot hold an arbitrary number).
+MAX_OFFSET = 1_000_000_000
+
+
 def paginated(data: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
     """The native list envelope: `{success, data, pagination {total, limit, offset, hasMore}}`."""
     return {

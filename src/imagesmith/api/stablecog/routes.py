@@ -17,7 +17,7 @@ from imagesmith.auth.service import KeyService, Principal
 from imagesmith.engines.registry import SCHEDULER_IDS, ModelSpec
 from imagesmith.errors import Unauthorized, ValidationFailed
 from imagesmith.generation.init_image import upload_ref
-from imagesmith.generation.parameters import MAX_OUTPUTS
+from imagesmith.generation.parameters import MAX_OUTPUTS, MAX_SEED
 from imagesmith.generation.repository import GenerationRepository, OutputFilter
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService
@@ -99,7 +99,7 @@ class StablecogCreate(BaseModel):
     num_outputs: int | None = None
     guidance_scale: float | None = None
     inference_steps: int | None = None
-    seed: int | None = Field(None, description="Random when absent or negative")
+    seed: int | None = Field(None, le=MAX_SEED, description="Random when absent or negative")
     init_image_url: str | None = None
     # The OpenAPI document spells it `prompt_strengtht`; accept both.
     prompt_strength: float | None = Field(
@@ -246,9 +246,12 @@ def csv(value: str | None, cast: type = str) -> list[Any] | None:
     if not value:
         return None
     try:
-        return [cast(part.strip()) for part in value.split(",") if part.strip()]
+        values = [cast(part.strip()) for part in value.split(",") if part.strip()]
     except ValueError:
         raise ValidationFailed(f"'{value}' is not a comma-separated list of numbers") from None
+    if any(isinstance(v, int | float) and abs(v) > 2**31 - 1 for v in values):
+        raise ValidationFailed(f"'{value}' holds a number out of range")
+    return values
 
 
 @router.get("/image/generation/outputs", responses=ERRORS)
