@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from imagesmith.demo.shapes import PALETTE, POSITIONS, SHAPES, SIZES, draw, random_scene
-from imagesmith.engines.tiny import write_tokenizer
+from imagesmith.engines.tiny import byte_tokenizer, small_text_encoder, write_tokenizer
 
 WORDS = sorted(
     {"a", "two", "on", "background", "in", "the", "center", "top", "bottom", "left", "right"}
@@ -62,20 +62,12 @@ def train_demo(out: Path, config: TrainConfig, log: Callable[[str], None] = prin
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     work = Path(tempfile.mkdtemp(prefix="demo-train-"))
     write_tokenizer(work / "tok", words=WORDS)
-    tokenizer = CLIPTokenizer.from_pretrained(
-        str(work / "tok"),
-        model_max_length=24,
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
+    tokenizer = byte_tokenizer(work / "tok", max_length=24)
     vae: Any = AutoencoderKL(
         block_out_channels=(32, 64, 64),
         down_block_types=("DownEncoderBlock2D",) * 3,
@@ -84,20 +76,7 @@ def train_demo(out: Path, config: TrainConfig, log: Callable[[str], None] = prin
         norm_num_groups=16,
         sample_size=config.side,
     )
-    text_encoder: Any = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=24,
-            projection_dim=64,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder: Any = small_text_encoder(tokenizer, width=64, intermediate=128, max_length=24)
     unet: Any = UNet2DConditionModel(
         sample_size=config.side // 4,
         block_out_channels=(64, 128, 128),

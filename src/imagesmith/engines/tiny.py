@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 BUILD_INFO = "imagesmith-build.json"
 # Words that get whole-word tokens; any other text still tokenizes, byte by byte.
@@ -89,6 +90,40 @@ def write_tokenizer(folder: Path, words: Sequence[str] = COMMON_WORDS) -> int:
     return len(vocab)
 
 
+def byte_tokenizer(folder: Path, max_length: int) -> Any:
+    """Load a tokenizer written by `write_tokenizer` with CLIP's special tokens."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(
+        str(folder),
+        model_max_length=max_length,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def small_text_encoder(tokenizer: Any, width: int, intermediate: int, max_length: int) -> Any:
+    """A two-layer CLIP text encoder sized for `tokenizer` (random weights)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=intermediate,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=max_length,
+            projection_dim=width,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def library_versions() -> dict[str, str]:
     import diffusers
     import torch
@@ -110,36 +145,15 @@ def build_tiny_sd(out: Path, seed: int = 0) -> Path:
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
     try:
         tok_dir = work / "tokenizer-src"
         write_tokenizer(tok_dir)
-        tokenizer = CLIPTokenizer.from_pretrained(
-            str(tok_dir),
-            model_max_length=77,
-            bos_token="<|startoftext|>",
-            eos_token="<|endoftext|>",
-            pad_token="<|endoftext|>",
-            unk_token="<|endoftext|>",
-        )
+        tokenizer = byte_tokenizer(tok_dir, max_length=77)
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=37,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                max_position_embeddings=77,
-                projection_dim=32,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        text_encoder = small_text_encoder(tokenizer, width=32, intermediate=37, max_length=77)
         unet = UNet2DConditionModel(
             sample_size=8,
             in_channels=4,
