@@ -83,6 +83,9 @@ class Server:
             "IMAGESMITH_DATA_DIR": str(data_dir),
             "IMAGESMITH_MODELS_DIR": str(models_dir),
             "HF_HUB_OFFLINE": "1",
+            # Plumbing tests use the fast random-weight model; tests where the picture's
+            # meaning matters pass default_model="demo" (the shipped default).
+            "IMAGESMITH_DEFAULT_MODEL": "tiny-sd",
             **self.backend,
         }
         for name, value in settings.items():

@@ -62,6 +62,7 @@ def test_training_program_writes_a_standard_diffusers_folder(tmp_path: Path) -> 
     out = train_demo(tmp_path / "demo", TrainConfig(minutes=0.05, batch=8), log=lambda _: None)
     config = json.loads((out / "train-config.json").read_text())
     assert config["side"] == 64 and config["minutes"] == 0.05
+    assert len(config["held_out_triples"]) == 12 and config["unet_steps"] >= 1
     pipe = StableDiffusionPipeline.from_pretrained(
         str(out), local_files_only=True, torch_dtype=torch.float32
     )
@@ -74,4 +75,42 @@ def test_training_program_writes_a_standard_diffusers_folder(tmp_path: Path) -> 
     ).images[0]
     assert image.size == (64, 64)
     weights = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
-    assert weights < 16 * 1024 * 1024  # shipped inside the package later: keep it small
+    assert weights < 15 * 1024 * 1024
+
+
+def test_held_out_combinations_never_reach_training() -> None:
+    from imagesmith.demo.shapes import all_scenes
+    from imagesmith.demo.train import TrainConfig, training_scenes
+
+    config = TrainConfig()
+    train, held = training_scenes(config)
+    held_triples = {(s.shape, s.color, s.background) for s in held}
+    assert len(held_triples) == 12 and len(held) == 12 * 11  # 2 sizes x 5 positions + "two"
+    assert not held_triples & {(s.shape, s.color, s.background) for s in train}
+    assert len(train) + len(held) == len(all_scenes()) == 3 * 8 * 7 * 11
+    # Every shape is held out equally often; the choice is the same on every run.
+    assert sorted(t[0] for t in held_triples) == sorted(SHAPES * 4)
+    assert training_scenes(config)[1] == held
+
+
+def test_short_captions_mean_the_default_size_and_position() -> None:
+    from imagesmith.demo.shapes import caption_variants
+
+    assert caption_variants(Scene("circle", "red", "blue")) == [
+        "a large red circle in the center on a blue background",
+        "a large red circle on a blue background",
+        "a red circle in the center on a blue background",
+        "a red circle on a blue background",
+    ]
+    small_corner = Scene("square", "red", "white", "small", "in the top left")
+    assert caption_variants(small_corner) == [small_corner.caption]
+
+
+def test_template_words_are_whole_tokens() -> None:
+    """The built-in enhancer's words are single tokens the model learnt to ignore, so an
+    enhanced prompt does not push the shape's words past the tokenizer's length."""
+    from imagesmith.demo.train import vocabulary
+
+    words = vocabulary()
+    for word in ("photorealistic", "composition", "lighting", "sticker", "circle", "purple"):
+        assert word in words

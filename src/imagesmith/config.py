@@ -63,7 +63,10 @@ class Settings(BaseSettings):
         default=None,
         description="Base URL used in storageUrl links; default: the URL the request came in on.",
     )
-    default_model: str = "tiny-sd"
+    default_model: str = Field(
+        default="demo",
+        description="Model used when a request names none; the built-in `demo` draws shapes.",
+    )
     models_file: Path | None = Field(
         default=None, description="TOML file with extra [[models]] entries (see README)."
     )

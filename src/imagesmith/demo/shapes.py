@@ -81,3 +81,55 @@ def draw(scene: Scene, side: int = 64) -> Image.Image:
         else:
             pen.polygon([(x, y - half), (x + half, y + half), (x - half, y + half)], fill=fill)
     return image
+
+
+# A caption may leave out a value that is the default: "a red circle on a blue background" is a
+# large red circle in the center.
+DEFAULT_SIZE = "large"
+DEFAULT_POSITION = "in the center"
+
+
+def caption_variants(scene: Scene) -> list[str]:
+    """Every caption that describes `scene`: the full one, and shorter ones without defaults."""
+    if scene.count == 2:
+        return [scene.caption]
+    sizes = [f"{scene.size} "] + ([""] if scene.size == DEFAULT_SIZE else [])
+    positions = [f" {scene.position}"] + ([""] if scene.position == DEFAULT_POSITION else [])
+    return [
+        f"a {size}{scene.color} {scene.shape}{position} on a {scene.background} background"
+        for size in sizes
+        for position in positions
+    ]
+
+
+def all_scenes() -> list[Scene]:
+    """The whole (finite) data set: every shape, colour pair, size, position, and the pairs."""
+    scenes = []
+    for shape in SHAPES:
+        for color in PALETTE:
+            for background in PALETTE:
+                if color == background:
+                    continue
+                for size in SIZES:
+                    for position in POSITIONS:
+                        scenes.append(Scene(shape, color, background, size, position))
+                scenes.append(Scene(shape, color, background, "small", DEFAULT_POSITION, 2))
+    return scenes
+
+
+def held_out_triples(count: int, seed: int) -> list[tuple[str, str, str]]:
+    """(shape, colour, background) combinations kept out of training, the same for every shape
+    count: the model is scored on captions whose combination it never saw."""
+    rng = random.Random(seed)
+    triples = [
+        (shape, color, background)
+        for shape in SHAPES
+        for color in PALETTE
+        for background in PALETTE
+        if color != background
+    ]
+    per_shape = count // len(SHAPES)
+    chosen: list[tuple[str, str, str]] = []
+    for shape in SHAPES:
+        chosen += rng.sample([t for t in triples if t[0] == shape], per_shape)
+    return chosen

@@ -20,7 +20,7 @@ from PIL import Image
 from imagesmith.engines.base import GeneratedImage, ModelUnavailable
 from imagesmith.engines.registry import ModelSpec
 from imagesmith.engines.schedulers import fresh_scheduler
-from imagesmith.engines.tiny import ensure_tiny_sd
+from imagesmith.engines.tiny import builtin_folder
 from imagesmith.worker.messages import ChildConfig, JobSpec
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class DiffusersEngine:
     def _load(self, spec: ModelSpec) -> Any:
         kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
         if spec.source.startswith("builtin:"):
-            source = str(ensure_tiny_sd(self.models_dir / spec.source.removeprefix("builtin:")))
+            source = str(builtin_folder(spec.source.removeprefix("builtin:"), self.models_dir))
             kwargs["local_files_only"] = True
         elif Path(spec.source).expanduser().is_dir():
             source = str(Path(spec.source).expanduser())
@@ -91,9 +91,14 @@ class DiffusersEngine:
                 str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             )
             if spec.source.startswith("builtin:"):
+                remedy = (
+                    "Reinstall imagesmith: its weights ship in the package."
+                    if spec.source == "builtin:demo"
+                    else "Delete that folder; the next job rebuilds it."
+                )
                 raise ModelUnavailable(
                     f"Built-in model '{spec.id}' could not be loaded from {source}: {reason}. "
-                    "Delete that folder; the next job rebuilds it."
+                    + remedy
                 ) from exc
             raise ModelUnavailable(
                 f"Model '{spec.id}' ({spec.source}) could not be loaded: {reason}. "

@@ -62,6 +62,23 @@ class ModelSpec:
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
+        id="demo",
+        family="tiny",
+        source="builtin:demo",
+        description="Demo model shipped in the package, trained here from scratch on drawings "
+        "of coloured shapes (circle, square, triangle; 8 colours; sizes, positions, 'two …'). "
+        "Draws 64x64 pictures of what such a prompt says; nothing else.",
+        default_steps=20,
+        default_guidance=5.0,
+        default_scheduler="DDIM",
+        default_width=64,
+        default_height=64,
+        min_side=64,
+        max_side=256,
+        min_steps=1,
+        max_steps=50,
+    ),
+    ModelSpec(
         id="tiny-sd",
         family="tiny",
         source="builtin:tiny-sd",

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from imagesmith.engines.base import ModelUnavailable
+
 BUILD_INFO = "imagesmith-build.json"
 # Words that get whole-word tokens; any other text still tokenizes, byte by byte.
 COMMON_WORDS = [
@@ -233,3 +235,16 @@ def ensure_tiny_sd(folder: Path) -> Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return folder
+
+
+# The demo model trained on shapes (`imagesmith models train-demo`), shipped in the package.
+DEMO_FOLDER = Path(__file__).resolve().parent.parent / "demo" / "weights"
+
+
+def builtin_folder(name: str, models_dir: Path) -> Path:
+    """The local folder of a built-in model: shipped in the package, or built on first use."""
+    if name == "demo":
+        return DEMO_FOLDER
+    if name == "tiny-sd":
+        return ensure_tiny_sd(models_dir / name)
+    raise ModelUnavailable(f"No built-in model is called '{name}' (built-ins: demo, tiny-sd)")
