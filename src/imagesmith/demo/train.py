@@ -268,6 +268,7 @@ def train_demo(out: Path, config: TrainConfig, log: Callable[[str], None] = prin
         timestep_spacing="trailing",
         clip_sample=False,
         set_alpha_to_one=False,
+        steps_offset=1,  # unused with trailing spacing; pipelines warn when it is not 1
     )
     pipe: Any = StableDiffusionPipeline(
         vae=vae,
