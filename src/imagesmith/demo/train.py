@@ -41,7 +41,12 @@ from imagesmith.demo.shapes import (
     draw,
     held_out_triples,
 )
-from imagesmith.engines.tiny import byte_tokenizer, small_text_encoder, write_tokenizer
+from imagesmith.engines.tiny import (
+    byte_tokenizer,
+    save_pipeline,
+    small_text_encoder,
+    write_tokenizer,
+)
 from imagesmith.generation.enhance import TEMPLATES, builtin_enhance
 
 
@@ -158,7 +163,7 @@ def deterministic_encoder(vae: Any) -> None:
 
 def train_demo(out: Path, config: TrainConfig, log: Callable[[str], None] = print) -> Path:
     import torch
-    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, DDPMScheduler
 
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -270,21 +275,17 @@ def train_demo(out: Path, config: TrainConfig, log: Callable[[str], None] = prin
         set_alpha_to_one=False,
         steps_offset=1,  # unused with trailing spacing; pipelines warn when it is not 1
     )
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=ema.eval(),
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
     target_dir = work / "pipeline"
-    pipe.to(torch.float16).save_pretrained(str(target_dir), safe_serialization=True)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(work / "tok" / name, target_dir / "tokenizer" / name)
+    save_pipeline(
+        target_dir,
+        work / "tok",
+        vae,
+        text_encoder.eval(),
+        tokenizer,
+        ema.eval(),
+        scheduler,
+        dtype=torch.float16,
+    )
     record = {
         **asdict(config),
         "vae_steps": vae_steps,

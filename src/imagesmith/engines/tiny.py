@@ -144,7 +144,6 @@ def build_tiny_sd(out: Path, seed: int = 0) -> Path:
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
 
@@ -185,22 +184,8 @@ def build_tiny_sd(out: Path, seed: int = 0) -> Path:
             steps_offset=1,
             timestep_spacing="leading",
         )
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            image_encoder=None,
-            requires_safety_checker=False,
-        )
         target = work / "pipeline"
-        pipe.save_pretrained(str(target), safe_serialization=True)  # type: ignore[attr-defined]
-        # transformers 5 saves only tokenizer.json; keep the slow-tokenizer files beside it.
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copy(tok_dir / name, target / "tokenizer" / name)
+        save_pipeline(target, tok_dir, vae, text_encoder, tokenizer, unet, scheduler)
         (target / BUILD_INFO).write_text(json.dumps({"seed": seed, **library_versions()}, indent=2))
         if out.exists():
             shutil.rmtree(out)
@@ -208,6 +193,39 @@ def build_tiny_sd(out: Path, seed: int = 0) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def save_pipeline(
+    target: Path,
+    tok_dir: Path,
+    vae: Any,
+    text_encoder: Any,
+    tokenizer: Any,
+    unet: Any,
+    scheduler: Any,
+    dtype: Any = None,
+) -> None:
+    """Save a standard Stable Diffusion folder (safetensors; cast to `dtype` when given) with the
+    tokenizer written by `write_tokenizer` in `tok_dir`."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe: Any = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    if dtype is not None:
+        pipe.to(dtype)
+    pipe.save_pretrained(str(target), safe_serialization=True)
+    # transformers 5 saves only tokenizer.json; keep the slow-tokenizer files beside it.
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tok_dir / name, target / "tokenizer" / name)
 
 
 def is_current(folder: Path) -> bool:
