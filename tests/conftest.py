@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -40,13 +38,3 @@ def key_b(server: Server) -> str:
 def api(server: Server, key_a: str) -> Iterator[httpx.Client]:
     with server.client(key_a) as client:
         yield client
-
-
-def wait_terminal(client: httpx.Client, generation_id: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data: dict[str, Any] = client.get(f"/api/v1/generations/{generation_id}").json()["data"]
-        if data["status"] in ("success", "failed", "cancelled"):
-            return data
-        time.sleep(0.1)
-    raise AssertionError(f"generation {generation_id} did not finish: {data}")

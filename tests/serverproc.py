@@ -1,4 +1,5 @@
-"""A real `imagesmith` server (or worker) in a child process on 127.0.0.1, for tests."""
+"""Real `imagesmith` processes for tests: a server (API + embedded worker, or API alone) on
+127.0.0.1, and remote workers on its database and storage. One launcher for the whole suite."""
 
 from __future__ import annotations
 
@@ -182,3 +183,52 @@ class Server:
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+class WorkerProcess:
+    """`imagesmith worker` on the same database and storage as an API server."""
+
+    def __init__(self, server: Server, name: str, **settings: Any):
+        self.log_path = server.data_dir / f"worker-{name}.log"
+        env = dict(server.env)
+        for key, value in settings.items():
+            env[f"IMAGESMITH_{key.upper()}"] = str(value)
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "imagesmith", "worker"],
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while "child.ready" not in self.log():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the worker; its model child notices the closed pipe and exits."""
+        kids = children_of(self.proc.pid)
+        self.proc.kill()
+        self.proc.wait()
+        for kid in kids:
+            wait_dead(kid, timeout=15)
+
+
+def wait_terminal(client: httpx.Client, generation_id: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data: dict[str, Any] = client.get(f"/api/v1/generations/{generation_id}").json()["data"]
+        if data["status"] in ("success", "failed", "cancelled"):
+            return data
+        time.sleep(0.1)
+    raise AssertionError(f"generation {generation_id} did not finish: {data}")

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagesmith.catalog.models import ModelRegistry
+from imagesmith.catalog.params import EngineParams
 from imagesmith.demo.score import read
 from imagesmith.demo.shapes import Scene, draw
-from imagesmith.engines.registry import ModelRegistry
-from imagesmith.worker.messages import ChildConfig, JobSpec
+from imagesmith.engines.base import EngineConfig, EngineJob
 from tests.serverproc import Server, create_key
 
 
@@ -148,25 +149,26 @@ def test_a_batch_gives_each_job_its_own_prompts_colours(models_dir: Path) -> Non
     from imagesmith.engines.diffusers_engine import DiffusersEngine
 
     spec = ModelRegistry.load().get("demo")
-    engine = DiffusersEngine(ChildConfig(str(models_dir), "cpu", False, [spec.to_dict()]))
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [spec.to_dict()]))
     scenes = [
         Scene("circle", "red", "blue"),
         Scene("square", "yellow", "black"),
         Scene("triangle", "white", "purple"),
     ]
     jobs = [
-        JobSpec(
-            generation_id=f"g{i}",
-            job_version=1,
-            model_id="demo",
-            prompt=scene.caption,
-            negative_prompt=None,
-            width=64,
-            height=64,
-            steps=spec.default_steps,
-            guidance_scale=spec.default_guidance,
-            scheduler=spec.default_scheduler,
-            seed=100 + i,
+        EngineJob(
+            f"g{i}",
+            scene.caption,
+            None,
+            EngineParams(
+                "demo",
+                64,
+                64,
+                spec.default_steps,
+                spec.default_guidance,
+                spec.default_scheduler,
+                seed=100 + i,
+            ),
         )
         for i, scene in enumerate(scenes)
     ]

@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith.engines.registry import ModelRegistry
-from imagesmith.worker.messages import ChildConfig, JobSpec
+from imagesmith.catalog.models import ModelRegistry
+from imagesmith.catalog.params import EngineParams
+from imagesmith.engines.base import EngineConfig, EngineJob
 
 
-def job(model_id: str, seed: int = 1) -> JobSpec:
-    return JobSpec(
-        generation_id="g",
-        job_version=1,
-        model_id=model_id,
-        prompt="a red circle",
-        negative_prompt=None,
-        width=64,
-        height=64,
-        steps=2,
-        guidance_scale=7.5,
-        scheduler="K_EULER",
-        seed=seed,
-    )
+def job(model_id: str, seed: int = 1) -> EngineJob:
+    params = EngineParams(model_id, 64, 64, 2, 7.5, "K_EULER", seed)
+    return EngineJob("g", "a red circle", None, params)
 
 
 def test_loaded_models_stay_within_the_memory_budget(models_dir: Path) -> None:
@@ -32,7 +22,7 @@ def test_loaded_models_stay_within_the_memory_budget(models_dir: Path) -> None:
 
     tiny = ModelRegistry.load().get("tiny-sd")
     twin = replace(tiny, id="tiny-twin")
-    config = ChildConfig(str(models_dir), "cpu", False, [tiny.to_dict(), twin.to_dict()])
+    config = EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict(), twin.to_dict()])
     engine = DiffusersEngine(config)
     first = engine.pipeline("tiny-sd")
     size = pipeline_bytes(first)
@@ -49,6 +39,6 @@ def test_unknown_model_is_a_clear_failure(models_dir: Path) -> None:
     from imagesmith.engines.base import ModelUnavailable
     from imagesmith.engines.diffusers_engine import DiffusersEngine
 
-    engine = DiffusersEngine(ChildConfig(str(models_dir), "cpu", False, []))
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, []))
     with pytest.raises(ModelUnavailable, match="not in this worker's registry"):
         engine.generate([job("nope")], lambda *_: None, lambda: False)

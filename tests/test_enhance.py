@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from imagesmith.generation.enhance import TEMPLATES, PromptEnhancer, builtin_enhance
 from tests.serverproc import Server, create_key
+from tests.stubs import QuietHandler, local_server
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -48,7 +47,7 @@ def test_partial_prompt_gets_only_what_is_missing() -> None:
     assert out.count(",") <= 2
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
+class FakeOpenAI(QuietHandler):
     """POST /v1/chat/completions like OpenAI; behaviour chosen by words in the user prompt."""
 
     requests: list[dict[str, Any]] = []
@@ -62,9 +61,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if "[slow]" in prompt:
             time.sleep(3)
         if "[broken]" in prompt:
-            self.send_response(500)
-            self.end_headers()
-            self.wfile.write(b'{"error": {"message": "upstream exploded"}}')
+            self.send_body(500, b'{"error": {"message": "upstream exploded"}}', "application/json")
             return
         answer = {
             "id": "chatcmpl-1",
@@ -78,24 +75,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
                 }
             ],
         }
-        payload = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args: Any) -> None:
-        pass
+        self.send_body(200, json.dumps(answer).encode(), "application/json")
 
 
 @pytest.fixture(scope="module")
 def llm_url() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    with local_server(FakeOpenAI) as base:
+        yield f"{base}/v1"
 
 
 def test_llm_enhancer_speaks_chat_completions(llm_url: str) -> None:

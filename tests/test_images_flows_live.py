@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import struct
 import uuid
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
+from tests.pictures import huge_png, png
 from tests.serverproc import Server, create_key
 
 WAIT = {"Prefer": "wait=60"}
-
-
-def png(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (20, 20, 220)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A valid PNG header claiming width x height, 1-bit gray: small on disk, a bomb in memory."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image as PILImage
 
-from tests.conftest import wait_terminal
-from tests.serverproc import Server
+from tests.pictures import png_size
+from tests.serverproc import Server, wait_terminal
 
 WAIT = {"Prefer": "wait=60"}
 
@@ -25,12 +23,6 @@ def create(api: httpx.Client, headers: dict[str, str] | None = None, **body: Any
 
 def fetch(url: str, **headers: str) -> httpx.Response:
     return httpx.get(url, headers=headers, timeout=30)
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    with PILImage.open(io.BytesIO(data)) as image:
-        assert image.format == "PNG"
-        return image.size
 
 
 def test_seed_example_request_round_trip(api: httpx.Client) -> None:

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import wait_terminal
-from tests.serverproc import Server, create_key, run_cli
+from tests.serverproc import Server, create_key, run_cli, wait_terminal
 
 SLOW = {"prompt": "slow", "autoEnhance": False, "steps": 50, "model": "tiny-sd"}
 

@@ -15,21 +15,28 @@ from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.db.base import utcnow
 from imagesmith.db.engine import Database
+from imagesmith.generation.jobs import JobQueue
 from imagesmith.generation.repository import Claim, GenerationRepository
 from imagesmith.models import Generation, GenerationStatus
+from imagesmith.runtime import Runtime
 from tests.backends import new_backend
 
 
 @pytest.fixture()
-async def db(tmp_path: Path) -> AsyncIterator[tuple[Database, str, Settings]]:
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     backend = new_backend(tmp_path)
     settings = Settings(data_dir=tmp_path, database_url=backend.get("IMAGESMITH_DATABASE_URL"))
     await asyncio.to_thread(migrate.upgrade, settings)
-    database = Database(settings)
-    async with database.transaction() as session:
+    opened = Runtime.open(settings)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture()
+async def db(runtime: Runtime) -> tuple[Database, str, Settings]:
+    async with runtime.db.transaction() as session:
         _org, project = await KeyService(session).ensure_project("q-org", "q-proj")
-    yield database, project.id, settings
-    await database.dispose()
+    return runtime.db, project.id, runtime.settings
 
 
 async def add_jobs(database: Database, project_id: str, count: int, **overrides: Any) -> list[str]:
@@ -113,13 +120,11 @@ async def test_release_counts_retries_and_gives_up(db: Any) -> None:
     assert final.error_message == "Gave up after 2 attempts: boom"
 
 
-async def test_expired_lease_returns_job_to_queue(db: Any) -> None:
+async def test_expired_lease_returns_job_to_queue(db: Any, runtime: Runtime) -> None:
     database, project_id, _ = db
     (job,) = await add_jobs(database, project_id, 1)
     await claim(database, "dead-worker", lease=-1)
-    async with database.transaction() as session:
-        requeued = await GenerationRepository(session).requeue_expired(utcnow(), max_retries=3)
-    assert requeued == [job]
+    await JobQueue(runtime, "live-worker").requeue_expired()
     again = await row(database, job)
     assert again.status is GenerationStatus.PENDING and again.retry_count == 1
     assert again.worker_id is None

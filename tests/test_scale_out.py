@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,54 +12,9 @@ import httpx
 import pytest
 
 from tests.backends import POSTGRES, REDIS, S3_ENDPOINT
-from tests.serverproc import PYTHON, Server, create_key, wait_dead
+from tests.serverproc import Server, WorkerProcess, create_key
 
 CLAIM = re.compile(r"generation\.claimed generation_id=(\S+) worker_id=(\S+)")
-
-
-class WorkerProcess:
-    """`imagesmith worker` on the same database and storage as an API server."""
-
-    def __init__(self, server: Server, name: str, **settings: Any):
-        self.log_path = server.data_dir / f"worker-{name}.log"
-        env = dict(server.env)
-        for key, value in settings.items():
-            env[f"IMAGESMITH_{key.upper()}"] = str(value)
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "imagesmith", "worker"],
-            env=env,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while "child.ready" not in self.log():
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-
-    def kill(self) -> None:
-        """SIGKILL the worker; its model child notices the closed pipe and exits."""
-        kids = [int(p) for p in _children(self.proc.pid)]
-        self.proc.kill()
-        self.proc.wait()
-        for kid in kids:
-            wait_dead(kid, timeout=15)
-
-
-def _children(pid: int) -> list[int]:
-    from tests.serverproc import children_of
-
-    return children_of(pid)
 
 
 def wait_all(api: httpx.Client, ids: list[str], timeout: float) -> list[dict[str, Any]]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from imagesmith import __version__
-from imagesmith.api import admin, cdn, health
-from imagesmith.api.errors import install_error_handlers
-from imagesmith.api.native import flows, generations, images, live
-from imagesmith.api.stablecog import routes as stablecog_routes
+from imagesmith.api.dialect import Dialect, Dialects
+from imagesmith.api.dialects import DIALECTS
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.runtime import Runtime
@@ -31,7 +29,12 @@ Images are served at `/cdn/{org}/{project}/img/{imageId}`.
 """
 
 
-def create_app(settings: Settings | None = None, *, embedded_worker: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedded_worker: bool = True,
+    dialects: Sequence[Dialect] = DIALECTS,
+) -> FastAPI:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -63,7 +66,6 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    install_error_handlers(app)
 
     @app.middleware("http")
     async def rate_limit_headers(
@@ -73,36 +75,15 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         response.headers.update(getattr(request.state, "rate_headers", {}))
         return response
 
-    app.include_router(health.router)
-    app.include_router(admin.router)
-    app.include_router(generations.router)
-    app.include_router(images.router)
-    app.include_router(flows.router)
-    app.include_router(live.router)
-    app.include_router(cdn.router)
-    app.include_router(stablecog_routes.router)
+    mounted = Dialects(dialects)
+    mounted.mount(app)
 
     def openapi() -> dict[str, Any]:
-        # Our validation errors answer 400 in the dialect's envelope, never FastAPI's 422.
         if app.openapi_schema is None:
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    responses = operation.get("responses", {})
-                    if responses.pop("422", None) is not None and "400" not in responses:
-                        responses["400"] = {
-                            "description": "Invalid input (VALIDATION_ERROR)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}
-                                }
-                            },
-                        }
-            schemas = schema.get("components", {}).get("schemas", {})
-            schemas.pop("HTTPValidationError", None)
-            schemas.pop("ValidationError", None)
+            mounted.document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

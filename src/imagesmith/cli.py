@@ -254,7 +254,7 @@ def credits_set(
 @models_app.command("list")
 def models_list() -> None:
     """Show the model registry."""
-    from imagesmith.engines.registry import ModelRegistry
+    from imagesmith.catalog.models import ModelRegistry
 
     settings = Settings()
     table = Table("id", "family", "source", "steps", "guidance", "description")
@@ -335,7 +335,7 @@ def models_pull(
     model_id: Annotated[str, typer.Argument(help="A model id from `models list`")],
 ) -> None:
     """Download a model's weights from the hub into the models folder."""
-    from imagesmith.engines.registry import ModelRegistry, UnknownModel
+    from imagesmith.catalog.models import ModelRegistry, UnknownModel
 
     settings = Settings()
     try:

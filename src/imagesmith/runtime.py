@@ -1,4 +1,5 @@
-"""The long-lived objects one process shares: settings, database, store, registry, notifier."""
+"""The long-lived objects one process shares: settings, database, store, model catalogue,
+wake-ups and rate limiter. Everything here is infrastructure: services build on it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from imagesmith.catalog.models import ModelRegistry
 from imagesmith.config import Settings
 from imagesmith.db.engine import Database
-from imagesmith.engines.registry import ModelRegistry
-from imagesmith.generation.enhance import PromptEnhancer
-from imagesmith.generation.events import Notifier
+from imagesmith.db.notify import Notifier
 from imagesmith.limits.rate import RateLimiter
 from imagesmith.storage import ObjectStore, open_store
 
@@ -22,7 +22,6 @@ class Runtime:
     db: Database
     store: ObjectStore
     registry: ModelRegistry
-    enhancer: PromptEnhancer
     notifier: Notifier
     rate_limiter: RateLimiter
 
@@ -39,12 +38,6 @@ class Runtime:
             db=db,
             store=open_store(settings),
             registry=ModelRegistry.load(settings.models_file),
-            enhancer=PromptEnhancer(
-                base_url=settings.llm_base_url,
-                model=settings.llm_model,
-                api_key=settings.llm_api_key,
-                timeout=settings.llm_timeout_seconds,
-            ),
             notifier=Notifier(publisher),
             rate_limiter=RateLimiter(settings),
         )

@@ -1,14 +1,16 @@
-"""Request dependencies: the process runtime and the caller's principal."""
+"""Request dependencies shared by every dialect: the process runtime and the caller's
+principal, read from wherever the dialect's callers send their key."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
-from imagesmith.api.native.render import ImageLinks
 from imagesmith.auth.service import KeyService, Principal
-from imagesmith.errors import Forbidden
+from imagesmith.errors import Unauthorized
 from imagesmith.runtime import Runtime
 
 
@@ -20,31 +22,38 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def native_principal(
-    request: Request,
-    runtime: RuntimeDep,
-    x_api_key: Annotated[str | None, Header(description="Project or master API key")] = None,
-) -> Principal:
-    async with runtime.db.transaction() as session:
-        principal = await KeyService(session).authenticate(x_api_key)
-    state = await runtime.rate_limiter.hit(principal.api_key_id)
-    if state is not None:
-        request.state.rate_headers = state.headers()  # added to the response by middleware
+@dataclass(frozen=True)
+class KeyLocation:
+    """Where a dialect's callers send their key: `extract` is a FastAPI dependency (usually a
+    security scheme, so /docs offers it) that returns the secret or None."""
+
+    extract: Callable[..., Any]
+    header: str  # named in "missing key" messages
+    missing: str | None = None  # the message when no key came; default: name the header
+
+
+def principal_from(
+    location: KeyLocation, *, project_only: bool = False
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the key found at `location`, counts the request against
+    the key's rate limit, and returns who is calling."""
+
+    # `Depends` as a default, not in the annotation: annotations are strings here and could not
+    # name `location`.
+    async def principal(
+        request: Request,
+        runtime: RuntimeDep,
+        secret: str | None = Depends(location.extract),
+    ) -> Principal:
+        if not secret and location.missing:
+            raise Unauthorized(location.missing)
+        async with runtime.db.transaction() as session:
+            found = await KeyService(session).authenticate(secret, location.header)
+        state = await runtime.rate_limiter.hit(found.api_key_id)
+        if state is not None:
+            request.state.rate_headers = state.headers()  # added to the response by middleware
+        if project_only:
+            found.require_project()
+        return found
+
     return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(native_principal)]
-
-
-async def master_principal(principal: PrincipalDep) -> Principal:
-    if not principal.is_master:
-        raise Forbidden("This route needs a master key")
-    return principal
-
-
-MasterDep = Annotated[Principal, Depends(master_principal)]
-
-
-def image_links(request: Request, runtime: Runtime) -> ImageLinks:
-    base = (runtime.settings.public_url or str(request.base_url)).rstrip("/")
-    return ImageLinks(base, runtime.store)

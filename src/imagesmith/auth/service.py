@@ -26,6 +26,7 @@ class Principal:
     organization_slug: str | None
     project_id: str | None
     project_slug: str | None
+    end_user_id: str | None = None  # set when an app's end user calls on the project's behalf
 
     @property
     def is_master(self) -> bool:
@@ -113,6 +114,17 @@ class KeyService:
         return await self.issue(
             KeyType.MASTER, org_slug=None, project_slug=None, name="bootstrap", expires_in_days=None
         )
+
+    async def keys(self) -> list[ApiKey]:
+        return await self.repo.keys()
+
+    async def project(self, org_slug: str, project_slug: str) -> tuple[Organization, Project]:
+        """An existing project by its slugs (public routes name projects in their path)."""
+        org = await self.repo.org_by_slug(org_slug)
+        project = await self.repo.project_by_slug(org.id, project_slug) if org else None
+        if org is None or project is None:
+            raise NotFound(f"No project {org_slug}/{project_slug}", code="PROJECT_NOT_FOUND")
+        return org, project
 
     async def revoke(self, key_id: str) -> ApiKey:
         key = await self.repo.key_by_id(key_id)

@@ -10,7 +10,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from imagesmith.generation.events import CHANGED_CHANNEL, JOBS_CHANNEL, Notifier
+from imagesmith.db.notify import CHANGED_CHANNEL, JOBS_CHANNEL, Notifier
 
 log = logging.getLogger(__name__)
 

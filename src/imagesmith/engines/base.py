@@ -1,12 +1,31 @@
-"""The engine protocol the model child drives. Implementations import torch; this file does not."""
+"""The engine protocol the model child drives, with the engine's own job and result types
+(engines never import the worker). Implementations import torch; this file does not."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from imagesmith.worker.messages import JobSpec
+from imagesmith.catalog.params import EngineParams
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    models_dir: str
+    device: str
+    allow_downloads: bool
+    models: list[dict[str, Any]] = field(default_factory=list)  # ModelSpec dicts
+    model_cache_gb: float = 12.0
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    job_id: str
+    prompt: str
+    negative_prompt: str | None
+    params: EngineParams
+    init_image: bytes | None = None  # img2img: the encoded init image
 
 
 @dataclass(frozen=True)
@@ -23,7 +42,7 @@ class ModelUnavailable(RuntimeError):
 class GenerationEngine(Protocol):
     def generate(
         self,
-        jobs: list[JobSpec],
+        jobs: list[EngineJob],
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
     ) -> list[list[GeneratedImage]]:

@@ -17,11 +17,10 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
 
-from imagesmith.engines.base import GeneratedImage, ModelUnavailable
-from imagesmith.engines.registry import ModelSpec
+from imagesmith.catalog.models import ModelSpec
+from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage, ModelUnavailable
 from imagesmith.engines.schedulers import fresh_scheduler
 from imagesmith.engines.tiny import builtin_folder
-from imagesmith.worker.messages import ChildConfig, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def pick_device(requested: str) -> tuple[str, torch.dtype]:
 
 
 class DiffusersEngine:
-    def __init__(self, config: ChildConfig):
+    def __init__(self, config: EngineConfig):
         self.models_dir = Path(config.models_dir)
         self.allow_downloads = config.allow_downloads
         self.specs = {entry["id"]: ModelSpec(**entry) for entry in config.models}
@@ -115,17 +114,16 @@ class DiffusersEngine:
 
     def generate(
         self,
-        jobs: list[JobSpec],
+        jobs: list[EngineJob],
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for the whole batch; per job, `num_outputs` images seeded
         seed, seed+1, … so output 0 is the image the same seed gives alone."""
-        head = jobs[0]
+        head = jobs[0].params
         pipe = self.pipeline(head.model_id)
         scheduler = fresh_scheduler(pipe.scheduler, head.scheduler)
-        img2img = head.init_image is not None
-        if img2img:
+        if head.is_img2img:
             runner = AutoPipelineForImage2Image.from_pipe(pipe, scheduler=scheduler)
         else:
             runner = pipe.__class__(**pipeline_parts(pipe, scheduler))
@@ -136,20 +134,18 @@ class DiffusersEngine:
         generators: list[torch.Generator] = []
         init_images: list[Image.Image] = []
         for job in jobs:
-            init = load_init_image(job.init_image, job.width, job.height) if img2img else None
-            for index in range(job.num_outputs):
+            params = job.params
+            init = None
+            if head.is_img2img:
+                init = load_init_image(job.init_image, params.width, params.height)
+            for index in range(params.num_outputs):
                 prompts.append(job.prompt)
                 negatives.append(job.negative_prompt or "")
                 # CPU generators keep a seed's image the same on every device kind.
-                generators.append(torch.Generator("cpu").manual_seed(job.seed + index))
+                generators.append(torch.Generator("cpu").manual_seed(params.seed + index))
                 if init is not None:
                     init_images.append(init)
-        # img2img runs int(steps * strength) denoising steps.
-        total = (
-            int(head.steps * head.prompt_strength)
-            if img2img and head.prompt_strength
-            else head.steps
-        )
+        total = head.denoising_steps
 
         def step_end(p: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             on_step(min(step + 1, total), total)
@@ -166,7 +162,7 @@ class DiffusersEngine:
             "callback_on_step_end": step_end,
             "output_type": "pil",
         }
-        if img2img:
+        if head.is_img2img:
             kwargs.update(image=init_images, strength=head.prompt_strength)
         else:
             kwargs.update(width=head.width, height=head.height)
@@ -175,8 +171,8 @@ class DiffusersEngine:
         encoded = [encode_png(image) for image in result.images]
         out: list[list[GeneratedImage]] = []
         for job in jobs:
-            out.append(encoded[: job.num_outputs])
-            encoded = encoded[job.num_outputs :]
+            out.append(encoded[: job.params.num_outputs])
+            encoded = encoded[job.params.num_outputs :]
         return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imagesmith.errors import NotFound, ValidationFailed
-from imagesmith.generation.service import GenerationService, output_ids
+from imagesmith.generation.service import GenerationService
 from imagesmith.image.aliases import resolve_image
 from imagesmith.image.repository import ImageRepository
 from imagesmith.image.service import check_alias_value
@@ -108,7 +108,7 @@ class FlowService:
             generations = await repo.flow_generations(project_id, flow_id)
             images = {image.id: image for image in await repo.flow_images(project_id, flow_id)}
             for generation in generations:
-                for image_id in output_ids(generation):
+                for image_id in generation.output_ids():
                     image = images.get(image_id) or await repo.get(project_id, image_id)
                     if image is not None:
                         images[image.id] = image

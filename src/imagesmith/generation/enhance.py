@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from imagesmith.config import Settings
+
 log = logging.getLogger(__name__)
 
 TEMPLATES = (
@@ -177,6 +179,15 @@ class PromptEnhancer:
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PromptEnhancer:
+        return cls(
+            base_url=settings.llm_base_url,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout=settings.llm_timeout_seconds,
+        )
 
     async def enhance(self, prompt: str, template: str) -> Enhanced:
         if self.base_url is None:

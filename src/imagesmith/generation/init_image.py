@@ -11,9 +11,11 @@ import re
 
 from imagesmith.auth.service import Principal
 from imagesmith.errors import ImagesmithError, NotFound
-from imagesmith.generation.repository import GenerationRepository
-from imagesmith.generation.schemas import UUID_RE, GenerationRequest
+from imagesmith.generation.schemas import GenerationRequest
 from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes
+from imagesmith.image.names import UUID_RE
+from imagesmith.image.repository import ImageRepository
+from imagesmith.image.service import ImageService
 from imagesmith.models import Image
 from imagesmith.runtime import Runtime
 
@@ -63,7 +65,7 @@ class InitImages:
 
     async def _by_id(self, project_id: str, image_id: str, field: str, ref: str) -> str:
         async with self.rt.db.transaction() as session:
-            image = await GenerationRepository(session).image(project_id, image_id)
+            image = await ImageRepository(session).get(project_id, image_id)
         if image is None:
             raise NotFound(
                 f"{field} '{ref}' not found in this project", code="INIT_IMAGE_NOT_FOUND"
@@ -71,8 +73,6 @@ class InitImages:
         return image.storage_key
 
     async def _fetch(self, principal: Principal, url: str, field: str) -> str:
-        from imagesmith.image.service import ImageService
-
         settings = self.rt.settings
         try:
             data = await fetch_image_bytes(

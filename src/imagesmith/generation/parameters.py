@@ -5,40 +5,15 @@ bound and the value."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-from imagesmith.engines.registry import MAX_PIXEL_STEPS, SCHEDULER_IDS, ModelSpec
+from imagesmith.catalog.models import ModelSpec
+from imagesmith.catalog.params import MAX_OUTPUTS, MAX_PIXEL_STEPS, EngineParams
+from imagesmith.catalog.schedulers import SCHEDULER_IDS
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.aspect import ASPECT_RATIOS, size_for
+from imagesmith.generation.schemas import GenerationRequest
 
-MAX_OUTPUTS = 4
-MAX_SEED = 2**63 - 1
 RANDOM_SEED_LIMIT = 2**32
-
-
-@dataclass(frozen=True)
-class EngineParams:
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    scheduler: str
-    num_outputs: int
-    prompt_strength: float | None
-
-
-@dataclass(frozen=True)
-class ParamInput:
-    aspect_ratio: str | None = None
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    scheduler: str | None = None
-    num_outputs: int = 1
-    prompt_strength: float | None = None
-    has_init_image: bool = False
 
 
 class ParamError(ValidationFailed):
@@ -51,10 +26,11 @@ class ParamError(ValidationFailed):
         self.kind = kind
 
 
-def resolve_params(
-    spec: ModelSpec, given: ParamInput, names: Mapping[str, str] | None = None
-) -> EngineParams:
-    names = names or {}
+def resolve_params(spec: ModelSpec, given: GenerationRequest) -> EngineParams:
+    """The request's engine parameters with the model's defaults filled in and its bounds
+    checked; a random seed unless the request pinned one."""
+    names = given.field_names
+    has_init_image = given.init_image is not None
 
     def name(core: str) -> str:
         return names.get(core, core)
@@ -118,12 +94,12 @@ def resolve_params(
     bounded("num_outputs", given.num_outputs, 1, MAX_OUTPUTS)
 
     strength = given.prompt_strength
-    if strength is not None and not given.has_init_image:
+    if strength is not None and not has_init_image:
         raise ParamError(
             name("prompt_strength"),
             f"{name('prompt_strength')} only applies with {name('init_image')}",
         )
-    if given.has_init_image:
+    if has_init_image:
         strength = 0.5 if strength is None else strength
         bounded("prompt_strength", strength, 0.0, 1.0)
         if int(steps * strength) < 1:
@@ -134,7 +110,17 @@ def resolve_params(
                 f"int({steps} * {strength:g}) = 0 denoising steps; use {name('prompt_strength')} "
                 f">= {need:.3g} or more {name('steps')}",
             )
-    return EngineParams(width, height, steps, guidance, scheduler, given.num_outputs, strength)
+    return EngineParams(
+        model_id=spec.id,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=guidance,
+        scheduler=scheduler,
+        seed=pick_seed(given.seed),
+        num_outputs=given.num_outputs,
+        prompt_strength=strength,
+    )
 
 
 def pick_seed(seed: int | None) -> int:

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith.catalog.params import EngineParams
 from imagesmith.errors import ValidationFailed
-from imagesmith.limits.credits import Credits
+from imagesmith.generation.schemas import ListFilter, OutputFilter
 from imagesmith.models import Generation, GenerationStatus, Image, Organization, Project
 
 PENDING = GenerationStatus.PENDING
@@ -24,28 +25,6 @@ class Claim:
 
     generation_id: str
     job_version: int
-
-
-@dataclass(frozen=True)
-class ListFilter:
-    status: GenerationStatus | None = None
-    flow_id: str | None = None
-    include_deleted: bool = False
-    limit: int = 20
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class OutputFilter:
-    model_ids: list[str] | None = None
-    scheduler_ids: list[str] | None = None
-    widths: list[int] | None = None
-    heights: list[int] | None = None
-    steps: list[int] | None = None
-    guidance_scales: list[float] | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    ascending: bool = False
 
 
 class GenerationRepository:
@@ -165,33 +144,8 @@ class GenerationRepository:
             next_cursor = f"{last.created_at.isoformat()}|{last.id}"
         return page, int(total), next_cursor
 
-    async def images_by_id(self, image_ids: list[str]) -> dict[str, Image]:
-        if not image_ids:
-            return {}
-        rows = await self.session.execute(select(Image).where(Image.id.in_(image_ids)))
-        return {image.id: image for image in rows.scalars()}
-
-    async def image(self, project_id: str, image_id: str) -> Image | None:
-        result = await self.session.execute(
-            select(Image).where(Image.id == image_id, Image.project_id == project_id)
-        )
-        return result.scalar_one_or_none()
-
-    async def image_by_alias(self, project_id: str, alias: str) -> Image | None:
-        result = await self.session.execute(
-            select(Image).where(Image.project_id == project_id, Image.alias == alias)
-        )
-        return result.scalar_one_or_none()
-
-    async def add_image(self, image: Image) -> None:
-        self.session.add(image)
-        await self.session.flush()
-
     async def delete_generation(self, generation: Generation) -> None:
         await self.session.execute(delete(Generation).where(Generation.id == generation.id))
-
-    async def delete_image(self, image: Image) -> None:
-        await self.session.execute(delete(Image).where(Image.id == image.id))
 
     async def project_slugs(self, project_id: str) -> tuple[str, str]:
         row = (
@@ -212,34 +166,21 @@ class GenerationRepository:
 
         Fair across projects: jobs are taken round-robin by each project's queue position
         (every project's 1st job, then every project's 2nd, …), so one tenant's flood never
-        starves another's job. The head job picks the batch key (model, size, steps, guidance,
-        scheduler, img2img strength); batch-mates are taken in the same fair order.
+        starves another's job. The head job picks the batch key (`EngineParams.BATCH_KEY`);
+        batch-mates are taken in the same fair order.
         PostgreSQL skips rows other workers hold locked; SQLite runs this under its write lock."""
         head = await self._lock_first(await self._fair_order(limit=CANDIDATES))
         if head is None:
             return []
-        same_scheduler = (
-            Generation.scheduler.is_(None)
-            if head.scheduler is None
-            else Generation.scheduler == head.scheduler
-        )
-        # img2img jobs batch only with img2img jobs of the same strength.
-        same_mode = (
-            Generation.prompt_strength.is_(None)
-            if head.prompt_strength is None
-            else Generation.prompt_strength == head.prompt_strength
-        )
+        # Batch-mates agree on every batch-key column; None (txt2img strength) matches None.
+        same_key = [
+            getattr(Generation, name).is_(None)
+            if getattr(head, name) is None
+            else getattr(Generation, name) == getattr(head, name)
+            for name in EngineParams.BATCH_KEY
+        ]
         # The head stays in the ranking (it is still pending here) so positions stay true.
-        ranked_mates = await self._fair_order(
-            Generation.model_id == head.model_id,
-            Generation.width == head.width,
-            Generation.height == head.height,
-            Generation.steps == head.steps,
-            Generation.guidance_scale == head.guidance_scale,
-            same_scheduler,
-            same_mode,
-            limit=limit * 4,
-        )
+        ranked_mates = await self._fair_order(*same_key, limit=limit * 4)
         mates = [i for i in ranked_mates if i != head.id]
         lockable: set[str] = set()
         if mates and limit > 1:
@@ -354,41 +295,23 @@ class GenerationRepository:
             .values(
                 worker_id=None, lease_expires_at=None, completed_at=now, updated_at=now, **values
             )
-            .returning(Generation.project_id, Generation.credits_charged)
+            .returning(Generation.id)
             .execution_options(synchronize_session=False)
         )
-        row = result.one_or_none()
-        if row is None:
-            return False
-        if values.get("status") in (GenerationStatus.FAILED, GenerationStatus.CANCELLED):
-            await self.refund(claim.generation_id, row[0], row[1])
-        return True
-
-    async def refund(self, generation_id: str, project_id: str, amount: int) -> None:
-        """No charge for work that did not happen."""
-        await Credits(self.session).refund(project_id, amount)
-        await self.session.execute(
-            update(Generation)
-            .where(Generation.id == generation_id)
-            .values(credits_charged=0)
-            .execution_options(synchronize_session=False)
-        )
+        return result.one_or_none() is not None
 
     async def cancel(self, generation: Generation, now: datetime) -> bool:
         """pending or processing → cancelled at once; a running attempt's result is then
         discarded (its claim no longer holds). Returns False when already terminal."""
         if generation.status.is_terminal:
             return False
-        charged = generation.credits_charged
         generation.status = GenerationStatus.CANCELLED
         generation.worker_id = None
         generation.lease_expires_at = None
         generation.completed_at = now
         generation.updated_at = now
         generation.error_message = None
-        generation.credits_charged = 0
         await self.session.flush()
-        await Credits(self.session).refund(generation.project_id, charged)
         return True
 
     async def held_ids(self, worker_id: str, claims: list[Claim]) -> set[str]:
@@ -425,7 +348,7 @@ class GenerationRepository:
             return None
         retries = current + (1 if count_retry else 0)
         if retries > max_retries:
-            await self.finish(
+            failed = await self.finish(
                 worker_id,
                 claim,
                 now,
@@ -433,7 +356,7 @@ class GenerationRepository:
                 retry_count=retries,
                 error_message=f"Gave up after {retries} attempts: {reason}",
             )
-            return GenerationStatus.FAILED
+            return GenerationStatus.FAILED if failed else None
         await self.session.execute(
             update(Generation)
             .where(self._held(worker_id, claim))
@@ -451,8 +374,8 @@ class GenerationRepository:
         )
         return PENDING
 
-    async def requeue_expired(self, now: datetime, max_retries: int) -> list[str]:
-        """Jobs whose worker stopped renewing its lease go back to pending (or fail)."""
+    async def expired_claims(self, now: datetime) -> list[tuple[str, Claim]]:
+        """(worker id, claim) of running jobs whose lease ran out, locked for this transaction."""
         expired = (
             await self.session.execute(
                 select(Generation.id, Generation.worker_id, Generation.job_version)
@@ -460,18 +383,11 @@ class GenerationRepository:
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        for generation_id, worker_id, version in expired:
-            if worker_id is None:
-                continue
-            await self.release(
-                worker_id,
-                Claim(generation_id, version),
-                now,
-                count_retry=True,
-                max_retries=max_retries,
-                reason=f"worker {worker_id} stopped renewing its lease (crashed or lost)",
-            )
-        return [row[0] for row in expired]
+        return [
+            (worker_id, Claim(generation_id, version))
+            for generation_id, worker_id, version in expired
+            if worker_id is not None
+        ]
 
     async def status_counts(self) -> dict[str, int]:
         rows = await self.session.execute(

@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import time
 import uuid
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.auth.service import Principal
+from imagesmith.catalog.models import ModelSpec, UnknownModel
 from imagesmith.db.base import utcnow
-from imagesmith.engines.registry import ModelSpec, UnknownModel
 from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ImageNotFound
 from imagesmith.generation.aspect import size_for
+from imagesmith.generation.enhance import PromptEnhancer
 from imagesmith.generation.init_image import InitImages
-from imagesmith.generation.parameters import (
-    EngineParams,
-    ParamError,
-    ParamInput,
-    pick_seed,
-    resolve_params,
+from imagesmith.generation.parameters import ParamError, pick_seed, resolve_params
+from imagesmith.generation.repository import GenerationRepository
+from imagesmith.generation.schemas import (
+    GenerationRequest,
+    GenerationView,
+    ListFilter,
+    OutputFilter,
+    OutputsPage,
 )
-from imagesmith.generation.repository import GenerationRepository, ListFilter
-from imagesmith.generation.schemas import NEW_FLOW, GenerationRequest, GenerationView
+from imagesmith.generation.workers import WorkerRepository
 from imagesmith.image.aliases import aliases_in_prompt, resolve_image
-from imagesmith.image.repository import ImageRepository, ref_image_id
+from imagesmith.image.names import NEW_FLOW
+from imagesmith.image.repository import ImageRepository
 from imagesmith.image.service import ensure_flow
 from imagesmith.limits.credits import Credits
-from imagesmith.models import Generation, GenerationStatus, Image
+from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
 from imagesmith.runtime import Runtime
 
 MAX_REFERENCES = 3
+
+
+class OnTimeout(enum.Enum):
+    """What a synchronous wait does with a job that has not finished by its deadline."""
+
+    RETURN = "return"  # answer with the record as it stands (pending or processing)
+    CANCEL = "cancel"  # the client gives up: cancel the job, its credits come back
 
 
 def request_fingerprint(request: GenerationRequest) -> str:
@@ -41,20 +54,10 @@ def request_fingerprint(request: GenerationRequest) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def output_ids(generation: Generation) -> list[str]:
-    ids = list(generation.output_image_ids or [])
-    if not ids and generation.output_image_id:
-        ids = [generation.output_image_id]
-    return ids
-
-
-def reference_ids(generation: Generation) -> list[str]:
-    return [i for i in (ref_image_id(r) for r in generation.reference_images or []) if i]
-
-
 class GenerationService:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
+        self.enhancer = PromptEnhancer.from_settings(runtime.settings)
 
     # Create ------------------------------------------------------------------------------
 
@@ -64,23 +67,6 @@ class GenerationService:
         except UnknownModel as exc:
             field = request.field_names.get("model", "model")
             raise ParamError(field, f"{field}: {exc}", kind="model") from None
-
-    def resolve_params(self, spec: ModelSpec, request: GenerationRequest) -> EngineParams:
-        return resolve_params(
-            spec,
-            ParamInput(
-                aspect_ratio=request.aspect_ratio,
-                width=request.width,
-                height=request.height,
-                steps=request.steps,
-                guidance_scale=request.guidance_scale,
-                scheduler=request.scheduler,
-                num_outputs=request.num_outputs,
-                prompt_strength=request.prompt_strength,
-                has_init_image=request.init_image is not None,
-            ),
-            request.field_names,
-        )
 
     async def create(
         self, principal: Principal, request: GenerationRequest, idempotency_key: str | None = None
@@ -99,7 +85,7 @@ class GenerationService:
             request.init_image = references[0].id
             if request.prompt_strength is None:
                 request.prompt_strength = self.rt.settings.reference_strength
-        params = self.resolve_params(spec, request)
+        params = resolve_params(spec, request)
         await self._check_alias_free(project_id, request.alias)
         init_key = None
         if request.init_image is not None:
@@ -119,20 +105,11 @@ class GenerationService:
             enhanced_by=enhanced_by,
             aspect_ratio=request.aspect_ratio if request.width is None else None,
             negative_prompt=request.negative_prompt,
-            model_id=spec.id,
-            width=params.width,
-            height=params.height,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            scheduler=params.scheduler,
-            seed=pick_seed(request.seed),
             seed_requested=request.seed if request.seed is not None and request.seed >= 0 else None,
             reference_images=[{"imageId": image.id, "alias": image.alias} for image in references],
-            num_outputs=params.num_outputs,
             init_image_key=init_key,
             init_image_ref=request.init_image,
-            prompt_strength=params.prompt_strength,
-            credits_charged=params.num_outputs,
+            credits_charged=0,
             dialect=request.dialect,
             alias=request.alias,
             flow_alias=request.flow_alias,
@@ -141,14 +118,13 @@ class GenerationService:
             request_hash=fingerprint,
             status=GenerationStatus.PENDING,
         )
+        generation.set_params(params)
         try:
             async with self.rt.db.transaction() as session:
                 repo = GenerationRepository(session)
-                remaining = await Credits(session).charge(project_id, params.num_outputs)
+                remaining = await Credits(session).charge_run(generation)
                 if flow_id is not None:
-                    await self._ensure_flow(
-                        session, project_id, flow_id, eager=bool(request.flow_alias)
-                    )
+                    await ensure_flow(ImageRepository(session), project_id, flow_id)
                 await repo.add(generation)
                 org_slug, project_slug = await repo.project_slugs(project_id)
         except IntegrityError:
@@ -182,20 +158,17 @@ class GenerationService:
     ) -> tuple[str, str | None]:
         if not auto_enhance:
             return prompt, None
-        enhanced = await self.rt.enhancer.enhance(prompt, template)
+        enhanced = await self.enhancer.enhance(prompt, template)
         return enhanced.prompt, enhanced.method
 
     async def _check_alias_free(self, project_id: str, alias: str | None) -> None:
         if alias is None:
             return
         async with self.rt.db.transaction() as session:
-            if await GenerationRepository(session).image_by_alias(project_id, alias) is not None:
+            if await ImageRepository(session).by_alias(project_id, alias) is not None:
                 raise AliasConflict(
                     f"Alias '{alias}' is already used by another image in this project"
                 )
-
-    async def _ensure_flow(self, session: Any, project_id: str, flow_id: str, eager: bool) -> None:
-        await ensure_flow(ImageRepository(session), project_id, flow_id)
 
     async def _references(self, project_id: str, request: GenerationRequest) -> list[Image]:
         """Explicit references first, then `@name` tokens of the prompt; merged, de-duplicated,
@@ -218,11 +191,11 @@ class GenerationService:
 
     # Read --------------------------------------------------------------------------------
 
-    async def _view(self, session: Any, generation: Generation) -> GenerationView:
+    async def _view(self, session: AsyncSession, generation: Generation) -> GenerationView:
         repo = GenerationRepository(session)
-        ids = output_ids(generation)
-        refs = reference_ids(generation)
-        found = await repo.images_by_id(ids + refs)
+        ids = generation.output_ids()
+        refs = generation.reference_ids()
+        found = await ImageRepository(session).by_ids(ids + refs)
         images = [found[i] for i in ids if i in found]
         org_slug, project_slug = await repo.project_slugs(generation.project_id)
         view = GenerationView(
@@ -243,28 +216,80 @@ class GenerationService:
                 raise GenerationNotFound(generation_id)
             return await self._view(session, generation)
 
-    async def wait(self, project_id: str, generation_id: str, timeout: float) -> GenerationView:
-        """Block until the job is terminal or `timeout` passes; remote workers cost one poll."""
+    async def wait(
+        self,
+        project_id: str,
+        generation_id: str,
+        timeout: float,
+        on_timeout: OnTimeout = OnTimeout.RETURN,
+    ) -> GenerationView:
+        """Block until the job is terminal or `timeout` passes (capped by max_wait_seconds);
+        then apply `on_timeout`. Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
         while True:
             view = await self.get(project_id, generation_id)
             remaining = deadline - time.monotonic()
-            if view.generation.status.is_terminal or remaining <= 0:
+            if view.generation.status.is_terminal:
                 return view
+            if remaining <= 0:
+                break
             await self.rt.notifier.wait_changed(generation_id, min(remaining, 0.5))
+        if on_timeout is OnTimeout.CANCEL:
+            try:
+                view = await self.cancel(project_id, generation_id)
+            except Conflict:  # it finished in the meantime
+                return await self.get(project_id, generation_id)
+        view.timed_out = True
+        return view
+
+    async def create_and_wait(
+        self,
+        principal: Principal,
+        request: GenerationRequest,
+        timeout: float,
+        on_timeout: OnTimeout,
+        idempotency_key: str | None = None,
+    ) -> tuple[GenerationView, bool]:
+        """Create, then wait for the result: what synchronous dialects answer with."""
+        view, created = await self.create(principal, request, idempotency_key)
+        g = view.generation
+        return await self.wait(g.project_id, g.id, timeout, on_timeout), created
+
+    async def outputs_page(
+        self, project_id: str, filters: OutputFilter, cursor: str | None, per_page: int
+    ) -> OutputsPage:
+        """Generated images with their generation, newest first by default, cursor-paged."""
+        async with self.rt.db.transaction() as session:
+            repo = GenerationRepository(session)
+            rows, total, next_cursor = await repo.outputs_page(
+                project_id, filters, cursor, per_page
+            )
+            org_slug, project_slug = await repo.project_slugs(project_id)
+        return OutputsPage(rows, total, next_cursor, org_slug, project_slug)
+
+    async def balance(self, project_id: str) -> int | None:
+        """Credits left (None: unlimited)."""
+        async with self.rt.db.transaction() as session:
+            return await Credits(session).balance(project_id)
+
+    async def fleet(self, fresh: timedelta) -> tuple[dict[str, int], list[WorkerRecord]]:
+        """Jobs pending and processing, and the workers heard from within `fresh` (readiness)."""
+        async with self.rt.db.transaction() as session:
+            counts = await GenerationRepository(session).status_counts()
+            return counts, await WorkerRepository(session).live(utcnow() - fresh)
 
     async def page(self, project_id: str, filters: ListFilter) -> tuple[list[GenerationView], int]:
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             rows, total = await repo.page(project_id, filters)
-            images = await repo.images_by_id(
-                [i for g in rows for i in output_ids(g) + reference_ids(g)]
+            images = await ImageRepository(session).by_ids(
+                [i for g in rows for i in g.output_ids() + g.reference_ids()]
             )
             org_slug, project_slug = await repo.project_slugs(project_id)
         views = []
         for g in rows:
-            outputs = [images[i] for i in output_ids(g) if i in images]
-            refs = [images[i] for i in reference_ids(g) if i in images]
+            outputs = [images[i] for i in g.output_ids() if i in images]
+            refs = [images[i] for i in g.reference_ids() if i in images]
             views.append(
                 GenerationView(
                     g, outputs[0] if outputs else None, org_slug, project_slug, outputs, refs
@@ -294,7 +319,7 @@ class GenerationService:
                 raise GenerationNotFound(generation_id)
             if "flow_id" in changes:
                 if changes["flow_id"] is not None:
-                    await self._ensure_flow(session, project_id, changes["flow_id"], eager=True)
+                    await ensure_flow(ImageRepository(session), project_id, changes["flow_id"])
                 generation.flow_id = changes["flow_id"]
             if changes.get("meta") is not None:
                 generation.meta = dict(changes["meta"])
@@ -324,11 +349,10 @@ class GenerationService:
         self.rt.notifier.work_queued()
         return view
 
-    async def _requeue(self, session: Any, generation: Generation) -> None:
+    async def _requeue(self, session: AsyncSession, generation: Generation) -> None:
         """Back to pending under a new job version, so a still-running old attempt is discarded.
         A new run is new work: it is charged like a new request."""
-        await Credits(session).charge(generation.project_id, generation.num_outputs)
-        generation.credits_charged += generation.num_outputs
+        await Credits(session).charge_run(generation)
         generation.job_version += 1
         generation.status = GenerationStatus.PENDING
         generation.worker_id = None
@@ -354,6 +378,7 @@ class GenerationService:
                     f"Generation '{generation_id}' already ended ({generation.status.value})",
                     code="GENERATION_ALREADY_FINISHED",
                 )
+            await Credits(session).refund_run(generation)
             view = await self._view(session, generation)
         self.rt.notifier.generation_changed(generation_id)
         return view
@@ -368,12 +393,13 @@ class GenerationService:
             generation = await repo.get(project_id, generation_id)
             if generation is None:
                 raise GenerationNotFound(generation_id)
-            for image in (await repo.images_by_id(output_ids(generation))).values():
+            images = ImageRepository(session)
+            for image in (await images.by_ids(generation.output_ids())).values():
                 if image.project_id != project_id:
                     continue
                 if image.alias is None:
                     doomed.append(image.storage_key)
-                    await repo.delete_image(image)
+                    await images.delete(image)
                 else:
                     image.generation_id = None
             await repo.delete_generation(generation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from imagesmith.generation.schemas import ALIAS_RE, UUID_RE
+from imagesmith.image.names import ALIAS_RE, UUID_RE
 from imagesmith.image.repository import ImageRepository
 from imagesmith.models import Image, ImageSource
 

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith.image.schemas import ImageFilter
 from imagesmith.models import Flow, Generation, Image, ImageSource
-
-
-@dataclass(frozen=True)
-class ImageFilter:
-    flow_id: str | None = None
-    source: ImageSource | None = None
-    alias: str | None = None
-    include_deleted: bool = False
-    limit: int = 20
-    offset: int = 0
+from imagesmith.models.generation import ref_image_id
 
 
 class ImageRepository:
@@ -32,6 +23,13 @@ class ImageRepository:
             select(Image).where(Image.id == image_id, Image.project_id == project_id)
         )
         return result.scalar_one_or_none()
+
+    async def by_ids(self, image_ids: list[str]) -> dict[str, Image]:
+        """Images by id in any project: callers pass ids read from their own project's rows."""
+        if not image_ids:
+            return {}
+        rows = await self.session.execute(select(Image).where(Image.id.in_(image_ids)))
+        return {image.id: image for image in rows.scalars()}
 
     async def by_alias(self, project_id: str, alias: str) -> Image | None:
         result = await self.session.execute(
@@ -190,11 +188,3 @@ class ImageRepository:
         await self.session.execute(
             update(Image).where(Image.flow_id == flow_id).values(flow_id=None)
         )
-
-
-def ref_image_id(ref: Any) -> str | None:
-    """Reference entries are {"imageId", "alias"} (older rows may hold a bare string)."""
-    if isinstance(ref, dict):
-        value = ref.get("imageId")
-        return str(value) if value else None
-    return str(ref) if ref else None

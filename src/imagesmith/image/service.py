@@ -12,10 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from imagesmith.auth.service import Principal
 from imagesmith.db.base import new_id, utcnow
 from imagesmith.errors import AliasConflict, ImageNotFound, ValidationFailed
-from imagesmith.generation.schemas import NEW_FLOW, check_alias
 from imagesmith.image.aliases import resolve_image
-from imagesmith.image.repository import ImageFilter, ImageRepository
+from imagesmith.image.names import NEW_FLOW, check_alias
+from imagesmith.image.repository import ImageRepository
+from imagesmith.image.schemas import ImageFilter
 from imagesmith.image.validation import ImageInfo, inspect_image
+from imagesmith.limits.credits import Credits, InsufficientCredits
 from imagesmith.models import Flow, Image, ImageSource
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import image_key
@@ -34,11 +36,18 @@ class ImageService:
         alias: str | None = None,
         flow_id: str | None = None,
         flow_alias: str | None = None,
+        require_credit: bool = False,
     ) -> tuple[Image, ImageInfo]:
         """Validate (by content, pixel budget, full decode), store, and record an upload.
-        `flow_id` follows the generation rule: NEW_FLOW → a new flow, None → no flow."""
-        info = inspect_image(data)  # before anything is stored
+        `flow_id` follows the generation rule: NEW_FLOW → a new flow, None → no flow.
+        `require_credit`: refuse while the project has no credits left (uploads meant as
+        init images: storage is not free either)."""
         project_id = principal.require_project()
+        if require_credit:
+            async with self.rt.db.transaction() as session:
+                if not await Credits(session).has_credit(project_id):
+                    raise InsufficientCredits("Uploading needs credits left")
+        info = inspect_image(data)  # before anything is stored
         assert principal.organization_slug and principal.project_slug
         if alias is not None:
             check_alias_value(alias, "alias")

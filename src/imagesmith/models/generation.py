@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from imagesmith.catalog.params import EngineParams
 from imagesmith.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
 
 
@@ -106,3 +107,30 @@ class Generation(IdMixin, TimestampMixin, Base):
     processing_time_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def params(self) -> EngineParams:
+        """The engine parameters, read off the columns of the same names."""
+        return EngineParams.of(self)
+
+    def set_params(self, params: EngineParams) -> None:
+        for name, value in params.as_dict().items():
+            setattr(self, name, value)
+
+    def output_ids(self) -> list[str]:
+        """Every output image id, in order (rows from before several outputs hold one)."""
+        ids = list(self.output_image_ids or [])
+        if not ids and self.output_image_id:
+            ids = [self.output_image_id]
+        return ids
+
+    def reference_ids(self) -> list[str]:
+        return [i for i in (ref_image_id(r) for r in self.reference_images or []) if i]
+
+
+def ref_image_id(ref: Any) -> str | None:
+    """Reference entries are {"imageId", "alias"} (older rows may hold a bare string)."""
+    if isinstance(ref, dict):
+        value = ref.get("imageId")
+        return str(value) if value else None
+    return str(ref) if ref else None

@@ -12,13 +12,12 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+from imagesmith.engines.base import EngineConfig
 from imagesmith.worker.messages import (
     BatchDone,
     CancelBatch,
-    ChildConfig,
     JobDone,
     JobFailed,
-    OutputImage,
     Progress,
     Ready,
     RunBatch,
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from imagesmith.engines.diffusers_engine import DiffusersEngine
 
 
-def child_main(conn: Connection, config: ChildConfig) -> None:
+def child_main(conn: Connection, config: EngineConfig) -> None:
     # Set before huggingface_hub is imported: without downloads allowed, never touch the network.
     os.environ["HF_HUB_OFFLINE"] = "0" if config.allow_downloads else "1"
     _quiet_libraries()
@@ -94,16 +93,15 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
             results = engine.generate(batch.jobs, on_step, should_stop)
             if not should_stop():
                 for job, images in zip(batch.jobs, results, strict=True):
-                    outputs = [OutputImage(i.png, i.width, i.height) for i in images]
-                    conn.send(JobDone(job.generation_id, job.job_version, outputs))
+                    conn.send(JobDone(job.job_id, images))
         except ModelUnavailable as exc:
             for job in batch.jobs:
-                conn.send(JobFailed(job.generation_id, job.job_version, str(exc)))
+                conn.send(JobFailed(job.job_id, str(exc)))
         except Exception as exc:  # a failed generation is data: report it, keep serving
             text = _describe(exc)
             logging.exception("batch.failed batch_id=%s", batch.batch_id)
             for job in batch.jobs:
-                conn.send(JobFailed(job.generation_id, job.job_version, text))
+                conn.send(JobFailed(job.job_id, text))
         cancelled.discard(batch.batch_id)
         conn.send(BatchDone(batch.batch_id))
 

@@ -2,36 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class JobSpec:
-    generation_id: str
-    job_version: int
-    model_id: str
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    scheduler: str | None
-    seed: int
-    num_outputs: int = 1
-    init_image: bytes | None = None  # img2img: the encoded init image
-    prompt_strength: float | None = None
-
-
-@dataclass(frozen=True)
-class ChildConfig:
-    models_dir: str
-    device: str
-    allow_downloads: bool
-    models: list[dict[str, Any]] = field(default_factory=list)  # ModelSpec dicts
-    model_cache_gb: float = 12.0
-
+from imagesmith.engines.base import EngineJob, GeneratedImage
 
 # Supervisor → child
 
@@ -39,7 +12,7 @@ class ChildConfig:
 @dataclass(frozen=True)
 class RunBatch:
     batch_id: str
-    jobs: list[JobSpec]
+    jobs: list[EngineJob]
 
 
 @dataclass(frozen=True)
@@ -71,23 +44,14 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class OutputImage:
-    png: bytes
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class JobDone:
-    generation_id: str
-    job_version: int
-    images: list[OutputImage]
+    job_id: str
+    images: list[GeneratedImage]
 
 
 @dataclass(frozen=True)
 class JobFailed:
-    generation_id: str
-    job_version: int
+    job_id: str
     message: str
 
 

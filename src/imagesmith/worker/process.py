@@ -10,8 +10,9 @@ import threading
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from imagesmith.engines.base import EngineConfig
 from imagesmith.worker.child import child_main
-from imagesmith.worker.messages import ChildConfig, ChildExited, ChildMessage, Ready, Shutdown
+from imagesmith.worker.messages import ChildExited, ChildMessage, Ready, Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class ChildStartFailed(RuntimeError):
 
 
 class ModelProcess:
-    def __init__(self, config: ChildConfig):
+    def __init__(self, config: EngineConfig):
         self.config = config
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
-from imagesmith.api.errors import keyed_responses
+from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.dialect import keyed_responses
+from imagesmith.api.links import image_links, iso
+from imagesmith.api.native.auth import PrincipalDep
 from imagesmith.api.native.images import render_image_record
-from imagesmith.api.native.render import MAX_OFFSET, iso, paginated, render_generation
+from imagesmith.api.native.render import MAX_OFFSET, paginated, render_generation
 from imagesmith.flow.service import FlowService, FlowView
 from imagesmith.generation.schemas import GenerationView
 from imagesmith.generation.service import GenerationService

@@ -11,8 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
-from imagesmith.api.errors import keyed_responses, native_error
+from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.dialect import keyed_responses
+from imagesmith.api.links import image_links
+from imagesmith.api.native.auth import PrincipalDep
+from imagesmith.api.native.errors import native_error
 from imagesmith.api.native.render import (
     MAX_OFFSET,
     DeletedEnvelope,
@@ -21,8 +24,8 @@ from imagesmith.api.native.render import (
     paginated,
     render_generation,
 )
-from imagesmith.generation.repository import ListFilter
-from imagesmith.generation.schemas import GenerationCreate, GenerationUpdate, GenerationView
+from imagesmith.api.native.schemas import GenerationCreate, GenerationUpdate
+from imagesmith.generation.schemas import GenerationView, ListFilter
 from imagesmith.generation.service import GenerationService
 from imagesmith.models import GenerationStatus
 

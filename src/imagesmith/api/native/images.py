@@ -9,14 +9,16 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagesmith.api.deps import PrincipalDep, RuntimeDep, image_links
-from imagesmith.api.errors import keyed_responses
-from imagesmith.api.native.render import MAX_OFFSET, ImageLinks, iso, paginated
+from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.dialect import keyed_responses
+from imagesmith.api.links import ImageLinks, image_links, iso
+from imagesmith.api.native.auth import PrincipalDep
+from imagesmith.api.native.render import MAX_OFFSET, paginated
+from imagesmith.api.uploads import limited_form, multipart_body, read_file
 from imagesmith.errors import ValidationFailed
-from imagesmith.generation.schemas import NEW_FLOW, UUID_RE
-from imagesmith.image.repository import ImageFilter
+from imagesmith.image.names import NEW_FLOW, UUID_RE
+from imagesmith.image.schemas import ImageFilter
 from imagesmith.image.service import ImageService
-from imagesmith.image.upload import limited_form, read_file
 from imagesmith.models import Image, ImageSource
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
@@ -66,25 +68,12 @@ def form_text(value: Any, field: str, limit: int = 10_000) -> str | None:
     return value
 
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "alias": {"type": "string"},
-                        "flowId": {"type": "string", "description": "UUID, or 'null' for none"},
-                        "flowAlias": {"type": "string"},
-                        "meta": {"type": "string", "description": "A JSON object"},
-                    },
-                }
-            }
-        }
-    }
-}
+UPLOAD_BODY = multipart_body(
+    alias={"type": "string"},
+    flowId={"type": "string", "description": "UUID, or 'null' for none"},
+    flowAlias={"type": "string"},
+    meta={"type": "string", "description": "A JSON object"},
+)
 
 
 @router.post(

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagesmith.api.deps import PrincipalDep, RuntimeDep
-from imagesmith.api.errors import keyed_responses
-from imagesmith.api.native.render import MAX_OFFSET, iso, paginated
+from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.dialect import keyed_responses
+from imagesmith.api.links import iso
+from imagesmith.api.native.auth import PrincipalDep
+from imagesmith.api.native.render import MAX_OFFSET, paginated
 from imagesmith.live.service import LiveService
 from imagesmith.models import LiveScope
 

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from imagesmith.api.links import ImageLinks, iso
 from imagesmith.generation.schemas import GenerationView
 from imagesmith.models import Image
-from imagesmith.storage import ObjectStore
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class OutputImage(BaseModel):
@@ -102,18 +94,6 @@ class DeletedEnvelope(BaseModel):
     success: bool = True
     message: str
     data: dict[str, str]
-
-
-@dataclass(frozen=True)
-class ImageLinks:
-    """Where clients fetch images: the server's /cdn route, or the store's own URL if configured."""
-
-    base: str
-    store: ObjectStore
-
-    def url(self, image: Image, org_slug: str, project_slug: str) -> str:
-        direct = self.store.public_url(image.storage_key)
-        return direct or f"{self.base}/cdn/{org_slug}/{project_slug}/img/{image.id}"
 
 
 def render_image(image: Image, links: ImageLinks, org_slug: str, project_slug: str) -> OutputImage:

@@ -3,27 +3,34 @@ outputs, upload, credits."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from imagesmith.api.deps import RuntimeDep, image_links
-from imagesmith.api.native.render import ImageLinks, iso
+from imagesmith.api.deps import KeyLocation, RuntimeDep, principal_from
+from imagesmith.api.dialect import error_responses
+from imagesmith.api.links import ImageLinks, image_links, iso
 from imagesmith.api.stablecog.errors import stablecog_response
-from imagesmith.auth.service import KeyService, Principal
-from imagesmith.engines.registry import SCHEDULER_IDS, ModelSpec
-from imagesmith.errors import Unauthorized, ValidationFailed
+from imagesmith.api.uploads import limited_form, multipart_body, read_file
+from imagesmith.auth.service import Principal
+from imagesmith.catalog.models import ModelRegistry, ModelSpec
+from imagesmith.catalog.params import MAX_OUTPUTS, MAX_SEED
+from imagesmith.catalog.schedulers import SCHEDULER_IDS, SCHEDULER_NAMES
+from imagesmith.errors import ValidationFailed
 from imagesmith.generation.init_image import upload_ref
-from imagesmith.generation.parameters import MAX_OUTPUTS, MAX_SEED
-from imagesmith.generation.repository import GenerationRepository, OutputFilter
-from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
-from imagesmith.generation.service import GenerationService
+from imagesmith.generation.schemas import (
+    MAX_PROMPT,
+    GenerationRequest,
+    GenerationView,
+    OutputFilter,
+)
+from imagesmith.generation.service import GenerationService, OnTimeout
 from imagesmith.image.service import ImageService
-from imagesmith.image.upload import limited_form, read_file
-from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation, GenerationStatus, Image
 
 router = APIRouter(prefix="/v1", tags=["stablecog"])
@@ -39,50 +46,36 @@ SC_NAMES = {
     "width": "width",
     "height": "height",
 }
-SCHEDULER_NAMES = {
-    "K_LMS": "LMS",
-    "PNDM": "PNDM",
-    "DDIM": "DDIM",
-    "K_EULER": "Euler",
-    "K_EULER_ANCESTRAL": "Euler Ancestral",
-    "HEUN": "Heun",
-    "DPM++_2M": "DPM++ 2M",
-    "DPM++_2S": "DPM++ 2S",
-    "DEIS": "DEIS",
-    "UNI_PC": "UniPC",
-    "DDPM": "DDPM",
-}
 UPLOAD_MAX_BYTES = 10 * 1024 * 1024
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"example": {"error": example}}}}
-    for code, text, example in [
-        (400, "Invalid input, named in `error`/`description`", "invalid_model_id"),
-        (401, "Missing or invalid Bearer key", "Unauthorized"),
-        (413, "Upload too large", "file_too_large"),
-        (429, "Too many requests", "rate_limit_exceeded"),
-        (500, "The generation failed or timed out", "TIMEOUT"),
-    ]
-}
+ERRORS = error_responses(400, 401, 413, 429, 500)
+MODEL_NAMESPACE = uuid.UUID("8f2d6c1e-3c5b-4d7a-9a43-6f1d2e0b9c55")
+
+BEARER = HTTPBearer(auto_error=False, description="Bearer <project key>")
 
 
-async def stablecog_principal(
-    request: Request,
-    runtime: RuntimeDep,
-    authorization: Annotated[str | None, Header(description="Bearer <project key>")] = None,
-) -> Principal:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Send your key as 'Authorization: Bearer <key>'")
-    async with runtime.db.transaction() as session:
-        principal = await KeyService(session).authenticate(token.strip(), "Authorization")
-    state = await runtime.rate_limiter.hit(principal.api_key_id)
-    if state is not None:
-        request.state.rate_headers = state.headers()
-    principal.require_project()
-    return principal
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> str | None:
+    return credentials.credentials.strip() if credentials else None
 
 
-BearerDep = Annotated[Principal, Depends(stablecog_principal)]
+STABLECOG_KEY = KeyLocation(
+    bearer_token, "Authorization", missing="Send your key as 'Authorization: Bearer <key>'"
+)
+BearerDep = Annotated[Principal, Depends(principal_from(STABLECOG_KEY, project_only=True))]
+
+
+def model_uuid(spec: ModelSpec) -> str:
+    """Stablecog names models by UUID: a stable one derived from our model id."""
+    return str(uuid.uuid5(MODEL_NAMESPACE, spec.id))
+
+
+def model_id_of(registry: ModelRegistry, value: str | None) -> str | None:
+    """Accept our model id or its Stablecog UUID."""
+    for spec in registry.all():
+        if value == model_uuid(spec):
+            return spec.id
+    return value
 
 
 class StablecogCreate(BaseModel):
@@ -106,7 +99,7 @@ class StablecogCreate(BaseModel):
         None, validation_alias=AliasChoices("prompt_strength", "prompt_strengtht")
     )
 
-    def to_request(self) -> GenerationRequest:
+    def to_request(self, registry: ModelRegistry) -> GenerationRequest:
         if not self.prompt.strip():
             raise ValidationFailed("prompt must not be empty")
         seed = self.seed if self.seed is not None and self.seed >= 0 else None
@@ -117,7 +110,7 @@ class StablecogCreate(BaseModel):
             height=self.height,
             auto_enhance=False,
             negative_prompt=self.negative_prompt,
-            model_id=self.model_id,
+            model_id=model_id_of(registry, self.model_id),
             steps=self.inference_steps,
             guidance_scale=self.guidance_scale,
             scheduler=self.scheduler_id,
@@ -166,11 +159,9 @@ async def create_generation(
     body: Annotated[StablecogCreate, Body()],
 ) -> JSONResponse:
     """Generate images and wait for them (up to IMAGESMITH_STABLECOG_WAIT_SECONDS, 240 s)."""
-    service = GenerationService(runtime)
-    view, _created = await service.create(principal, body.to_request())
-    project_id = principal.require_project()
-    view = await service.wait(
-        project_id, view.generation.id, runtime.settings.stablecog_wait_seconds
+    wait = runtime.settings.stablecog_wait_seconds
+    view, _created = await GenerationService(runtime).create_and_wait(
+        principal, body.to_request(runtime.registry), wait, OnTimeout.CANCEL
     )
     g = view.generation
     if g.status is GenerationStatus.SUCCESS:
@@ -181,15 +172,13 @@ async def create_generation(
                 "settings": settings_of(g),
             }
         )
-    if not g.status.is_terminal:
+    if view.timed_out:
         # Stablecog's rule: a request that outlives its wait fails and its credits come back.
-        view = await service.cancel(project_id, g.id)
         return stablecog_response(
             500,
             "TIMEOUT",
-            f"Generation {g.id} did not finish in "
-            f"{runtime.settings.stablecog_wait_seconds:g} s; it was cancelled and refunded",
-            settings=settings_of(view.generation),
+            f"Generation {g.id} did not finish in {wait:g} s; it was cancelled and refunded",
+            settings=settings_of(g),
         )
     return stablecog_response(
         500, g.error_message or "Generation failed", None, settings=settings_of(g)
@@ -199,7 +188,7 @@ async def create_generation(
 def model_entry(spec: ModelSpec, default_id: str) -> dict[str, Any]:
     return {
         "id": spec.id,
-        "uuid": spec.uuid,
+        "uuid": model_uuid(spec),
         "name": spec.id,
         "description": spec.description,
         "is_default": spec.id == default_id,
@@ -287,16 +276,17 @@ async def list_outputs(
         end=end_dt,
         ascending=order == "asc",
     )
-    project_id = principal.require_project()
-    async with runtime.db.transaction() as session:
-        repo = GenerationRepository(session)
-        rows, total, next_cursor = await repo.outputs_page(project_id, filters, cursor, per_page)
-        org_slug, project_slug = await repo.project_slugs(project_id)
+    page = await GenerationService(runtime).outputs_page(
+        principal.require_project(), filters, cursor, per_page
+    )
     links = image_links(request, runtime)
     return {
-        "total": total,
-        "next": next_cursor,
-        "outputs": [output_entry(image, g, links, org_slug, project_slug) for image, g in rows],
+        "total": page.total,
+        "next": page.next_cursor,
+        "outputs": [
+            output_entry(image, g, links, page.org_slug, page.project_slug)
+            for image, g in page.rows
+        ],
     }
 
 
@@ -325,29 +315,15 @@ def output_entry(
 @router.post(
     "/image/upload",
     responses=ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                }
-            }
-        }
-    },
+    openapi_extra=multipart_body(),
 )
 async def upload_image(request: Request, runtime: RuntimeDep, principal: BearerDep) -> JSONResponse:
-    """Upload a JPEG, PNG or WebP (≤ 10 MB) to use as `init_image_url`."""
-    async with runtime.db.transaction() as session:
-        balance = await Credits(session).balance(principal.require_project())
-    if balance is not None and balance <= 0:
-        return stablecog_response(400, "insufficient_credits", "Uploading needs credits left")
+    """Upload a JPEG, PNG or WebP (≤ 10 MB) to use as `init_image_url` (needs credits left)."""
     form = await limited_form(request, UPLOAD_MAX_BYTES, max_files=1)
     data = await read_file(form, "file", UPLOAD_MAX_BYTES)
-    image, _info = await ImageService(runtime).save_upload(principal, data, {"via": "stablecog"})
+    image, _info = await ImageService(runtime).save_upload(
+        principal, data, {"via": "stablecog"}, require_credit=True
+    )
     return JSONResponse({"object": upload_ref(image.project_id, image)})
 
 
@@ -355,8 +331,7 @@ async def upload_image(request: Request, runtime: RuntimeDep, principal: BearerD
 async def credits(runtime: RuntimeDep, principal: BearerDep) -> dict[str, Any]:
     """The project's credit balance (`null` when unlimited)."""
     project_id = principal.require_project()
-    async with runtime.db.transaction() as session:
-        balance = await Credits(session).balance(project_id)
+    balance = await GenerationService(runtime).balance(project_id)
     return {
         "total_remaining_credits": balance,
         "unlimited": balance is None,

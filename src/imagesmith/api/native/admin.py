@@ -8,11 +8,10 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from imagesmith.api.deps import MasterDep, RuntimeDep
-from imagesmith.api.errors import error_responses
-from imagesmith.auth.repository import TenancyRepository
+from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.dialect import error_responses
+from imagesmith.api.native.auth import MasterDep
 from imagesmith.auth.service import IssuedKey, KeyService, key_summary
-from imagesmith.errors import NotFound
 from imagesmith.limits.credits import Credits
 from imagesmith.models import KeyType
 
@@ -92,7 +91,7 @@ async def create_key(
 async def list_keys(runtime: RuntimeDep, _admin: MasterDep) -> dict[str, Any]:
     """List all keys (never their secrets)."""
     async with runtime.db.transaction() as session:
-        keys = await TenancyRepository(session).keys()
+        keys = await KeyService(session).keys()
     return {"success": True, "data": [key_summary(key) for key in keys]}
 
 
@@ -126,11 +125,7 @@ async def set_credits(
 ) -> dict[str, Any]:
     """Set a project's credit balance (one credit per output image; null = unlimited)."""
     async with runtime.db.transaction() as session:
-        repo = TenancyRepository(session)
-        organization = await repo.org_by_slug(org)
-        found = await repo.project_by_slug(organization.id, project) if organization else None
-        if found is None:
-            raise NotFound(f"No project {org}/{project}", code="PROJECT_NOT_FOUND")
+        _org, found = await KeyService(session).project(org, project)
         await Credits(session).set_balance(found.id, body.balance)
     return {
         "success": True,

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagesmith.catalog.schedulers import SCHEDULER_IDS, TURBO_SCHEDULERS
+
 FAMILIES = ("tiny", "sd15", "sd2", "sdxl", "sd-turbo", "sdxl-turbo")
-# Stablecog's scheduler ids; `engines/schedulers.py` maps them to diffusers classes.
-SCHEDULER_IDS = (
-    "K_LMS",
-    "PNDM",
-    "DDIM",
-    "K_EULER",
-    "K_EULER_ANCESTRAL",
-    "HEUN",
-    "DPM++_2M",
-    "DPM++_2S",
-    "DEIS",
-    "UNI_PC",
-    "DDPM",
-)
-# Turbo models are distilled for one trailing-timestep sampler.
-TURBO_SCHEDULERS = ("K_EULER_ANCESTRAL", "K_EULER", "DDIM")
-# Stablecog's cost formula: width * height * steps may not exceed this.
-MAX_PIXEL_STEPS = 1024 * 1024 * 30
-MODEL_NAMESPACE = uuid.UUID("8f2d6c1e-3c5b-4d7a-9a43-6f1d2e0b9c55")
 
 
 @dataclass(frozen=True)
@@ -50,11 +32,6 @@ class ModelSpec:
     max_guidance: float = 20.0
     variant: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uuid(self) -> str:
-        """A stable UUID for dialects whose model ids are UUIDs (Stablecog)."""
-        return str(uuid.uuid5(MODEL_NAMESPACE, self.id))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,10 +137,7 @@ class ModelRegistry:
         return cls(specs)
 
     def get(self, model_id: str) -> ModelSpec:
-        """By id, or by the UUID dialects like Stablecog use."""
         spec = self._specs.get(model_id)
-        if spec is None:
-            spec = next((s for s in self._specs.values() if s.uuid == model_id), None)
         if spec is None:
             known = ", ".join(sorted(self._specs))
             raise UnknownModel(f"Unknown model '{model_id}'; known models: {known}")

@@ -8,16 +8,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy import select
 
 from imagesmith.api.deps import RuntimeDep
-from imagesmith.api.errors import error_responses
-from imagesmith.errors import ImageNotFound, ImagesmithError, NotFound, ValidationFailed
+from imagesmith.api.dialect import error_responses
+from imagesmith.auth.service import KeyService
+from imagesmith.errors import ImageNotFound, ImagesmithError, ValidationFailed
 from imagesmith.generation.aspect import ASPECT_RATIOS
 from imagesmith.generation.enhance import DEFAULT_TEMPLATE, TEMPLATES
 from imagesmith.generation.schemas import MAX_PROMPT
-from imagesmith.image.aliases import resolve_image
-from imagesmith.image.repository import ImageRepository
+from imagesmith.image.service import ImageService
 from imagesmith.live.service import LiveRequest, LiveService, live_principal
 from imagesmith.models import GenerationStatus, Image, Organization, Project
 from imagesmith.runtime import Runtime
@@ -39,16 +38,7 @@ class GenerationFailed(ImagesmithError):
 
 async def find_project(runtime: Runtime, org: str, project: str) -> tuple[Organization, Project]:
     async with runtime.db.transaction() as session:
-        row = (
-            await session.execute(
-                select(Organization, Project)
-                .join(Project, Project.organization_id == Organization.id)
-                .where(Organization.slug == org, Project.slug == project)
-            )
-        ).one_or_none()
-    if row is None:
-        raise NotFound(f"No project {org}/{project}", code="PROJECT_NOT_FOUND")
-    return row[0], row[1]
+        return await KeyService(session).project(org, project)
 
 
 async def image_response(
@@ -74,10 +64,10 @@ async def cdn_image(
 ) -> Response:
     """An image by id or alias (project aliases and @last/@first/@upload)."""
     _org, found = await find_project(runtime, org, project)
-    async with runtime.db.transaction() as session:
-        image = await resolve_image(ImageRepository(session), found.id, ref)
-    if image is None:
-        raise ImageNotFound(f"No image '{ref}' in {org}/{project}")
+    try:
+        image = await ImageService(runtime).get(found.id, ref)
+    except ImageNotFound:
+        raise ImageNotFound(f"No image '{ref}' in {org}/{project}") from None
     return await image_response(runtime, image, if_none_match, {})
 
 

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from imagesmith import __version__
 from imagesmith.api.deps import RuntimeDep
 from imagesmith.auth.service import KeyService
-from imagesmith.db.base import utcnow
 from imagesmith.errors import Unauthorized
 from imagesmith.generation.aspect import ASPECT_RATIOS
 from imagesmith.generation.enhance import TEMPLATES
-from imagesmith.generation.repository import GenerationRepository
-from imagesmith.worker.registry import WorkerRepository
+from imagesmith.generation.service import GenerationService
 
 router = APIRouter(tags=["health"])
 STARTED = time.monotonic()
@@ -29,7 +26,7 @@ async def health() -> dict[str, Any]:
     """Liveness: cheap, touches nothing."""
     return {
         "status": "healthy",
-        "timestamp": utcnow().isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),
         "uptime": round(time.monotonic() - STARTED, 3),
         "version": __version__,
     }
@@ -46,19 +43,17 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     workers: list[dict[str, Any]] = []
     queue: dict[str, int] = {}
     try:
-        async with runtime.db.transaction() as session:
-            await session.execute(text("SELECT 1"))
-            queue = await GenerationRepository(session).status_counts()
-            for worker in await WorkerRepository(session).live(utcnow() - WORKER_FRESH):
-                workers.append(
-                    {
-                        "id": worker.id,
-                        "hostname": worker.hostname,
-                        "device": worker.device,
-                        "heartbeatAt": worker.heartbeat_at.isoformat(),
-                        "batchesRun": worker.batches_run,
-                    }
-                )
+        queue, live = await GenerationService(runtime).fleet(WORKER_FRESH)
+        for worker in live:
+            workers.append(
+                {
+                    "id": worker.id,
+                    "hostname": worker.hostname,
+                    "device": worker.device,
+                    "heartbeatAt": worker.heartbeat_at.isoformat(),
+                    "batchesRun": worker.batches_run,
+                }
+            )
         checks["database"] = {"ok": True}
     except Exception as exc:
         ok = False

@@ -1,0 +1,330 @@
+"""The job side of the core: what a worker does to the queue (claim, renew, release) and the
+outcomes it reports (succeeded with these images, failed with this message).
+
+The worker keeps processes, leases and timers; every rule about a job's state, its image rows,
+its flow alias and its credits lives here. Each method is one short transaction, and wake-ups
+go out after it commits."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesmith.catalog.params import EngineParams
+from imagesmith.db.base import new_id, utcnow
+from imagesmith.generation.repository import Claim, GenerationRepository
+from imagesmith.generation.workers import WorkerRepository
+from imagesmith.image.repository import ImageRepository
+from imagesmith.image.service import ensure_flow
+from imagesmith.limits.credits import Credits
+from imagesmith.models import Generation, GenerationStatus, Image, ImageSource
+from imagesmith.runtime import Runtime
+from imagesmith.storage.base import image_key
+
+log = logging.getLogger(__name__)
+
+
+class ImageBytes(Protocol):
+    """One encoded output, as an engine hands it back."""
+
+    @property
+    def png(self) -> bytes: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job this worker holds, with everything the engine needs to run it."""
+
+    claim: Claim
+    project_id: str
+    org_slug: str
+    project_slug: str
+    prompt: str
+    negative_prompt: str | None
+    params: EngineParams
+    init_image: bytes | None
+
+    @property
+    def generation_id(self) -> str:
+        return self.claim.generation_id
+
+
+class JobQueue:
+    """One worker's handle on the queue."""
+
+    def __init__(self, runtime: Runtime, worker_id: str):
+        self.rt = runtime
+        self.worker_id = worker_id
+        self.settings = runtime.settings
+
+    def _lease_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.settings.lease_seconds)
+
+    # Presence -----------------------------------------------------------------------------
+
+    async def register(self, hostname: str, pid: int) -> None:
+        async with self.rt.db.transaction() as session:
+            await WorkerRepository(session).register(self.worker_id, hostname, pid, utcnow())
+
+    async def beat(self, device: str | None, batches_run: int) -> None:
+        async with self.rt.db.transaction() as session:
+            await WorkerRepository(session).heartbeat(self.worker_id, utcnow(), device, batches_run)
+
+    async def stopped(self) -> None:
+        async with self.rt.db.transaction() as session:
+            await WorkerRepository(session).stopped(self.worker_id, utcnow())
+
+    # Claim, renew, release ---------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[ClaimedJob]:
+        """Take up to `limit` compatible jobs; a job whose init image is gone fails here."""
+        now = utcnow()
+        async with self.rt.db.transaction() as session:
+            repo = GenerationRepository(session)
+            claims = await repo.claim_next_batch(self.worker_id, limit, now, self._lease_until(now))
+            rows: list[tuple[Claim, Generation, str, str]] = []
+            for claim in claims:
+                generation = await repo.get_any(claim.generation_id)
+                if generation is not None:
+                    org_slug, project_slug = await repo.project_slugs(generation.project_id)
+                    rows.append((claim, generation, org_slug, project_slug))
+        for claim in claims:
+            log.info(
+                "generation.claimed generation_id=%s worker_id=%s",
+                claim.generation_id,
+                self.worker_id,
+            )
+            self.rt.notifier.generation_changed(claim.generation_id)
+        jobs: list[ClaimedJob] = []
+        for claim, generation, org_slug, project_slug in rows:
+            job = ClaimedJob(
+                claim,
+                generation.project_id,
+                org_slug,
+                project_slug,
+                generation.prompt,
+                generation.negative_prompt,
+                generation.params,
+                None,
+            )
+            if generation.init_image_key is not None:
+                stored = await self.rt.store.get(generation.init_image_key)
+                if stored is None:
+                    await self.fail(job, "The init image was deleted before the job ran")
+                    continue
+                job = dataclasses.replace(job, init_image=stored.data)
+            jobs.append(job)
+        return jobs
+
+    async def renew(self, jobs: Iterable[ClaimedJob]) -> None:
+        async with self.rt.db.transaction() as session:
+            await GenerationRepository(session).renew_leases(
+                self.worker_id, [job.claim for job in jobs], self._lease_until(utcnow())
+            )
+
+    async def report_progress(self, jobs: Iterable[ClaimedJob], step: int, total: int) -> None:
+        jobs = list(jobs)
+        async with self.rt.db.transaction() as session:
+            repo = GenerationRepository(session)
+            for job in jobs:
+                await repo.set_progress(self.worker_id, job.claim, step, total)
+        for job in jobs:
+            self.rt.notifier.generation_changed(job.generation_id)
+
+    async def still_held(self, jobs: Iterable[ClaimedJob]) -> set[str]:
+        """Ids of the jobs this worker still holds (not cancelled, not re-queued meanwhile)."""
+        async with self.rt.db.transaction() as session:
+            return await GenerationRepository(session).held_ids(
+                self.worker_id, [job.claim for job in jobs]
+            )
+
+    async def release(self, jobs: Iterable[ClaimedJob], *, count_retry: bool, reason: str) -> None:
+        """Hand jobs back to the queue (a job out of retries fails, and is refunded)."""
+        claims = [(self.worker_id, job.claim) for job in jobs]
+        async with self.rt.db.transaction() as session:
+            await self._release(session, claims, count_retry=count_retry, reason=lambda _: reason)
+        self._announce_released(claims)
+
+    async def requeue_expired(self) -> None:
+        """Jobs whose worker stopped renewing its lease go back to pending (or fail)."""
+        async with self.rt.db.transaction() as session:
+            expired = await GenerationRepository(session).expired_claims(utcnow())
+            for _worker_id, claim in expired:
+                log.warning("generation.lease_expired generation_id=%s", claim.generation_id)
+            await self._release(
+                session,
+                expired,
+                count_retry=True,
+                reason=lambda worker: (
+                    f"worker {worker} stopped renewing its lease (crashed or lost)"
+                ),
+            )
+        if expired:
+            self._announce_released(expired)
+
+    async def _release(
+        self,
+        session: AsyncSession,
+        claims: list[tuple[str, Claim]],
+        *,
+        count_retry: bool,
+        reason: Callable[[str], str],
+    ) -> None:
+        repo = GenerationRepository(session)
+        for worker_id, claim in claims:
+            status = await repo.release(
+                worker_id,
+                claim,
+                utcnow(),
+                count_retry=count_retry,
+                max_retries=self.settings.max_retries,
+                reason=reason(worker_id),
+            )
+            if status is GenerationStatus.FAILED:
+                generation = await repo.get_any(claim.generation_id)
+                if generation is not None:
+                    await Credits(session).refund_run(generation)
+            log.warning(
+                "generation.released generation_id=%s status=%s reason=%s",
+                claim.generation_id,
+                status,
+                reason(worker_id),
+            )
+
+    def _announce_released(self, claims: list[tuple[str, Claim]]) -> None:
+        for _worker_id, claim in claims:
+            self.rt.notifier.generation_changed(claim.generation_id)
+        self.rt.notifier.work_queued()
+
+    # Outcomes -----------------------------------------------------------------------------
+
+    async def succeed(self, job: ClaimedJob, images: Sequence[ImageBytes]) -> None:
+        """Store the images under the generation's output ids, then record the success; a
+        result for a job that was cancelled or re-queued meanwhile is discarded."""
+        claim = job.claim
+        async with self.rt.db.transaction() as session:
+            generation = await self._held(GenerationRepository(session), claim)
+            if generation is None:
+                return
+            image_ids = output_slots(generation, len(images))
+        # Same ids → same keys → same URLs: regenerating in place overwrites the objects.
+        for image_id, output in zip(image_ids, images, strict=True):
+            key = image_key(job.org_slug, job.project_slug, image_id)
+            await self.rt.store.put(key, output.png, "image/png")
+        now = utcnow()
+        async with self.rt.db.transaction() as session:
+            repo = GenerationRepository(session)
+            generation = await self._held(repo, claim)
+            if generation is None:
+                return
+            images_repo = ImageRepository(session)
+            for index, (image_id, output) in enumerate(zip(image_ids, images, strict=True)):
+                await self._record_image(images_repo, job, generation, image_id, output, index)
+            if generation.flow_alias and generation.flow_id:
+                flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
+                flow.aliases = {**(flow.aliases or {}), generation.flow_alias: image_ids[0]}
+            await repo.finish(
+                self.worker_id,
+                claim,
+                now,
+                status=GenerationStatus.SUCCESS,
+                output_image_id=image_ids[0],
+                output_image_ids=image_ids,
+                processing_time_ms=elapsed_ms(generation, now),
+                progress_step=job.params.steps,
+                progress_total=job.params.steps,
+                error_message=None,
+            )
+        log.info(
+            "generation.succeeded generation_id=%s images=%s",
+            claim.generation_id,
+            ",".join(image_ids),
+        )
+        self.rt.notifier.generation_changed(claim.generation_id)
+
+    async def _held(self, repo: GenerationRepository, claim: Claim) -> Generation | None:
+        """The generation, if this worker still holds this version of it (else: discard)."""
+        generation = await repo.get_any(claim.generation_id)
+        if generation is None or not await repo.still_held(self.worker_id, claim):
+            log.info("generation.result_discarded generation_id=%s", claim.generation_id)
+            return None
+        return generation
+
+    async def _record_image(
+        self,
+        repo: ImageRepository,
+        job: ClaimedJob,
+        generation: Generation,
+        image_id: str,
+        output: ImageBytes,
+        index: int,
+    ) -> None:
+        digest = hashlib.sha256(output.png).hexdigest()
+        image = await repo.get(job.project_id, image_id)
+        if image is not None:  # re-run in place: same row, new content
+            image.width, image.height = output.width, output.height
+            image.file_size, image.sha256, image.updated_at = len(output.png), digest, utcnow()
+            return
+        alias = generation.alias if index == 0 else None
+        if alias and await repo.by_alias(job.project_id, alias) is not None:
+            log.warning("alias.taken alias=%s generation_id=%s", alias, generation.id)
+            alias = None
+        await repo.add(
+            Image(
+                id=image_id,
+                project_id=job.project_id,
+                generation_id=generation.id,
+                flow_id=generation.flow_id,
+                storage_key=image_key(job.org_slug, job.project_slug, image_id),
+                mime_type="image/png",
+                width=output.width,
+                height=output.height,
+                file_size=len(output.png),
+                sha256=digest,
+                source=ImageSource.GENERATED,
+                alias=alias,
+                meta={},
+            )
+        )
+
+    async def fail(self, job: ClaimedJob, message: str) -> None:
+        """A failed generation is data: status failed, the message, and its credits back."""
+        now = utcnow()
+        async with self.rt.db.transaction() as session:
+            repo = GenerationRepository(session)
+            generation = await repo.get_any(job.generation_id)
+            finished = await repo.finish(
+                self.worker_id,
+                job.claim,
+                now,
+                status=GenerationStatus.FAILED,
+                error_message=message,
+                processing_time_ms=elapsed_ms(generation, now),
+            )
+            if finished and generation is not None:
+                await Credits(session).refund_run(generation)
+        log.warning("generation.failed generation_id=%s error=%s", job.generation_id, message)
+        self.rt.notifier.generation_changed(job.generation_id)
+
+
+def output_slots(generation: Generation, count: int) -> list[str]:
+    """The image ids a run writes: the generation's existing outputs first (a re-run keeps its
+    ids, keys and URLs), new ids for any beyond them."""
+    known = generation.output_ids()
+    return [known[i] if i < len(known) else new_id() for i in range(count)]
+
+
+def elapsed_ms(generation: Generation | None, now: datetime) -> int:
+    started = (generation.started_at if generation else None) or now
+    return int((now - started).total_seconds() * 1000)

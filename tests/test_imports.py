@@ -1,0 +1,145 @@
+"""The package graph points one way: api → services → repositories/models → db, with the model
+catalogue as plain data underneath, engines beside the core, and torch only in the model child.
+
+Read from the source (every import statement, function-level ones included), so an import that
+runs against the intended direction fails here before it can grow into a cycle."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from collections import defaultdict
+from pathlib import Path
+
+import imagesmith
+
+ROOT = Path(imagesmith.__file__).parent
+CORE = {"auth", "generation", "image", "flow", "live", "limits", "models", "db", "storage"}
+INFRA = {"config", "errors", "logging", "runtime", "catalog"}
+HEAVY = ("torch", "diffusers", "transformers", "accelerate")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def unit(module: str) -> str:
+    """The node a module belongs to: its top-level package (migrations stand apart: Alembic's
+    env.py loads the ORM tables to compare against)."""
+    parts = module.split(".")
+    if parts[1:3] == ["db", "migrations"]:
+        return "db.migrations"
+    return parts[1] if len(parts) > 1 else "imagesmith"
+
+
+MODULES = {module_name(p): imports_of(p) for p in ROOT.rglob("*.py")}
+
+
+def edges(modules: dict[str, set[str]] = MODULES) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, imported in modules.items():
+        for target in imported:
+            if target in modules and unit(target) != unit(module):
+                graph[unit(module)].add(unit(target))
+    return graph
+
+
+def offenders(
+    source: str, banned: list[str] | tuple[str, ...], modules: dict[str, set[str]] = MODULES
+) -> list[str]:
+    """`module -> import` for modules under `source` importing anything under `banned`."""
+    found = []
+    for module, imported in modules.items():
+        if module == source or module.startswith(source + "."):
+            found += [
+                f"{module} -> {name}"
+                for name in sorted(imported)
+                if any(name == b or name.startswith(b + ".") for b in banned)
+            ]
+    return found
+
+
+def test_the_package_graph_has_no_cycle() -> None:
+    graph = edges()
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError
+    assert "api" in order and "generation" in order
+
+
+def test_the_api_reaches_the_core_only_through_services() -> None:
+    banned = ["imagesmith.engines", "imagesmith.worker", "imagesmith.db", "sqlalchemy"]
+    repositories = [m for m in MODULES if m.endswith(".repository") or m.endswith(".workers")]
+    assert offenders("imagesmith.api", banned + repositories) == []
+
+
+def test_the_core_never_imports_engines_workers_or_dialects() -> None:
+    banned = ["imagesmith.engines", "imagesmith.worker", "imagesmith.api", "imagesmith.app"]
+    for package in sorted(CORE | INFRA):
+        assert offenders(f"imagesmith.{package}", [*banned, "imagesmith.cli"]) == []
+
+
+def engine_offenders(modules: dict[str, set[str]]) -> list[str]:
+    others = {unit(m) for m in modules} - {"engines", "catalog"}
+    return offenders("imagesmith.engines", [f"imagesmith.{u}" for u in others], modules)
+
+
+def test_engines_depend_on_the_catalogue_alone() -> None:
+    assert engine_offenders(MODULES) == []
+
+
+def test_the_catalogue_is_plain_data() -> None:
+    others = {unit(m) for m in MODULES} - {"catalog"}
+    assert offenders("imagesmith.catalog", [f"imagesmith.{u}" for u in others]) == []
+    assert offenders("imagesmith.catalog", ["sqlalchemy", "fastapi", *HEAVY]) == []
+
+
+def test_repositories_and_tables_do_not_call_services() -> None:
+    services = [m for m in MODULES if m.endswith(".service") or m.endswith(".jobs")]
+    for module in MODULES:
+        if module.endswith(".repository") or module.startswith("imagesmith.models"):
+            assert offenders(module, services) == []
+
+
+def test_no_dialect_imports_another() -> None:
+    dialects = {m.split(".")[2] for m in MODULES if m.count(".") >= 3 and ".api." in m}
+    assert {"native", "stablecog"} <= dialects
+    for dialect in dialects:
+        others = [f"imagesmith.api.{d}" for d in dialects - {dialect}]
+        assert offenders(f"imagesmith.api.{dialect}", others) == []
+
+
+def test_only_the_model_child_engines_and_the_offline_trainer_import_torch() -> None:
+    allowed = ("imagesmith.engines", "imagesmith.demo", "imagesmith.worker.child")
+    heavy = [
+        f"{module} -> {name}"
+        for module, imported in MODULES.items()
+        if not module.startswith(allowed)
+        for name in imported
+        if name.split(".")[0] in HEAVY
+    ]
+    assert heavy == []
+
+
+def test_this_check_sees_a_backwards_import(tmp_path: Path) -> None:
+    """The rules fail on the import the issue names, planted in a copy of an engine module."""
+    planted = tmp_path / "base.py"
+    planted.write_text((ROOT / "engines" / "base.py").read_text() + "\nimport imagesmith.worker\n")
+    modules = {**MODULES, "imagesmith.engines.base": imports_of(planted)}
+    assert engine_offenders(modules) == ["imagesmith.engines.base -> imagesmith.worker"]
+    try:
+        list(graphlib.TopologicalSorter(edges(modules)).static_order())
+    except graphlib.CycleError:
+        pass
+    else:
+        raise AssertionError("engines -> worker -> engines was not seen as a cycle")
