@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from imagesmith import __version__
 from imagesmith.api.dialect import Dialect, Dialects
 from imagesmith.api.dialects import DIALECTS
+from imagesmith.api.middleware import BodyLimit, RateHeaders
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.runtime import Runtime
@@ -67,14 +68,8 @@ def create_app(
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def rate_limit_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.update(getattr(request.state, "rate_headers", {}))
-        return response
-
+    app.add_middleware(RateHeaders)
+    app.add_middleware(BodyLimit)
     mounted = Dialects(dialects)
     mounted.mount(app)
 

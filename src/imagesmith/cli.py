@@ -133,7 +133,7 @@ def keys_create(
                     name=name,
                     expires_in_days=expires_in_days,
                 )
-                scope = f"{org}/{project}" if project else "all projects"
+                scope = f"{org}/{project}" if project else (f"organization {org}" if org else "all")
                 return result.secret, f"{key_type.value} key {result.key.key_prefix}… for {scope}"
         finally:
             await db.dispose()

@@ -73,6 +73,11 @@ class MethodNotAllowed(ImagesmithError):
     code = "METHOD_NOT_ALLOWED"
 
 
+class PayloadTooLarge(ImagesmithError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
 class InternalError(ImagesmithError):
     status_code = 500
     code = "INTERNAL_ERROR"
@@ -203,6 +208,8 @@ def http_error(request: Request, exc: StarletteHTTPException) -> ImagesmithError
         return RouteNotFound(f"No route for {where}")
     if exc.status_code == 405:
         return MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    if exc.status_code == 413:
+        return PayloadTooLarge(str(exc.detail))
     detail = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
     return ImagesmithError(
         detail, code="HTTP_ERROR", status_code=exc.status_code, headers=dict(exc.headers or {})

@@ -10,14 +10,10 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from imagesmith.errors import ImagesmithError, ValidationFailed
+from imagesmith.api.dialect import PayloadTooLarge
+from imagesmith.errors import ValidationFailed
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and small text fields
-
-
-class PayloadTooLarge(ImagesmithError):
-    status_code = 413
-    code = "PAYLOAD_TOO_LARGE"
 
 
 async def limited_form(

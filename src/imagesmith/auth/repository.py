@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.models import ApiKey, Organization, Project
@@ -41,11 +41,21 @@ class TenancyRepository:
     async def key_by_id(self, key_id: str) -> ApiKey | None:
         return await self.session.get(ApiKey, key_id)
 
-    async def keys(self, project_id: str | None = None) -> list[ApiKey]:
+    async def keys(
+        self, project_id: str | None = None, organization_id: str | None = None
+    ) -> list[ApiKey]:
         query = select(ApiKey).order_by(ApiKey.created_at)
         if project_id is not None:
             query = query.where(ApiKey.project_id == project_id)
+        if organization_id is not None:
+            query = query.where(ApiKey.organization_id == organization_id)
         return list((await self.session.execute(query)).scalars())
+
+    async def lock_keys(self) -> None:
+        """Serialize writers that decide on the keys table as a whole (bootstrap). SQLite's
+        write transactions are serialized already; PostgreSQL needs the table lock."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(text("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE"))
 
     async def count_keys(self) -> int:
         return int((await self.session.execute(select(func.count(ApiKey.id)))).scalar_one())

@@ -32,6 +32,11 @@ class Principal:
     def is_master(self) -> bool:
         return self.key_type is KeyType.MASTER
 
+    @property
+    def is_global_admin(self) -> bool:
+        """A master key bound to no organization administers the whole server."""
+        return self.is_master and self.organization_id is None
+
     def require_project(self) -> str:
         if self.project_id is None:
             raise Forbidden(
@@ -53,19 +58,19 @@ class KeyService:
     def __init__(self, session: AsyncSession):
         self.repo = TenancyRepository(session)
 
-    async def ensure_project(
-        self, org_slug: str, project_slug: str
-    ) -> tuple[Organization, Project]:
-        for label, slug in (("organization", org_slug), ("project", project_slug)):
-            if not is_valid_slug(slug):
-                raise ValidationFailed(
-                    f"Invalid {label} slug '{slug}': use 1-64 lowercase letters, digits and '-', "
-                    "starting and ending with a letter or digit"
-                )
+    async def ensure_org(self, org_slug: str) -> Organization:
+        check_slug("organization", org_slug)
         org = await self.repo.org_by_slug(org_slug)
         if org is None:
             org = Organization(slug=org_slug, name=org_slug)
             await self.repo.add(org)
+        return org
+
+    async def ensure_project(
+        self, org_slug: str, project_slug: str
+    ) -> tuple[Organization, Project]:
+        check_slug("project", project_slug)
+        org = await self.ensure_org(org_slug)
         project = await self.repo.project_by_slug(org.id, project_slug)
         if project is None:
             project = Project(organization_id=org.id, slug=project_slug, name=project_slug)
@@ -80,17 +85,26 @@ class KeyService:
         project_slug: str | None,
         name: str | None,
         expires_in_days: int | None,
+        admin: Principal | None = None,
     ) -> IssuedKey:
+        """A new key; `admin` is the master key asking (None: the operator, on the server)."""
         org: Organization | None = None
         project: Project | None = None
+        if admin is not None and not admin.is_global_admin and org_slug != admin.organization_slug:
+            raise Forbidden(
+                f"This master key administers organization '{admin.organization_slug}' only: "
+                "give that organizationSlug"
+            )
         if name is not None and len(name) > 255:
             raise ValidationFailed(f"Key name is {len(name)} characters; the limit is 255")
         if key_type is KeyType.PROJECT and (org_slug is None or project_slug is None):
             raise ValidationFailed("A project key needs organizationSlug and projectSlug")
-        if (org_slug is None) != (project_slug is None):
-            raise ValidationFailed("Give both organizationSlug and projectSlug, or neither")
+        if project_slug is not None and org_slug is None:
+            raise ValidationFailed("projectSlug needs its organizationSlug")
         if org_slug is not None and project_slug is not None:
             org, project = await self.ensure_project(org_slug, project_slug)
+        elif org_slug is not None:  # a master key for one organization
+            org = await self.ensure_org(org_slug)
         expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
         secret = new_secret()
         key = ApiKey(
@@ -106,6 +120,7 @@ class KeyService:
         return IssuedKey(key=key, secret=secret, organization=org, project=project)
 
     async def bootstrap(self) -> IssuedKey:
+        await self.repo.lock_keys()  # two first requests at once must not both see zero keys
         if await self.repo.count_keys() > 0:
             raise Forbidden(
                 "Bootstrap is closed: API keys already exist. Ask an operator with a master key, "
@@ -115,8 +130,19 @@ class KeyService:
             KeyType.MASTER, org_slug=None, project_slug=None, name="bootstrap", expires_in_days=None
         )
 
-    async def keys(self) -> list[ApiKey]:
+    async def keys(self, admin: Principal | None = None) -> list[ApiKey]:
+        """Every key, or an organization-scoped master key's organization's keys."""
+        if admin is not None and not admin.is_global_admin:
+            return await self.repo.keys(organization_id=admin.organization_id or "")
         return await self.repo.keys()
+
+    def check_administers(self, admin: Principal | None, organization_id: str | None) -> None:
+        if admin is None or admin.is_global_admin:
+            return
+        if organization_id is None or organization_id != admin.organization_id:
+            raise Forbidden(
+                f"This master key administers organization '{admin.organization_slug}' only"
+            )
 
     async def project(self, org_slug: str, project_slug: str) -> tuple[Organization, Project]:
         """An existing project by its slugs (public routes name projects in their path)."""
@@ -126,9 +152,13 @@ class KeyService:
             raise NotFound(f"No project {org_slug}/{project_slug}", code="PROJECT_NOT_FOUND")
         return org, project
 
-    async def revoke(self, key_id: str) -> ApiKey:
+    async def revoke(self, key_id: str, admin: Principal | None = None) -> ApiKey:
         key = await self.repo.key_by_id(key_id)
-        if key is None:
+        if key is None or (
+            admin is not None
+            and not admin.is_global_admin
+            and key.organization_id != admin.organization_id
+        ):
             raise NotFound(f"API key '{key_id}' not found", code="KEY_NOT_FOUND")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
@@ -162,6 +192,14 @@ class KeyService:
             organization_slug=org.slug if org else None,
             project_id=project.id if project else None,
             project_slug=project.slug if project else None,
+        )
+
+
+def check_slug(label: str, slug: str) -> None:
+    if not is_valid_slug(slug):
+        raise ValidationFailed(
+            f"Invalid {label} slug '{slug}': use 1-64 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
         )
 
 

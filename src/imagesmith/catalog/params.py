@@ -8,6 +8,10 @@ from typing import Any, ClassVar
 
 MAX_OUTPUTS = 4
 MAX_SEED = 2**63 - 1
+# Outer bounds every request schema enforces before any arithmetic (a 300-digit integer used to
+# overflow float formatting into a 500); each model's own, tighter bounds are checked after.
+SIDE_BOUND = 65_536
+COUNT_BOUND = 10_000
 # Stablecog's cost formula: width * height * steps may not exceed this.
 MAX_PIXEL_STEPS = 1024 * 1024 * 30
 

@@ -17,5 +17,8 @@ SCHEDULER_NAMES = {
     "DDPM": "DDPM",
 }
 SCHEDULER_IDS = tuple(SCHEDULER_NAMES)
+# Samplers with a warm-up fail below these step counts (PNDM's PLMS needs 4; measured on every
+# scheduler at 1-4 steps, txt2img and img2img).
+MIN_STEPS = {"PNDM": 4}
 # Turbo models are distilled for one trailing-timestep sampler.
 TURBO_SCHEDULERS = ("K_EULER_ANCESTRAL", "K_EULER", "DDIM")

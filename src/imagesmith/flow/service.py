@@ -110,8 +110,12 @@ class FlowService:
             for generation in generations:
                 for image_id in generation.output_ids():
                     image = images.get(image_id) or await repo.get(project_id, image_id)
-                    if image is not None:
+                    if image is None:
+                        continue
+                    if image.flow_id == flow_id:
                         images[image.id] = image
+                    else:  # it lives in another flow now: only its generation record goes
+                        image.generation_id = None
                 await session.delete(generation)
             for image in images.values():
                 if image.alias is None:

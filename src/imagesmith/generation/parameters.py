@@ -8,7 +8,7 @@ import secrets
 
 from imagesmith.catalog.models import ModelSpec
 from imagesmith.catalog.params import MAX_OUTPUTS, MAX_PIXEL_STEPS, EngineParams
-from imagesmith.catalog.schedulers import SCHEDULER_IDS
+from imagesmith.catalog.schedulers import MIN_STEPS, SCHEDULER_IDS
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.aspect import ASPECT_RATIOS, size_for
 from imagesmith.generation.schemas import GenerationRequest
@@ -89,6 +89,13 @@ def resolve_params(spec: ModelSpec, given: GenerationRequest) -> EngineParams:
             f"{name('scheduler')} '{scheduler}' does not work with model '{spec.id}'; use one "
             f"of: {', '.join(spec.schedulers)}",
             kind="scheduler",
+        )
+
+    if steps < MIN_STEPS.get(scheduler, 1):
+        raise ParamError(
+            name("steps"),
+            f"{name('scheduler')} '{scheduler}' needs at least {MIN_STEPS[scheduler]} "
+            f"{name('steps')} (got {steps})",
         )
 
     bounded("num_outputs", given.num_outputs, 1, MAX_OUTPUTS)

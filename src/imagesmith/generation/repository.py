@@ -37,13 +37,18 @@ class GenerationRepository:
         self.session.add(generation)
         await self.session.flush()
 
-    async def get(self, project_id: str, generation_id: str) -> Generation | None:
-        result = await self.session.execute(
-            select(Generation).where(
-                Generation.id == generation_id, Generation.project_id == project_id
-            )
+    async def get(
+        self, project_id: str, generation_id: str, *, lock: bool = False
+    ) -> Generation | None:
+        """`lock`: hold the row until commit (PostgreSQL), for writes that depend on its status:
+        a worker's success must not land between our read and our write. SQLite serializes
+        write transactions already."""
+        query = select(Generation).where(
+            Generation.id == generation_id, Generation.project_id == project_id
         )
-        return result.scalar_one_or_none()
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
 
     async def get_any(self, generation_id: str) -> Generation | None:
         return await self.session.get(Generation, generation_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,15 @@ from imagesmith.image.names import NEW_FLOW
 from imagesmith.models import Generation, GenerationStatus, Image
 
 MAX_PROMPT = 2000
+MAX_META_BYTES = 16 * 1024  # `meta` is free JSON stored with a record: small, not a blob store
+
+
+def check_meta(value: dict[str, Any]) -> dict[str, Any]:
+    """`meta` as given, or ValueError when its JSON is over MAX_META_BYTES."""
+    size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    if size > MAX_META_BYTES:
+        raise ValueError(f"meta is {size} bytes of JSON; the limit is {MAX_META_BYTES}")
+    return value
 
 
 @dataclass

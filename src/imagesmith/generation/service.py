@@ -86,6 +86,9 @@ class GenerationService:
             if request.prompt_strength is None:
                 request.prompt_strength = self.rt.settings.reference_strength
         params = resolve_params(spec, request)
+        # Before any paid work (fetching an init image, asking an LLM): the charge itself is
+        # taken atomically when the row is committed.
+        await self._check_affordable(project_id, params.num_outputs)
         await self._check_alias_free(project_id, request.alias)
         init_key = None
         if request.init_image is not None:
@@ -122,10 +125,10 @@ class GenerationService:
         try:
             async with self.rt.db.transaction() as session:
                 repo = GenerationRepository(session)
-                remaining = await Credits(session).charge_run(generation)
                 if flow_id is not None:
                     await ensure_flow(ImageRepository(session), project_id, flow_id)
                 await repo.add(generation)
+                remaining = await Credits(session).charge_run(generation)
                 org_slug, project_slug = await repo.project_slugs(project_id)
         except IntegrityError:
             if idempotency_key is None:
@@ -160,6 +163,10 @@ class GenerationService:
             return prompt, None
         enhanced = await self.enhancer.enhance(prompt, template)
         return enhanced.prompt, enhanced.method
+
+    async def _check_affordable(self, project_id: str, amount: int) -> None:
+        async with self.rt.db.transaction() as session:
+            await Credits(session).check_affordable(project_id, amount)
 
     async def _check_alias_free(self, project_id: str, alias: str | None) -> None:
         if alias is None:
@@ -314,12 +321,19 @@ class GenerationService:
                 changes["prompt"], current.auto_enhance, current.enhancement_template or "general"
             )
         async with self.rt.db.transaction() as session:
-            generation = await GenerationRepository(session).get(project_id, generation_id)
+            generation = await GenerationRepository(session).get(
+                project_id, generation_id, lock=True
+            )
             if generation is None:
                 raise GenerationNotFound(generation_id)
             if "flow_id" in changes:
+                images = ImageRepository(session)
                 if changes["flow_id"] is not None:
-                    await ensure_flow(ImageRepository(session), project_id, changes["flow_id"])
+                    await ensure_flow(images, project_id, changes["flow_id"])
+                # The outputs move with their generation: the old flow no longer owns them.
+                await images.move_to_flow(
+                    project_id, generation.output_ids(), generation.flow_id, changes["flow_id"]
+                )
                 generation.flow_id = changes["flow_id"]
             if changes.get("meta") is not None:
                 generation.meta = dict(changes["meta"])
@@ -341,7 +355,9 @@ class GenerationService:
     async def regenerate(self, project_id: str, generation_id: str) -> GenerationView:
         """Re-run with the stored parameters (a fresh seed unless the caller pinned one)."""
         async with self.rt.db.transaction() as session:
-            generation = await GenerationRepository(session).get(project_id, generation_id)
+            generation = await GenerationRepository(session).get(
+                project_id, generation_id, lock=True
+            )
             if generation is None:
                 raise GenerationNotFound(generation_id)
             await self._requeue(session, generation)
@@ -351,8 +367,11 @@ class GenerationService:
 
     async def _requeue(self, session: AsyncSession, generation: Generation) -> None:
         """Back to pending under a new job version, so a still-running old attempt is discarded.
-        A new run is new work: it is charged like a new request."""
-        await Credits(session).charge_run(generation)
+        A new run is new work: it is charged like a new request; a run it supersedes before that
+        run delivered is refunded."""
+        credits = Credits(session)
+        if generation.status is not GenerationStatus.SUCCESS:
+            await credits.refund_run(generation)
         generation.job_version += 1
         generation.status = GenerationStatus.PENDING
         generation.worker_id = None
@@ -365,12 +384,13 @@ class GenerationService:
         generation.started_at = None
         generation.completed_at = None
         generation.seed = pick_seed(generation.seed_requested)
+        await credits.charge_run(generation)
 
     async def cancel(self, project_id: str, generation_id: str) -> GenerationView:
         """Cancel a pending or running job; a running one stops at its next step."""
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
-            generation = await repo.get(project_id, generation_id)
+            generation = await repo.get(project_id, generation_id, lock=True)
             if generation is None:
                 raise GenerationNotFound(generation_id)
             if not await repo.cancel(generation, utcnow()):
@@ -390,9 +410,11 @@ class GenerationService:
         doomed: list[str] = []
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
-            generation = await repo.get(project_id, generation_id)
+            generation = await repo.get(project_id, generation_id, lock=True)
             if generation is None:
                 raise GenerationNotFound(generation_id)
+            if generation.status is not GenerationStatus.SUCCESS:
+                await Credits(session).refund_run(generation)  # it will never deliver now
             images = ImageRepository(session)
             for image in (await images.by_ids(generation.output_ids())).values():
                 if image.project_id != project_id:

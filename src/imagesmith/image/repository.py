@@ -184,6 +184,23 @@ class ImageRepository:
         )
         return list(rows.scalars())
 
+    async def move_to_flow(
+        self, project_id: str, image_ids: list[str], old: str | None, new: str | None
+    ) -> None:
+        """Images that were in `old` follow their generation to `new`."""
+        if not image_ids:
+            return
+        await self.session.execute(
+            update(Image)
+            .where(
+                Image.project_id == project_id,
+                Image.id.in_(image_ids),
+                Image.flow_id.is_(None) if old is None else Image.flow_id == old,
+            )
+            .values(flow_id=new)
+            .execution_options(synchronize_session=False)
+        )
+
     async def detach_flow(self, flow_id: str) -> None:
         await self.session.execute(
             update(Image).where(Image.flow_id == flow_id).values(flow_id=None)

@@ -3,6 +3,7 @@ meta, alias assignment, delete with every reference cleaned up."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from typing import Any
@@ -13,7 +14,7 @@ from imagesmith.auth.service import Principal
 from imagesmith.db.base import new_id, utcnow
 from imagesmith.errors import AliasConflict, ImageNotFound, ValidationFailed
 from imagesmith.image.aliases import resolve_image
-from imagesmith.image.names import NEW_FLOW, check_alias
+from imagesmith.image.names import NEW_FLOW, RESERVED_ALIASES, check_alias
 from imagesmith.image.repository import ImageRepository
 from imagesmith.image.schemas import ImageFilter
 from imagesmith.image.validation import ImageInfo, inspect_image
@@ -47,7 +48,8 @@ class ImageService:
             async with self.rt.db.transaction() as session:
                 if not await Credits(session).has_credit(project_id):
                     raise InsufficientCredits("Uploading needs credits left")
-        info = inspect_image(data)  # before anything is stored
+        # Before anything is stored; decoding is CPU work, so it runs off the event loop.
+        info = await asyncio.to_thread(inspect_image, data)
         assert principal.organization_slug and principal.project_slug
         if alias is not None:
             check_alias_value(alias, "alias")
@@ -89,6 +91,14 @@ class ImageService:
         if image is None:
             raise ImageNotFound(f"No image '{ref}' in this project")
         return image
+
+    async def get_public(self, project_id: str, ref: str) -> Image:
+        """For public URLs: an image id or a project alias someone chose to publish. Computed
+        aliases (@last, @first, @upload) would hand a stranger the project's newest private
+        image, so they never resolve here."""
+        if ref.strip() in RESERVED_ALIASES:
+            raise ImageNotFound(f"No public image '{ref}': computed aliases need an API key")
+        return await self.get(project_id, ref)
 
     async def page(self, project_id: str, filters: ImageFilter) -> tuple[list[Image], int]:
         async with self.rt.db.transaction() as session:

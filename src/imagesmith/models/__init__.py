@@ -1,6 +1,7 @@
 """ORM tables, one per file, re-exported here."""
 
 from imagesmith.models.api_key import ApiKey, KeyType
+from imagesmith.models.credit import CreditEntry, CreditKind
 from imagesmith.models.flow import Flow
 from imagesmith.models.generation import Generation, GenerationStatus
 from imagesmith.models.image import Image, ImageSource
@@ -10,6 +11,8 @@ from imagesmith.models.worker import WorkerRecord
 
 __all__ = [
     "ApiKey",
+    "CreditEntry",
+    "CreditKind",
     "Flow",
     "Generation",
     "GenerationStatus",

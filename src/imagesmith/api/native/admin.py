@@ -69,7 +69,7 @@ async def bootstrap_initial_key(runtime: RuntimeDep) -> dict[str, Any]:
     responses=error_responses(400, 401, 403),
 )
 async def create_key(
-    runtime: RuntimeDep, _admin: MasterDep, body: Annotated[KeyCreate, Body()]
+    runtime: RuntimeDep, admin: MasterDep, body: Annotated[KeyCreate, Body()]
 ) -> dict[str, Any]:
     """Create a master or project key; the organization and project are created if needed."""
     key_type = KeyType(body.type)
@@ -83,32 +83,33 @@ async def create_key(
             project_slug=body.project_slug,
             name=body.name,
             expires_in_days=days,
+            admin=admin,
         )
     return {"success": True, "data": issued(result)}
 
 
 @router.get("/api/admin/keys", response_model=KeyListEnvelope, responses=error_responses(401, 403))
-async def list_keys(runtime: RuntimeDep, _admin: MasterDep) -> dict[str, Any]:
-    """List all keys (never their secrets)."""
+async def list_keys(runtime: RuntimeDep, admin: MasterDep) -> dict[str, Any]:
+    """List the keys this master key administers (never their secrets)."""
     async with runtime.db.transaction() as session:
-        keys = await KeyService(session).keys()
+        keys = await KeyService(session).keys(admin)
     return {"success": True, "data": [key_summary(key) for key in keys]}
 
 
 @router.delete(
     "/api/admin/keys/{key_id}", response_model=KeyEnvelope, responses=error_responses(401, 403, 404)
 )
-async def revoke_key(runtime: RuntimeDep, _admin: MasterDep, key_id: str) -> dict[str, Any]:
+async def revoke_key(runtime: RuntimeDep, admin: MasterDep, key_id: str) -> dict[str, Any]:
     """Revoke a key; it stops working at once."""
     async with runtime.db.transaction() as session:
-        key = await KeyService(session).revoke(key_id)
+        key = await KeyService(session).revoke(key_id, admin)
         return {"success": True, "data": key_summary(key)}
 
 
 class CreditsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    balance: int | None = Field(..., ge=0, description="Credits left; null = unlimited")
+    balance: int | None = Field(..., ge=0, le=2**53, description="Credits left; null = unlimited")
 
 
 @router.put(
@@ -118,14 +119,16 @@ class CreditsBody(BaseModel):
 )
 async def set_credits(
     runtime: RuntimeDep,
-    _admin: MasterDep,
+    admin: MasterDep,
     org: str,
     project: str,
     body: Annotated[CreditsBody, Body()],
 ) -> dict[str, Any]:
     """Set a project's credit balance (one credit per output image; null = unlimited)."""
     async with runtime.db.transaction() as session:
-        _org, found = await KeyService(session).project(org, project)
+        keys = KeyService(session)
+        organization, found = await keys.project(org, project)
+        keys.check_administers(admin, organization.id)
         await Credits(session).set_balance(found.id, body.balance)
     return {
         "success": True,

@@ -62,10 +62,10 @@ async def cdn_image(
     ref: str,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """An image by id or alias (project aliases and @last/@first/@upload)."""
+    """An image by id or project alias (computed aliases such as @last need an API key)."""
     _org, found = await find_project(runtime, org, project)
     try:
-        image = await ImageService(runtime).get(found.id, ref)
+        image = await ImageService(runtime).get_public(found.id, ref)
     except ImageNotFound:
         raise ImageNotFound(f"No image '{ref}' in {org}/{project}") from None
     return await image_response(runtime, image, if_none_match, {})

@@ -36,8 +36,14 @@ WORKER_FRESH = timedelta(seconds=30)
 
 
 @router.get("/health/ready", responses={503: {"description": "database or storage unusable"}})
-async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Readiness: database, storage, live workers and queue depth."""
+async def ready(
+    runtime: RuntimeDep,
+    x_api_key: Annotated[
+        str | None, Header(description="A master key adds details: hosts, store, errors")
+    ] = None,
+) -> JSONResponse:
+    """Readiness: database, storage, live workers and queue depth (details for master keys)."""
+    detailed = await is_operator(runtime, x_api_key)
     checks: dict[str, Any] = {}
     ok = True
     workers: list[dict[str, Any]] = []
@@ -45,29 +51,30 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     try:
         queue, live = await GenerationService(runtime).fleet(WORKER_FRESH)
         for worker in live:
-            workers.append(
-                {
-                    "id": worker.id,
-                    "hostname": worker.hostname,
-                    "device": worker.device,
-                    "heartbeatAt": worker.heartbeat_at.isoformat(),
-                    "batchesRun": worker.batches_run,
-                }
-            )
+            entry: dict[str, Any] = {
+                "device": worker.device,
+                "heartbeatAt": worker.heartbeat_at.isoformat(),
+                "batchesRun": worker.batches_run,
+            }
+            if detailed:
+                entry.update(id=worker.id, hostname=worker.hostname)
+            workers.append(entry)
         checks["database"] = {"ok": True}
     except Exception as exc:
         ok = False
-        checks["database"] = {"ok": False, "error": str(exc)[:300]}
+        checks["database"] = {"ok": False}
+        if detailed:
+            checks["database"]["error"] = str(exc)[:300]
     try:
         await runtime.store.check()
-        checks["storage"] = {"ok": True, "store": runtime.store.describe()}
+        checks["storage"] = {"ok": True}
     except Exception as exc:
         ok = False
-        checks["storage"] = {
-            "ok": False,
-            "store": runtime.store.describe(),
-            "error": str(exc)[:300],
-        }
+        checks["storage"] = {"ok": False}
+        if detailed:
+            checks["storage"]["error"] = str(exc)[:300]
+    if detailed:
+        checks["storage"]["store"] = runtime.store.describe()
     body: dict[str, Any] = {
         "status": "ready" if ok else "unavailable",
         "checks": checks,
@@ -79,6 +86,19 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
             "No worker has sent a heartbeat in the last 30 s: new jobs will wait in the queue."
         ]
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def is_operator(runtime: RuntimeDep, secret: str | None) -> bool:
+    """Whether `secret` is a global (unscoped) master key: anonymous callers learn nothing about
+    hosts, buckets or paths."""
+    if not secret:
+        return False
+    try:
+        async with runtime.db.transaction() as session:
+            principal = await KeyService(session).authenticate(secret)
+    except Exception:  # a bad key or a database that is down: no details
+        return False
+    return principal.is_global_admin
 
 
 @router.get("/api/info")

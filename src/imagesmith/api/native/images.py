@@ -14,8 +14,10 @@ from imagesmith.api.dialect import keyed_responses
 from imagesmith.api.links import ImageLinks, image_links, iso
 from imagesmith.api.native.auth import PrincipalDep
 from imagesmith.api.native.render import MAX_OFFSET, paginated
+from imagesmith.api.native.schemas import Meta
 from imagesmith.api.uploads import limited_form, multipart_body, read_file
 from imagesmith.errors import ValidationFailed
+from imagesmith.generation.schemas import check_meta
 from imagesmith.image.names import NEW_FLOW, UUID_RE
 from imagesmith.image.schemas import ImageFilter
 from imagesmith.image.service import ImageService
@@ -94,6 +96,10 @@ async def upload_image(
             raise ValidationFailed(f"meta must be a JSON object: {exc}") from None
         if not isinstance(meta, dict):
             raise ValidationFailed("meta must be a JSON object")
+        try:
+            check_meta(meta)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc)) from None
     flow_text = form_text(form.get("flowId"), "flowId")
     flow_id: str | None
     if flow_text is None:
@@ -169,7 +175,7 @@ class FocalPoint(BaseModel):
 class ImageUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     focal_point: FocalPoint | None = Field(None, alias="focalPoint")
-    meta: dict[str, Any] | None = None
+    meta: Meta | None = None
 
 
 class AliasUpdate(BaseModel):

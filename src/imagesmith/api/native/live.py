@@ -12,6 +12,7 @@ from imagesmith.api.dialect import keyed_responses
 from imagesmith.api.links import iso
 from imagesmith.api.native.auth import PrincipalDep
 from imagesmith.api.native.render import MAX_OFFSET, paginated
+from imagesmith.api.native.schemas import Meta
 from imagesmith.live.service import LiveService
 from imagesmith.models import LiveScope
 
@@ -36,7 +37,7 @@ class ScopeFields(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     allow_new_generations: bool | None = Field(None, alias="allowNewGenerations")
     new_generations_limit: int | None = Field(None, alias="newGenerationsLimit", ge=0, le=1_000_000)
-    meta: dict[str, Any] | None = None
+    meta: Meta | None = None
 
     def values(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from imagesmith.catalog.params import MAX_SEED
+from imagesmith.catalog.params import COUNT_BOUND, MAX_SEED, SIDE_BOUND
 from imagesmith.generation.aspect import ASPECT_RATIOS
 from imagesmith.generation.enhance import DEFAULT_TEMPLATE, TEMPLATES
-from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest
+from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, check_meta
 from imagesmith.image.names import NEW_FLOW, check_alias, check_uuid
+
+# Free JSON stored with a record, at most MAX_META_BYTES.
+Meta = Annotated[dict[str, Any], AfterValidator(check_meta)]
 
 NATIVE_NAMES = {
     "aspect_ratio": "aspectRatio",
@@ -73,9 +84,7 @@ class GenerationCreate(_PromptFields):
     aspect_ratio: str = Field("1:1", description=f"One of: {', '.join(ASPECT_RATIOS)}")
     auto_enhance: bool = Field(True, description="Rewrite the prompt with the template first")
     enhancement_options: EnhancementOptions | None = None
-    meta: dict[str, Any] = Field(
-        default_factory=dict, description="Free JSON stored with the record"
-    )
+    meta: Meta = Field(default_factory=dict, description="Free JSON stored with the record")
     flow_id: str | None = Field(
         None, description="Omitted: a new flow id is issued; null: no flow; UUID: join that flow"
     )
@@ -100,9 +109,15 @@ class GenerationCreate(_PromptFields):
         None, ge=0, le=MAX_SEED, description="Random when absent; reported back"
     )
     scheduler: str | None = Field(None, description="A scheduler id such as K_EULER or DPM++_2M")
-    width: int | None = Field(None, description="Explicit size in pixels (instead of aspectRatio)")
-    height: int | None = Field(None, description="Explicit size in pixels (instead of aspectRatio)")
-    num_outputs: int = Field(1, description="Images to make from this request (1-4)")
+    width: int | None = Field(
+        None, ge=1, le=SIDE_BOUND, description="Explicit size in pixels (instead of aspectRatio)"
+    )
+    height: int | None = Field(
+        None, ge=1, le=SIDE_BOUND, description="Explicit size in pixels (instead of aspectRatio)"
+    )
+    num_outputs: int = Field(
+        1, ge=1, le=COUNT_BOUND, description="Images to make from this request (1-4)"
+    )
     init_image: str | None = Field(
         None, description="img2img: an upload reference, an image id, or a public http(s) URL"
     )
@@ -156,7 +171,7 @@ class GenerationUpdate(_PromptFields):
     prompt: str | None = None
     aspect_ratio: str | None = None
     flow_id: str | None = None
-    meta: dict[str, Any] | None = None
+    meta: Meta | None = None
 
     @model_validator(mode="after")
     def _no_null_content(self) -> GenerationUpdate:

@@ -19,7 +19,7 @@ from imagesmith.api.stablecog.errors import stablecog_response
 from imagesmith.api.uploads import limited_form, multipart_body, read_file
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelRegistry, ModelSpec
-from imagesmith.catalog.params import MAX_OUTPUTS, MAX_SEED
+from imagesmith.catalog.params import COUNT_BOUND, MAX_OUTPUTS, MAX_SEED, SIDE_BOUND
 from imagesmith.catalog.schedulers import SCHEDULER_IDS, SCHEDULER_NAMES
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.init_image import upload_ref
@@ -87,12 +87,14 @@ class StablecogCreate(BaseModel):
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT)
     model_id: str | None = None
     scheduler_id: str | None = None
-    width: int | None = None
-    height: int | None = None
-    num_outputs: int | None = None
-    guidance_scale: float | None = None
-    inference_steps: int | None = None
-    seed: int | None = Field(None, le=MAX_SEED, description="Random when absent or negative")
+    width: int | None = Field(None, ge=1, le=SIDE_BOUND)
+    height: int | None = Field(None, ge=1, le=SIDE_BOUND)
+    num_outputs: int | None = Field(None, ge=1, le=COUNT_BOUND)
+    guidance_scale: float | None = Field(None, allow_inf_nan=False)
+    inference_steps: int | None = Field(None, ge=1, le=COUNT_BOUND)
+    seed: int | None = Field(
+        None, ge=-MAX_SEED, le=MAX_SEED, description="Random when absent or negative"
+    )
     init_image_url: str | None = None
     # The OpenAPI document spells it `prompt_strengtht`; accept both.
     prompt_strength: float | None = Field(

@@ -1,0 +1,79 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it wraps a body read's errors in an exception
+group, which would turn a 413 into FastAPI's "error parsing the body").
+
+* BodyLimit caps request bodies while they stream in, before any parsing: JSON (and any other
+  non-multipart body) at JSON_MAX_BYTES, multipart at MULTIPART_MAX_BYTES (each upload route
+  keeps its own tighter file limit). The refusal is raised inside the route's body read, so it
+  is rendered in the route's dialect like every other error.
+* RateHeaders adds the `X-RateLimit-*` headers the key's limiter left in the request state."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+JSON_MAX_BYTES = 256 * 1024
+MULTIPART_MAX_BYTES = 12 * 1024 * 1024
+
+
+def too_large(limit: int) -> HTTPException:
+    # Starlette's HTTPException: FastAPI re-raises it from the body read instead of turning it
+    # into "There was an error parsing the body".
+    return HTTPException(413, f"Request body is over the {limit}-byte limit for this route")
+
+
+class BodyLimit:
+    def __init__(
+        self,
+        app: ASGIApp,
+        json_max: int = JSON_MAX_BYTES,
+        multipart_max: int = MULTIPART_MAX_BYTES,
+    ):
+        self.app = app
+        self.json_max = json_max
+        self.multipart_max = multipart_max
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        multipart = headers.get("content-type", "").startswith("multipart/")
+        limit = self.multipart_max if multipart else self.json_max
+        declared = headers.get("content-length", "")
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            if declared.isdigit() and int(declared) > limit:
+                raise too_large(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise too_large(limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class RateHeaders:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = scope.get("state", {}).get("rate_headers") or {}
+                if extra:
+                    headers = MutableHeaders(scope=message)
+                    for name, value in extra.items():
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -1,0 +1,351 @@
+"""What a key holder of another project, or a stranger with a URL, would try (issue 11): free
+images, public routes, absurd numbers, huge bodies, work before payment. Each test is a
+reproduction that failed before its fix. One real server for the module, with a model whose
+weights are missing (so jobs can be made to fail) and private URLs allowed (so a fetch that
+should not happen would reach the local stub and be counted)."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.pictures import huge_png, png
+from tests.serverproc import Server, create_key, run_cli, wait_terminal
+from tests.stubs import QuietHandler, local_server
+
+BROKEN_MODEL = """
+[[models]]
+id = "broken"
+family = "tiny"
+source = "/nonexistent/imagesmith-test-weights"
+description = "Weights that are not there: every job fails"
+min_side = 64
+max_side = 512
+min_steps = 1
+default_width = 64
+default_height = 64
+default_steps = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("abuse")
+    models_file = data / "models.toml"
+    models_file.write_text(BROKEN_MODEL)
+    srv = Server(
+        data, models_dir, lease_seconds=5, models_file=models_file, allow_private_urls="true"
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def project(server: Server, name: str, credits: int | None = None) -> httpx.Client:
+    key = create_key(server.env, "abuse", name)
+    if credits is not None:
+        args = ("credits", "set", "--org", "abuse", "--project", name, str(credits))
+        assert run_cli(server.env, *args).returncode == 0
+    return httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=60)
+
+
+def balance(client: httpx.Client) -> int | None:
+    bearer = {"Authorization": f"Bearer {client.headers['X-API-Key']}"}
+    body = httpx.get(f"{client.base_url}/v1/credits", headers=bearer).json()
+    value: int | None = body["total_remaining_credits"]
+    return value
+
+
+def delivered_images(server: Server, generation_ids: set[str]) -> int:
+    """Images the worker delivered for these generations, read from its log (one line per run
+    that succeeded and was recorded), independently of the ledger."""
+    count = 0
+    for match in re.finditer(
+        r"generation\.succeeded generation_id=(\S+) images=(\S+)", server.log()
+    ):
+        if match.group(1) in generation_ids:
+            count += len(match.group(2).split(","))
+    return count
+
+
+def ledger(server: Server, project_slug: str) -> dict[str, int]:
+    rows = server.sql(
+        "SELECT e.kind, SUM(e.amount) FROM credit_entries e JOIN projects p ON p.id = e.project_id"
+        " WHERE p.slug = :slug GROUP BY e.kind",
+        slug=project_slug,
+    )
+    return {kind: int(total) for kind, total in rows}
+
+
+def test_charged_minus_refunded_is_images_delivered_in_any_order(server: Server) -> None:
+    """create / regenerate / PUT / cancel / delete / failing jobs / retry, in a seeded random
+    order, racing the worker; afterwards the ledger, the balance and the worker's deliveries
+    agree."""
+    rng = random.Random(1101)
+    with project(server, "ledger", credits=1000) as api:
+        ids: list[str] = []
+        for step in range(36):
+            action = rng.choice(["create", "create", "fail", "regenerate", "put", "cancel"])
+            action = "delete" if step % 9 == 8 else action
+            target = rng.choice(ids) if ids else None
+            if action in ("create", "fail") or target is None:
+                body: dict[str, Any] = {"prompt": f"a red circle {step}", "autoEnhance": False}
+                if action == "fail":
+                    body["model"] = "broken"
+                body["numOutputs"] = rng.choice([1, 2])
+                created = api.post("/api/v1/generations", json=body)
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["data"]["id"])
+            elif action == "regenerate":
+                path = rng.choice(["regenerate", "retry"])
+                assert api.post(f"/api/v1/generations/{target}/{path}").status_code in (200, 404)
+            elif action == "put":
+                changed = api.put(f"/api/v1/generations/{target}", json={"prompt": f"p{step}"})
+                assert changed.status_code in (200, 404)
+            elif action == "cancel":
+                assert api.post(f"/api/v1/generations/{target}/cancel").status_code in (
+                    200,
+                    404,
+                    409,
+                )
+            else:
+                assert api.delete(f"/api/v1/generations/{target}").status_code in (200, 404)
+            time.sleep(rng.choice([0, 0, 0.05, 0.3]))
+        for generation_id in ids:
+            response = api.get(f"/api/v1/generations/{generation_id}")
+            if response.status_code == 200:
+                wait_terminal(api, generation_id)
+        totals = ledger(server, "ledger")
+        delivered = delivered_images(server, set(ids))
+        assert delivered > 0 and totals.get("refund", 0) > 0  # both paths really happened
+        assert totals["charge"] - totals.get("refund", 0) == delivered
+        assert balance(api) == 1000 - delivered
+        twice = server.sql(
+            "SELECT generation_id, run FROM credit_entries WHERE kind = 'refund'"
+            " GROUP BY generation_id, run HAVING COUNT(*) > 1"
+        )
+        assert twice == []
+
+
+def test_a_cancelled_regeneration_does_not_refund_the_image_already_delivered(
+    server: Server,
+) -> None:
+    """The review's repro: balance 2 → create (1) → regenerate (0) → cancel → balance was 2
+    again, with the first image still served."""
+    with project(server, "free-images", credits=2) as api:
+        created = api.post(
+            "/api/v1/generations", json={"prompt": "a blue square", "steps": 2}
+        ).json()["data"]
+        first = wait_terminal(api, created["id"])
+        assert first["status"] == "success" and balance(api) == 1
+        again = api.post(f"/api/v1/generations/{created['id']}/regenerate")
+        assert again.status_code == 200 and balance(api) == 0
+        cancel = api.post(f"/api/v1/generations/{created['id']}/cancel")
+        # Cancelled in time: the second run is refunded, the delivered first run stays paid.
+        # Too late (it finished): both runs delivered, both paid.
+        assert balance(api) == (1 if cancel.status_code == 200 else 0)
+        image = httpx.get(first["outputImage"]["storageUrl"])
+        assert image.status_code == 200
+
+
+def test_deleting_a_generation_that_never_ran_refunds_it(server: Server) -> None:
+    with project(server, "delete-pending", credits=3) as api:
+        # A flood of slow jobs keeps the last one pending while we delete it.
+        blockers = [
+            api.post("/api/v1/generations", json={"prompt": "slow", "steps": 50}).json()["data"]
+            for _ in range(2)
+        ]
+        last = api.post("/api/v1/generations", json={"prompt": "never run", "steps": 50})
+        doomed = last.json()["data"]
+        assert balance(api) == 0
+        assert api.delete(f"/api/v1/generations/{doomed['id']}").status_code == 200
+        for blocker in blockers:
+            wait_terminal(api, blocker["id"])
+        statuses = [
+            api.get(f"/api/v1/generations/{b['id']}").json()["data"]["status"] for b in blockers
+        ]
+        assert statuses == ["success", "success"] and balance(api) == 1
+
+
+class CountingImage(QuietHandler):
+    hits = 0
+
+    def do_GET(self) -> None:
+        CountingImage.hits += 1
+        self.send_body(200, png((64, 64), (0, 200, 0)), "image/png")
+
+
+def test_no_credits_means_no_fetch_and_nothing_stored(server: Server) -> None:
+    with project(server, "broke", credits=0) as api, local_server(CountingImage) as base:
+        stored_before = len(server.stored_keys())
+        body = {"prompt": "x", "initImage": f"{base}/green.png", "steps": 4}
+        refused = api.post("/api/v1/generations", json=body)
+        assert refused.status_code == 402
+        assert refused.json()["error"]["code"] == "INSUFFICIENT_CREDITS"
+        assert CountingImage.hits == 0 and len(server.stored_keys()) == stored_before
+        upload = httpx.post(
+            f"{server.url}/v1/image/upload",
+            headers={"Authorization": f"Bearer {api.headers['X-API-Key']}"},
+            files={"file": ("a.png", png(), "image/png")},
+        )
+        assert upload.status_code == 400 and upload.json()["error"] == "insufficient_credits"
+        assert len(server.stored_keys()) == stored_before
+
+
+HUGE = 10**300
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/generations", {"prompt": "x", "width": HUGE, "height": 64}),
+        ("/api/v1/generations", {"prompt": "x", "height": -HUGE}),
+        ("/api/v1/generations", {"prompt": "x", "numOutputs": HUGE}),
+        ("/v1/image/generation/create", {"prompt": "x", "width": HUGE}),
+        ("/v1/image/generation/create", {"prompt": "x", "inference_steps": HUGE}),
+        ("/v1/image/generation/create", {"prompt": "x", "num_outputs": HUGE}),
+        ("/v1/image/generation/create", {"prompt": "x", "seed": -HUGE}),
+    ],
+)
+def test_absurd_integers_are_400_in_the_dialects_shape(
+    server: Server, path: str, body: dict[str, Any]
+) -> None:
+    key = create_key(server.env, "abuse", "numbers")
+    headers = {"X-API-Key": key, "Authorization": f"Bearer {key}"}
+    response = httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert isinstance(error, dict) if path.startswith("/api") else isinstance(error, str)
+
+
+def test_bodies_and_meta_are_capped_before_anything_is_stored(server: Server) -> None:
+    with project(server, "bodies") as api:
+        before = api.get("/api/v1/generations").json()["pagination"]["total"]
+        huge = api.post("/api/v1/generations", json={"prompt": "x", "meta": {"a": "b" * 8_000_000}})
+        assert huge.status_code == 413 and huge.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+        big_meta = api.post(
+            "/api/v1/generations", json={"prompt": "x", "meta": {"a": "b" * 20_000}}
+        )
+        assert big_meta.status_code == 400 and "meta is" in big_meta.json()["error"]["message"]
+        assert api.get("/api/v1/generations").json()["pagination"]["total"] == before
+        bearer = {"Authorization": f"Bearer {api.headers['X-API-Key']}"}
+        sc = httpx.post(
+            f"{server.url}/v1/image/generation/create",
+            headers=bearer,
+            json={"prompt": "x" * 1_000_000},
+        )
+        assert sc.status_code == 413 and sc.json()["error"] == "file_too_large"  # Stablecog's code
+
+
+def test_uploads_past_the_pixel_budget_are_refused_from_the_header(server: Server) -> None:
+    with project(server, "bombs") as api:
+        bomb = huge_png(6300, 6300)  # ~0.1 MB on disk, 160 MB decoded
+        assert len(bomb) < 5 * 1024 * 1024
+        response = api.post("/api/v1/images/upload", files={"file": ("b.png", bomb, "image/png")})
+        assert response.status_code == 400 and "pixels" in response.json()["error"]["message"]
+
+
+def test_the_public_cdn_never_resolves_computed_aliases(server: Server) -> None:
+    with project(server, "private") as api:
+        upload = api.post("/api/v1/images/upload", files={"file": ("p.png", png(), "image/png")})
+        image = upload.json()["data"]
+        generated = api.post("/api/v1/generations", json={"prompt": "x", "steps": 2})
+        wait_terminal(api, generated.json()["data"]["id"])
+        base = f"{server.url}/cdn/abuse/private/img"
+        for alias in ("@upload", "@last", "@first"):
+            assert httpx.get(f"{base}/{alias}").status_code == 404, alias
+        assert httpx.get(f"{base}/{image['id']}").status_code == 200  # the capability URL works
+        assert api.get("/api/v1/images/@upload").json()["data"]["id"] == image["id"]  # with a key
+
+
+def test_deleting_a_flow_keeps_an_image_moved_out_of_it(server: Server) -> None:
+    with project(server, "flows") as api:
+        created = api.post("/api/v1/generations", json={"prompt": "x", "steps": 2}).json()["data"]
+        done = wait_terminal(api, created["id"])
+        old_flow = done["flowId"]
+        other = api.post("/api/v1/generations", json={"prompt": "y", "steps": 2}).json()["data"]
+        moved = api.patch(f"/api/v1/generations/{created['id']}", json={"flowId": other["flowId"]})
+        assert moved.status_code == 200
+        assert api.delete(f"/api/v1/flows/{old_flow}").status_code == 200
+        after = api.get(f"/api/v1/generations/{created['id']}").json()["data"]
+        assert after["status"] == "success" and after["outputImage"] is not None
+        image = api.get(f"/api/v1/images/{after['outputImage']['id']}").json()["data"]
+        assert image["flowId"] == other["flowId"]
+        assert httpx.get(after["outputImage"]["storageUrl"]).status_code == 200
+
+
+def test_every_listed_scheduler_runs(server: Server) -> None:
+    key = create_key(server.env, "abuse", "schedulers")
+    bearer = {"Authorization": f"Bearer {key}"}
+    models = httpx.get(f"{server.url}/v1/image/generation/models", headers=bearer).json()
+    tiny = next(m for m in models["models"] if m["id"] == "tiny-sd")
+
+    def create(scheduler: str, steps: int) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/image/generation/create",
+            headers=bearer,
+            json={"prompt": "x", "scheduler_id": scheduler, "inference_steps": steps},
+            timeout=120,
+        )
+
+    for scheduler in tiny["available_schedulers"]:
+        steps = 4 if scheduler["id"] == "PNDM" else 2
+        response = create(scheduler["id"], steps)
+        assert response.status_code == 200, (scheduler["id"], response.text)
+    # PNDM's warm-up fails below 4 steps: refused up front, never a failed job.
+    too_few = create("PNDM", 2)
+    assert too_few.status_code == 400 and "at least 4" in too_few.json()["description"]
+
+
+def test_readiness_names_no_hosts_or_buckets_to_strangers(server: Server) -> None:
+    anonymous = httpx.get(f"{server.url}/health/ready").json()
+    assert anonymous["status"] == "ready" and len(anonymous["workers"]) == 1
+    assert "store" not in anonymous["checks"]["storage"]
+    assert set(anonymous["workers"][0]) == {"device", "heartbeatAt", "batchesRun"}
+    master = create_key(server.env, "abuse", "ops", "--type", "master")
+    project_bound = httpx.get(f"{server.url}/health/ready", headers={"X-API-Key": master}).json()
+    assert "store" not in project_bound["checks"]["storage"]  # a project's master is not global
+    result = run_cli(server.env, "keys", "create", "--type", "master")
+    operator = result.stdout.strip().splitlines()[-1]
+    detailed = httpx.get(f"{server.url}/health/ready", headers={"X-API-Key": operator}).json()
+    assert "store" in detailed["checks"]["storage"] and "hostname" in detailed["workers"][0]
+
+
+def test_a_master_key_of_one_organization_administers_only_it(server: Server) -> None:
+    result = run_cli(server.env, "keys", "create", "--type", "master", "--org", "tenant-a")
+    assert result.returncode == 0, result.stderr
+    with httpx.Client(
+        base_url=server.url, headers={"X-API-Key": result.stdout.strip().splitlines()[-1]}
+    ) as admin:
+        mine = admin.post(
+            "/api/admin/keys",
+            json={"type": "project", "organizationSlug": "tenant-a", "projectSlug": "web"},
+        )
+        assert mine.status_code == 201, mine.text
+        theirs = admin.post(
+            "/api/admin/keys",
+            json={"type": "project", "organizationSlug": "tenant-b", "projectSlug": "web"},
+        )
+        assert theirs.status_code == 403
+        global_master = admin.post("/api/admin/keys", json={"type": "master"})
+        assert global_master.status_code == 403
+        other_key = create_key(server.env, "tenant-b", "web")
+        listed = admin.get("/api/admin/keys").json()["data"]
+        assert listed and {k["organizationId"] for k in listed} == {listed[0]["organizationId"]}
+        other_id = run_cli(server.env, "keys", "list").stdout
+        assert other_key[:12] in other_id
+        prefix = other_key[:12]
+        row = server.sql("SELECT id FROM api_keys WHERE key_prefix = :p", p=prefix)
+        assert admin.delete(f"/api/admin/keys/{row[0][0]}").status_code == 404
+        credits = admin.put("/api/admin/projects/tenant-b/web/credits", json={"balance": 5})
+        assert credits.status_code == 403
+        assert (
+            admin.put("/api/admin/projects/tenant-a/web/credits", json={"balance": 5}).status_code
+            == 200
+        )
