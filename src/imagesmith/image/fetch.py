@@ -1,72 +1,160 @@
-"""Fetch a remote image for img2img without becoming an SSRF proxy: http(s) only, public
-addresses only (unless allowed), no redirects to elsewhere unchecked, size and time bounded."""
+"""Fetch a remote image for img2img without becoming an SSRF proxy.
+
+* http(s) only; the host is resolved **once** per hop and every address it resolves to must be
+  public (unless private URLs are allowed); the connection then goes to the address that was
+  checked (the URL is rewritten to it, with the original Host header and TLS server name), so a
+  DNS answer that changes between the check and the connect (rebinding) cannot steer it.
+* IPv4-mapped, 6to4, Teredo and NAT64 IPv6 forms are judged by the IPv4 address inside them;
+  decimal, octal and hex IPv4 spellings are resolved by the system resolver like any host.
+* At most 3 redirects, each checked like the first URL.
+* One deadline for the whole fetch (connects, redirects, a slow drip), and a size cap counted
+  while the body streams.
+* Errors never name the addresses a host resolved to."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlparse
+from collections.abc import Awaitable, Callable
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from imagesmith.errors import ValidationFailed
 
 MAX_REDIRECTS = 3
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+Policy = Callable[[IPAddress], bool]
 
 
 class UnsafeUrl(ValidationFailed):
     code = "INVALID_IMAGE_URL"
 
 
-async def check_target(url: str, allow_private: bool) -> None:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition form carries, if any."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_public(address: IPAddress) -> bool:
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        return is_public(inner)
+    return address.is_global and not address.is_multicast
+
+
+def allow_all(_address: IPAddress) -> bool:
+    return True
+
+
+async def pinned_target(url: str, resolve: Resolver, allowed: Policy) -> tuple[str, str, str]:
+    """(the URL rewritten to a checked address, the Host header, the TLS server name)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
         raise UnsafeUrl(f"Image URL must be http(s) with a host, got {url[:200]!r}")
-    if allow_private:
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parsed.hostname, port, type=socket.SOCK_STREAM
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UnsafeUrl("Image URL has an invalid port") from None
+    try:
+        answers = [ipaddress.ip_address(a.split("%")[0]) for a in await resolve(host, port)]
+    except (OSError, ValueError):
+        raise UnsafeUrl(f"Cannot resolve image URL host '{host[:100]}'") from None
+    if not answers:
+        raise UnsafeUrl(f"Cannot resolve image URL host '{host[:100]}'")
+    if not all(allowed(address) for address in answers):
+        raise UnsafeUrl(
+            f"Image URL host '{host[:100]}' resolves to a non-public address; only public "
+            "http(s) URLs are fetched"
         )
-    except OSError as exc:
-        raise UnsafeUrl(f"Cannot resolve image URL host '{parsed.hostname}': {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise UnsafeUrl(
-                f"Image URL host '{parsed.hostname}' resolves to {address}, a non-public address; "
-                "only public http(s) URLs are fetched"
-            )
+    address = answers[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{port}"
+    host_header = parts.netloc.rpartition("@")[2]  # as written: brackets and port kept
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    return pinned, host_header, host
 
 
 async def fetch_image_bytes(
-    url: str, *, max_bytes: int, timeout: float, allow_private: bool = False
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    allow_private: bool = False,
+    resolve: Resolver = system_resolve,
+    allowed: Policy | None = None,
 ) -> bytes:
-    """GET the URL (following up to 3 checked redirects); raise UnsafeUrl on any problem."""
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    """GET the URL (following up to 3 checked redirects) within `timeout` seconds in all;
+    raise UnsafeUrl on any problem."""
+    policy = allowed or (allow_all if allow_private else is_public)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch(url, max_bytes, timeout, resolve, policy)
+    except TimeoutError:
+        raise UnsafeUrl(f"Image URL did not answer in full within {timeout:g} s") from None
+
+
+async def _fetch(
+    url: str, max_bytes: int, timeout: float, resolve: Resolver, policy: Policy
+) -> bytes:
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False
+    ) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            await check_target(url, allow_private)
+            pinned, host_header, server_name = await pinned_target(url, resolve, policy)
+            request = client.build_request(
+                "GET",
+                pinned,
+                headers={"Host": host_header},
+                extensions={"sni_hostname": server_name},
+            )
             try:
-                async with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code != 200:
-                        raise UnsafeUrl(f"Image URL answered HTTP {response.status_code}")
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise UnsafeUrl(
-                            f"Image at URL is {declared} bytes; the limit is {max_bytes}"
-                        )
-                    chunks, size = [], 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise UnsafeUrl(f"Image at URL is over the {max_bytes}-byte limit")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                response = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
-                raise UnsafeUrl(f"Could not fetch image URL: {type(exc).__name__}: {exc}") from None
+                raise UnsafeUrl(f"Could not fetch image URL ({type(exc).__name__})") from None
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code != 200:
+                    raise UnsafeUrl(f"Image URL answered HTTP {response.status_code}")
+                return await _read_capped(response, max_bytes)
+            finally:
+                await response.aclose()
     raise UnsafeUrl(f"Image URL redirected more than {MAX_REDIRECTS} times")
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise UnsafeUrl(f"Image at URL is {declared} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise UnsafeUrl(f"Image at URL is over the {max_bytes}-byte limit")
+            chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise UnsafeUrl(f"Could not fetch image URL ({type(exc).__name__})") from None
+    return b"".join(chunks)

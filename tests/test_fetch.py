@@ -1,0 +1,139 @@
+"""The init-image fetcher as an attacker would probe it: DNS rebinding, redirects into private
+ranges, every spelling of a loopback address, a slow drip, an oversized body. All traffic stays
+on 127.0.0.1: the "public" side of each test is a resolver answer and a policy, not the internet."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from typing import Any
+
+import pytest
+
+from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes, is_public
+from tests.pictures import png
+from tests.stubs import QuietHandler, local_server
+
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+class Stub(QuietHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:
+        Stub.hits.append(f"{self.headers.get('Host')} {self.path}")
+        if self.path == "/to-metadata":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+        elif self.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        elif self.path == "/huge":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()  # no Content-Length: the cap must count the stream
+            for _ in range(7):
+                self.wfile.write(b"\0" * 1024 * 1024)
+        else:
+            self.send_body(200, png(), "image/png")
+
+
+def fetch(url: str, **kwargs: Any) -> bytes:
+    kwargs.setdefault("max_bytes", 5 * 1024 * 1024)
+    kwargs.setdefault("timeout", 5)
+    return asyncio.run(fetch_image_bytes(url, **kwargs))
+
+
+def only_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address == LOOPBACK
+
+
+def test_the_connection_goes_to_the_address_that_was_checked() -> None:
+    """`rebind.test` exists only in our resolver, answered once: if anything resolved the name
+    again to connect (what let a second, rebound answer through), the fetch could not succeed."""
+    calls: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"] if len(calls) == 1 else ["10.0.0.1"]  # a rebinding DNS server
+
+    Stub.hits.clear()
+    with local_server(Stub) as base:
+        port = base.rsplit(":", 1)[1]
+        data = fetch(f"http://rebind.test:{port}/a.png", resolve=resolver, allowed=only_loopback)
+    assert data.startswith(b"\x89PNG") and calls == ["rebind.test"]
+    assert Stub.hits == [f"rebind.test:{port} /a.png"]  # the Host header is the name asked for
+
+
+def test_a_refused_address_is_never_connected_to_nor_named() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    Stub.hits.clear()
+    with local_server(Stub) as base, pytest.raises(UnsafeUrl) as refused:
+        port = base.rsplit(":", 1)[1]
+        fetch(f"http://innocent.test:{port}/a.png", resolve=resolver)
+    assert Stub.hits == [] and "127.0.0.1" not in refused.value.message
+    assert "non-public" in refused.value.message
+
+
+def test_a_redirect_into_a_private_range_is_refused_before_connecting() -> None:
+    Stub.hits.clear()
+    with local_server(Stub) as base, pytest.raises(UnsafeUrl, match="non-public"):
+        fetch(f"{base}/to-metadata", allowed=only_loopback)
+    assert len(Stub.hits) == 1  # the first hop only; 169.254.169.254 was never contacted
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::1]",
+        "0.0.0.0",
+        "10.1.2.3",
+        "169.254.169.254",
+        "[fe80::1]",
+        "[fd00::1]",
+        "224.0.0.1",
+    ],
+)
+def test_every_spelling_of_an_internal_address_is_refused(host: str) -> None:
+    with pytest.raises(UnsafeUrl, match=r"non-public|resolve"):
+        fetch(f"http://{host}:9/x.png")
+
+
+def test_public_addresses_pass_the_policy_and_transition_forms_are_unwrapped() -> None:
+    assert is_public(ipaddress.ip_address("93.184.216.34"))
+    assert is_public(ipaddress.ip_address("2606:4700::1111"))
+    assert not is_public(ipaddress.ip_address("::ffff:10.0.0.1"))
+    assert is_public(ipaddress.ip_address("::ffff:93.184.216.34"))
+
+
+def test_one_deadline_covers_a_slow_drip() -> None:
+    with local_server(Stub) as base:
+        started = time.monotonic()
+        with pytest.raises(UnsafeUrl, match="within 1 s"):
+            fetch(f"{base}/drip", timeout=1, allowed=only_loopback)
+        # The drip would take 10 s; a per-read timeout never fires on it.
+        assert time.monotonic() - started < 5
+
+
+def test_an_oversized_body_is_cut_off_while_streaming() -> None:
+    with local_server(Stub) as base, pytest.raises(UnsafeUrl, match="over the 5242880-byte"):
+        fetch(f"{base}/huge", allowed=only_loopback)
