@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from imagesmith.api.client_ip import parse_networks, real_client
+from imagesmith.limits.rate import ip_bucket
 from tests.pictures import huge_png, png
-from tests.serverproc import Server, create_key
+from tests.serverproc import Server, create_key, run_cli
 
 WAIT = {"Prefer": "wait=60"}
 
@@ -229,7 +231,12 @@ def test_other_projects_cannot_see_library(server: Server, api: httpx.Client, ke
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("live"), models_dir, live_ip_limit="3/hour").start()
+    srv = Server(
+        tmp_path_factory.mktemp("live"),
+        models_dir,
+        live_ip_limit="3/hour",
+        trusted_proxies="127.0.0.1",
+    ).start()
     yield srv
     srv.stop()
 
@@ -239,8 +246,15 @@ def live(server: Server, scope: str, **params: Any) -> httpx.Response:
     return httpx.get(f"{server.url}/cdn/live/site/live/{scope}", params=params, timeout=120)
 
 
+def enable_live(server: Server, org: str, project: str, *scopes: str) -> None:
+    args = [a for scope in scopes for a in ("--scope", scope)]
+    result = run_cli(server.env, "live", "enable", "--org", org, "--project", project, *args)
+    assert result.returncode == 0, result.stderr
+
+
 def test_live_url_miss_then_hit_and_limits(live_server: Server) -> None:
     key = create_key(live_server.env, "live", "site")
+    enable_live(live_server, "live", "site", "hero")
     miss = live(live_server, "hero")
     assert miss.status_code == 200, miss.text
     assert miss.headers["x-cache-status"] == "MISS" and miss.headers["content-type"] == "image/png"
@@ -283,3 +297,48 @@ def test_live_url_miss_then_hit_and_limits(live_server: Server) -> None:
         httpx.get(f"{live_server.url}/cdn/nobody/none/live/x", params={"prompt": "x"}).status_code
         == 404
     )
+
+
+def test_live_urls_are_opt_in_and_strangers_cannot_mint_scopes(live_server: Server) -> None:
+    key = create_key(live_server.env, "closed", "site")
+    url = f"{live_server.url}/cdn/closed/site/live"
+    off = httpx.get(f"{url}/anything", params={"prompt": "x"}, timeout=60)
+    assert off.status_code == 403 and off.json()["error"]["code"] == "LIVE_URLS_DISABLED"
+    enable_live(live_server, "closed", "site", "banner")
+    for i in range(6):  # the review's repro: each new name used to bring a fresh scope and limit
+        minted = httpx.get(f"{url}/s{i}", params={"prompt": "x"}, timeout=60)
+        assert minted.status_code == 404 and minted.json()["error"]["code"] == "SCOPE_NOT_FOUND"
+    with live_server.client(key) as api:
+        assert api.get("/api/v1/live/scopes").json()["pagination"]["total"] == 0
+        opened = httpx.get(f"{url}/banner", params={"prompt": "x"}, timeout=120)
+        assert opened.status_code == 200 and opened.headers["x-cache-status"] == "MISS"
+        assert [s["slug"] for s in api.get("/api/v1/live/scopes").json()["data"]] == ["banner"]
+
+
+def test_per_ip_limits_count_the_real_client_not_what_it_claims(live_server: Server) -> None:
+    """Behind the trusted proxy (127.0.0.1) the client is the rightmost untrusted hop; the
+    entries to its left are the client's own words and change nothing."""
+    create_key(live_server.env, "proxied", "site")
+    enable_live(live_server, "proxied", "site", "hero")
+    url = f"{live_server.url}/cdn/proxied/site/live/hero"
+
+    def miss(prompt: str, forwarded: str) -> httpx.Response:
+        headers = {"X-Forwarded-For": forwarded}
+        return httpx.get(url, params={"prompt": prompt}, headers=headers, timeout=120)
+
+    for i in range(3):
+        assert miss(f"a {i}", f"10.9.9.{i}, 203.0.113.7").status_code == 200
+    spoofed = miss("a 3", "10.9.9.99, 203.0.113.7")
+    assert spoofed.status_code == 429 and "203.0.113.7" in spoofed.json()["error"]["message"]
+    assert miss("a 3", "198.51.100.9").status_code == 200  # another real client
+
+
+def test_client_addresses_and_their_rate_buckets() -> None:
+    trusted = parse_networks("127.0.0.1, 10.0.0.0/8")
+    assert real_client("127.0.0.1", "1.2.3.4, 5.6.7.8", ()) == "127.0.0.1"  # no proxy trusted
+    assert real_client("9.9.9.9", "1.2.3.4", trusted) == "9.9.9.9"  # not from our proxy
+    assert real_client("127.0.0.1", "1.2.3.4, 5.6.7.8, 10.1.1.1", trusted) == "5.6.7.8"
+    assert real_client("127.0.0.1", None, trusted) == "127.0.0.1"
+    assert ip_bucket("2001:db8:1:2:aaaa::1") == ip_bucket("2001:db8:1:2:ffff::9")
+    assert ip_bucket("2001:db8:1:3::1") != ip_bucket("2001:db8:1:2::1")
+    assert ip_bucket("203.0.113.7") == "203.0.113.7"

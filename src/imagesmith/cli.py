@@ -24,6 +24,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 credits_app = typer.Typer(help="Project credit balances.", no_args_is_help=True)
 app.add_typer(credits_app, name="credits")
+live_app = typer.Typer(help="Live URLs: public generate-on-first-GET links.", no_args_is_help=True)
+app.add_typer(live_app, name="live")
 console = Console(stderr=True)
 
 
@@ -249,6 +251,56 @@ def credits_set(
 
     asyncio.run(main())
     print(f"{org}/{project}: {balance} credits")
+
+
+@live_app.command("enable")
+def live_enable(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="A scope strangers may start by first use (repeat the option)"),
+    ] = None,
+) -> None:
+    """Turn live URLs on for a project (off by default: they generate for anyone with the URL)."""
+    print(_set_live(org, project, True, scope))
+
+
+@live_app.command("disable")
+def live_disable(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug")],
+) -> None:
+    """Turn live URLs off: cached images stay, nothing new is generated."""
+    print(_set_live(org, project, False, None))
+
+
+def _set_live(org: str, project: str, enabled: bool, scopes: list[str] | None) -> str:
+    from imagesmith.auth.service import KeyService
+    from imagesmith.db import migrate
+    from imagesmith.errors import ImagesmithError
+    from imagesmith.live.service import LiveService
+    from imagesmith.runtime import Runtime
+
+    settings = Settings()
+    migrate.upgrade(settings)
+
+    async def main() -> tuple[bool, list[str]]:
+        runtime = Runtime.open(settings)
+        try:
+            async with runtime.db.transaction() as session:
+                _org, found = await KeyService(session).project(org, project)
+            return await LiveService(runtime).set_project_live(found.id, enabled, scopes)
+        finally:
+            await runtime.close()
+
+    try:
+        on, open_scopes = asyncio.run(main())
+    except ImagesmithError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    opened = ", ".join(open_scopes) or "none (key holders create scopes)"
+    return f"{org}/{project}: live URLs {'on' if on else 'off'}; open scopes: {opened}"
 
 
 @models_app.command("list")

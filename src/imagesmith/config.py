@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -116,9 +117,20 @@ class Settings(BaseSettings):
     )
     live_scope_limit: int = Field(default=30, ge=0, description="Default newGenerationsLimit.")
     live_wait_seconds: float = Field(default=120.0, gt=0)
-    trust_forwarded_for: bool = Field(
-        default=False, description="Take the client IP from X-Forwarded-For (behind a proxy)."
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDR ranges of your reverse proxies. Only when "
+        "a request comes from one of them is X-Forwarded-For read (right to left, skipping "
+        "trusted hops) for the client IP that per-IP limits count.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # ValueError names the part
+        return value
 
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)

@@ -3,6 +3,7 @@ when several API replicas must share exact counters."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -71,3 +72,15 @@ class RateLimiter:
                 headers={**state.headers(), "Retry-After": str(retry_after)},
             )
         return state
+
+
+def ip_bucket(address: str) -> str:
+    """What a per-IP limit counts: the address, or for IPv6 its /64 (one subscriber's network;
+    a client can change the lower 64 bits at will)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -14,12 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith.auth.repository import TenancyRepository
 from imagesmith.auth.service import Principal
 from imagesmith.db.base import utcnow
 from imagesmith.errors import Conflict, Forbidden, ImagesmithError, NotFound, ValidationFailed
 from imagesmith.generation.schemas import GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService
-from imagesmith.limits.rate import RateLimited
+from imagesmith.limits.rate import RateLimited, ip_bucket
 from imagesmith.models import GenerationStatus, KeyType, LiveScope, PromptCacheEntry
 from imagesmith.runtime import Runtime
 
@@ -111,6 +112,24 @@ class ScopeRepository:
 class LiveService:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
+
+    # Project switch -----------------------------------------------------------------------
+
+    async def set_project_live(
+        self, project_id: str, enabled: bool, open_scopes: list[str] | None
+    ) -> tuple[bool, list[str]]:
+        """Turn live URLs on or off; `open_scopes` (when given) replaces the scopes strangers
+        may start by first use."""
+        for slug in open_scopes or []:
+            check_slug(slug)
+        async with self.rt.db.transaction() as session:
+            project = await TenancyRepository(session).project_by_id(project_id)
+            if project is None:
+                raise NotFound("No such project", code="PROJECT_NOT_FOUND")
+            project.live_enabled = enabled
+            if open_scopes is not None:
+                project.live_open_scopes = sorted(set(open_scopes))
+            return project.live_enabled, list(project.live_open_scopes or [])
 
     # Scopes -------------------------------------------------------------------------------
 
@@ -204,17 +223,28 @@ class LiveService:
     async def serve(
         self, principal: Principal, scope_slug: str, request: LiveRequest, client_ip: str
     ) -> LiveResult:
+        """A public GET. Every refusal happens before anything is written: live URLs off for the
+        project, a scope that neither exists nor is open to strangers, a closed or full scope,
+        the client's per-IP budget."""
         check_slug(scope_slug)
         project_id = principal.require_project()
         key = request.cache_key(project_id, scope_slug)
         service = GenerationService(self.rt)
         async with self.rt.db.transaction() as session:
+            project = await TenancyRepository(session).project_by_id(project_id)
+            if project is None or not project.live_enabled:
+                raise Forbidden(
+                    "Live URLs are off for this project; an operator turns them on with "
+                    "`imagesmith live enable` (or PUT /api/admin/projects/{org}/{project}/live)",
+                    code="LIVE_URLS_DISABLED",
+                )
             repo = ScopeRepository(session)
             scope = await repo.get(project_id, scope_slug)
-            if scope is None:  # scopes are created on first use
-                scope = self._new_scope(project_id, scope_slug, {})
-                session.add(scope)
-                await session.flush()
+            if scope is None and scope_slug not in (project.live_open_scopes or []):
+                raise ScopeNotFound(
+                    f"No live scope '{scope_slug}' in this project: a key holder creates it "
+                    "(POST /api/v1/live/scopes), or an operator opens it to first use"
+                )
             entry = await repo.cached(project_id, key)
             cached_id = entry.generation_id if entry is not None else None
         if cached_id is not None:
@@ -225,25 +255,31 @@ class LiveService:
                 hits = await self._count_hit(project_id, key)
                 return LiveResult(view, status, hits)
         # A miss: it costs a generation, so it is limited.
-        if not scope.allow_new_generations:
+        allowed = scope.allow_new_generations if scope is not None else True
+        used = scope.current_generations if scope is not None else 0
+        limit = (
+            scope.new_generations_limit if scope is not None else self.rt.settings.live_scope_limit
+        )
+        if not allowed:
             raise Forbidden(
                 f"Scope '{scope_slug}' does not allow new generations (allowNewGenerations=false)",
                 code="SCOPE_GENERATION_DISABLED",
             )
-        if scope.current_generations >= scope.new_generations_limit:
+        if used >= limit:
             raise RateLimited(
-                f"Scope '{scope_slug}' used its {scope.new_generations_limit} new generations; "
+                f"Scope '{scope_slug}' used its {limit} new generations; "
                 "raise newGenerationsLimit (PUT /api/v1/live/scopes/{slug}) to allow more",
                 code="SCOPE_LIMIT_REACHED",
                 headers={"Retry-After": "3600"},
             )
-        # Per project and IP: one tenant's traffic never spends another tenant's budget.
+        # Per project and client network (an IPv6 client is its /64): one tenant's traffic never
+        # spends another tenant's budget.
         await self.rt.rate_limiter.hit_item(
             parse(self.rt.settings.live_ip_limit),
             "live-ip",
             project_id,
-            client_ip,
-            what=f"new live generations from {client_ip}",
+            ip_bucket(client_ip),
+            what=f"new live generations from {ip_bucket(client_ip)}",
         )
         view, _ = await service.create(
             principal,
@@ -265,17 +301,20 @@ class LiveService:
                     if stale is not None:
                         await session.delete(stale)
                         await session.flush()
+                fresh = await repo.get(project_id, scope_slug)
+                if fresh is None:  # an open scope's first use creates it
+                    fresh = self._new_scope(project_id, scope_slug, {})
+                    session.add(fresh)
+                    await session.flush()
                 session.add(
                     PromptCacheEntry(
                         project_id=project_id,
-                        scope_id=scope.id,
+                        scope_id=fresh.id,
                         cache_key=key,
                         generation_id=generation_id,
                         hit_count=0,
                     )
                 )
-                fresh = await repo.get(project_id, scope_slug)
-                assert fresh is not None
                 fresh.current_generations += 1
                 fresh.last_generated_at = utcnow()
         except IntegrityError:

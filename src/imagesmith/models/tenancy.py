@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from imagesmith.db.base import Base, IdMixin, TimestampMixin
@@ -24,3 +26,7 @@ class Project(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(255))
     # None means unlimited; the credits feature (Stablecog dialect) sets a number.
     credit_balance: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # Live URLs generate for strangers, so they are off until an operator turns them on; then
+    # anonymous requests may start only the scopes listed here (key holders create others).
+    live_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    live_open_scopes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)

@@ -13,6 +13,7 @@ from imagesmith.api.dialect import error_responses
 from imagesmith.api.native.auth import MasterDep
 from imagesmith.auth.service import IssuedKey, KeyService, key_summary
 from imagesmith.limits.credits import Credits
+from imagesmith.live.service import LiveService
 from imagesmith.models import KeyType
 
 router = APIRouter(tags=["admin"])
@@ -133,4 +134,47 @@ async def set_credits(
     return {
         "success": True,
         "data": {"organizationSlug": org, "projectSlug": project, "balance": body.balance},
+    }
+
+
+class LiveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    enabled: bool = Field(description="Whether the project's live URLs may generate at all")
+    open_scopes: list[str] | None = Field(
+        None,
+        alias="openScopes",
+        max_length=100,
+        description="Scopes strangers may start by first use; omitted: unchanged",
+    )
+
+
+@router.put(
+    "/api/admin/projects/{org}/{project}/live",
+    response_model=KeyEnvelope,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_live(
+    runtime: RuntimeDep,
+    admin: MasterDep,
+    org: str,
+    project: str,
+    body: Annotated[LiveBody, Body()],
+) -> dict[str, Any]:
+    """Turn a project's live URLs on or off (off by default) and set its open scopes."""
+    async with runtime.db.transaction() as session:
+        keys = KeyService(session)
+        organization, found = await keys.project(org, project)
+        keys.check_administers(admin, organization.id)
+    enabled, open_scopes = await LiveService(runtime).set_project_live(
+        found.id, body.enabled, body.open_scopes
+    )
+    return {
+        "success": True,
+        "data": {
+            "organizationSlug": org,
+            "projectSlug": project,
+            "enabled": enabled,
+            "openScopes": open_scopes,
+        },
     }

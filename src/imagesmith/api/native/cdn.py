@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from imagesmith.api.client_ip import client_ip
 from imagesmith.api.deps import RuntimeDep
 from imagesmith.api.dialect import error_responses
 from imagesmith.auth.service import KeyService
@@ -83,12 +84,6 @@ async def cdn_image_head(
     return await cdn_image(runtime, org, project, ref, if_none_match)
 
 
-def client_ip(request: Request, trust_forwarded: bool) -> str:
-    if trust_forwarded and (forwarded := request.headers.get("x-forwarded-for")):
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else "unknown"
-
-
 @router.get(
     "/cdn/{org}/{project}/live/{scope}",
     responses={
@@ -125,7 +120,7 @@ async def cdn_live(
         principal,
         scope,
         LiveRequest(prompt.strip(), aspect_ratio, auto_enhance, template),
-        client_ip(request, runtime.settings.trust_forwarded_for),
+        client_ip(request, runtime.settings.trusted_proxies),
     )
     generation = result.view.generation
     headers = {"X-Cache-Status": result.cache_status, "X-Generation-Id": generation.id}
