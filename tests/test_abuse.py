@@ -349,3 +349,94 @@ def test_a_master_key_of_one_organization_administers_only_it(server: Server) ->
             admin.put("/api/admin/projects/tenant-a/web/credits", json={"balance": 5}).status_code
             == 200
         )
+
+
+def keyed_routes() -> list[tuple[str, str]]:
+    """Every (method, path) that names a record by id, alias or slug and needs a key: read from
+    the app itself, so a new route is covered the day it is added."""
+    from imagesmith.app import create_app
+
+    schema = create_app(embedded_worker=False).openapi()
+    return sorted(
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        if "{" in path and not path.startswith("/cdn/")  # /cdn is public by design
+        for method in operations
+    )
+
+
+BODIES: dict[tuple[str, str], Any] = {
+    ("PUT", "/api/v1/generations/{generation_id}"): {"meta": {"x": 1}},
+    ("PATCH", "/api/v1/generations/{generation_id}"): {"meta": {"x": 1}},
+    ("PUT", "/api/v1/images/{ref}"): {"meta": {"x": 1}},
+    ("PUT", "/api/v1/images/{ref}/alias"): {"alias": None},
+    ("PUT", "/api/v1/flows/{flow_id}/aliases"): {"aliases": {}},
+    ("PUT", "/api/v1/live/scopes/{slug}"): {"meta": {"x": 1}},
+    ("PUT", "/api/admin/projects/{org}/{project}/credits"): {"balance": 1},
+    ("PUT", "/api/admin/projects/{org}/{project}/live"): {"enabled": True},
+}
+
+
+def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -> None:
+    """For every keyed route with an id: another project's key, a revoked key, an expired key
+    and no key get 401/403/404 — never the record, never a change to it."""
+    owner = create_key(server.env, "matrix", "owner")
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": owner}, timeout=60) as api:
+        made = api.post("/api/v1/generations", json={"prompt": "owner's secret", "steps": 2})
+        generation = wait_terminal(api, made.json()["data"]["id"])
+        upload = api.post(
+            "/api/v1/images/upload",
+            files={"file": ("o.png", png(), "image/png")},
+            data={"alias": "@owned"},
+        ).json()["data"]
+        scope = api.post("/api/v1/live/scopes", json={"slug": "owned"}).json()["data"]
+        key_id = api.get("/api/info").json()["auth"]
+    owner_key_id = server.sql("SELECT id FROM api_keys WHERE key_prefix = :p", p=owner[:12])[0][0]
+    values = {
+        "generation_id": generation["id"],
+        "ref": upload["id"],
+        "flow_id": generation["flowId"],
+        "slug": scope["slug"],
+        "alias": "@owned",
+        "key_id": owner_key_id,
+        "org": "matrix",
+        "project": "owner",
+    }
+    revoked = create_key(server.env, "matrix", "owner", "--name", "revoked")
+    assert run_cli(server.env, "keys", "revoke", revoked[:12]).returncode == 0
+    expired = create_key(server.env, "matrix", "owner", "--name", "expired")
+    server.sql(
+        "UPDATE api_keys SET expires_at = :t WHERE key_prefix = :p",
+        t="2020-01-01 00:00:00",
+        p=expired[:12],
+    )
+    credentials = {
+        "another project's key": create_key(server.env, "matrix", "stranger"),
+        "a revoked key": revoked,
+        "an expired key": expired,
+        "no key": None,
+    }
+    secrets = [generation["id"], upload["id"], "owner's secret", generation["flowId"]]
+    routes = keyed_routes()
+    assert len(routes) >= 20
+    for method, template in routes:
+        path = template.format(**values)
+        for who, key in credentials.items():
+            headers = {"X-API-Key": key} if key else {}
+            response = httpx.request(
+                method,
+                f"{server.url}{path}",
+                headers=headers,
+                json=BODIES.get((method, template)),
+                timeout=30,
+            )
+            assert response.status_code in (401, 403, 404), (who, method, template, response.text)
+            leaked = [s for s in secrets if s in response.text and s not in path]
+            assert not leaked, (who, method, template, leaked)
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": owner}, timeout=60) as api:
+        still = api.get(f"/api/v1/generations/{generation['id']}").json()["data"]
+        assert still["status"] == "success" and still["meta"] == {}
+        assert api.get(f"/api/v1/images/{upload['id']}").json()["data"]["alias"] == "@owned"
+        assert api.get(f"/api/v1/flows/{generation['flowId']}").status_code == 200
+        assert api.get("/api/v1/live/scopes/owned").json()["data"]["meta"] == {}
+    assert key_id["projectSlug"] == "owner"
