@@ -175,8 +175,8 @@ def test_same_seed_same_bytes_and_regenerate_uses_new_seed(api: httpx.Client) ->
 def test_delete_removes_record_and_file(api: httpx.Client, server: Server) -> None:
     data = create(api, WAIT).json()["data"]
     url = data["outputImage"]["storageUrl"]
-    key = f"acme/web/img/{data['outputImageId']}"
-    assert key in server.stored_keys()
+    key = api.get(f"/api/v1/images/{data['outputImageId']}").json()["data"]["storageKey"]
+    assert key.startswith(f"acme/web/img/{data['outputImageId']}.") and key in server.stored_keys()
     deleted = api.delete(f"/api/v1/generations/{data['id']}")
     assert deleted.status_code == 200 and deleted.json()["success"] is True
     assert api.get(f"/api/v1/generations/{data['id']}").status_code == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from imagesmith.db.base import utcnow
 from imagesmith.db.engine import Database
 from imagesmith.generation.jobs import JobQueue
 from imagesmith.generation.repository import Claim, GenerationRepository
+from imagesmith.image.repository import ImageRepository
 from imagesmith.models import Generation, GenerationStatus
 from imagesmith.runtime import Runtime
 from tests.backends import new_backend
@@ -168,3 +170,62 @@ async def test_batch_mates_come_from_every_project(db: Any) -> None:
     (lone,) = await add_jobs(database, other.id, 1)
     batch = [c.generation_id for c in await claim(database, "w", limit=3)]
     assert batch == [flood[0], lone, flood[1]]
+
+
+class RacingStore:
+    """The object store, with a hook run just before the next put: the moment between a
+    worker's "do I still hold the job?" check and its write."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.before_put: Any = None
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        hook, self.before_put = self.before_put, None
+        if hook is not None:
+            await hook()
+        await self.inner.put(key, data, content_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_stale_attempt_cannot_overwrite_the_run_that_won(db: Any, runtime: Runtime) -> None:
+    """Attempt A passes its check, then the generation is regenerated and run B finishes
+    before A writes: A's bytes must not replace B's, and A's object is cleaned up."""
+    from imagesmith.generation.service import GenerationService
+
+    database, project_id, _ = db
+    async with database.transaction() as session:
+        org_slug, project_slug = await GenerationRepository(session).project_slugs(project_id)
+    (job_id,) = await add_jobs(database, project_id, 1, num_outputs=1)
+    store = RacingStore(runtime.store)
+    runtime.store = store
+    a, b = JobQueue(runtime, "a"), JobQueue(runtime, "b")
+    (stale,) = await a.claim(1)
+
+    @dataclass
+    class Png:
+        png: bytes
+        width: int = 64
+        height: int = 64
+
+    async def regenerate_and_win() -> None:
+        await GenerationService(runtime).regenerate(project_id, job_id)
+        (winner,) = await b.claim(1)
+        await b.succeed(winner, [Png(b"\x89PNG winner")])
+
+    store.before_put = regenerate_and_win
+    await a.succeed(stale, [Png(b"\x89PNG stale")])
+    final = await row(database, job_id)
+    assert final.status is GenerationStatus.SUCCESS and final.job_version == 2
+    async with database.transaction() as session:
+        image = await ImageRepository(session).get(project_id, final.output_image_id or "")
+    assert image is not None
+    stored = await runtime.store.get(image.storage_key)
+    assert stored is not None and stored.data == b"\x89PNG winner"
+    prefix = f"{org_slug}/{project_slug}/img/{image.id}"
+    leftovers = [p for p in (runtime.settings.resolved_storage_dir / prefix).parent.glob("*")]
+    assert [p.name for p in leftovers if not p.name.endswith(".type")] == [
+        image.storage_key.rsplit("/", 1)[1]
+    ]

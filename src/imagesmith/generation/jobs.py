@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -218,34 +219,47 @@ class JobQueue:
             if generation is None:
                 return
             image_ids = output_slots(generation, len(images))
-        # Same ids → same keys → same URLs: regenerating in place overwrites the objects.
-        for image_id, output in zip(image_ids, images, strict=True):
-            key = image_key(job.org_slug, job.project_slug, image_id)
+        # Same ids → same URLs. The bytes go under this attempt's own keys; the rows point at
+        # them only if this attempt still holds the job when it records the success.
+        attempt = secrets.token_hex(4)
+        keys = [image_key(job.org_slug, job.project_slug, i, attempt) for i in image_ids]
+        for key, output in zip(keys, images, strict=True):
             await self.rt.store.put(key, output.png, "image/png")
         now = utcnow()
+        replaced: list[str] = []
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             generation = await self._held(repo, claim)
-            if generation is None:
-                return
-            images_repo = ImageRepository(session)
-            for index, (image_id, output) in enumerate(zip(image_ids, images, strict=True)):
-                await self._record_image(images_repo, job, generation, image_id, output, index)
-            if generation.flow_alias and generation.flow_id:
-                flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
-                flow.aliases = {**(flow.aliases or {}), generation.flow_alias: image_ids[0]}
-            await repo.finish(
-                self.worker_id,
-                claim,
-                now,
-                status=GenerationStatus.SUCCESS,
-                output_image_id=image_ids[0],
-                output_image_ids=image_ids,
-                processing_time_ms=elapsed_ms(generation, now),
-                progress_step=job.params.steps,
-                progress_total=job.params.steps,
-                error_message=None,
-            )
+            if generation is not None:
+                images_repo = ImageRepository(session)
+                for index, (image_id, key, output) in enumerate(
+                    zip(image_ids, keys, images, strict=True)
+                ):
+                    old = await self._record_image(
+                        images_repo, job, generation, image_id, key, output, index
+                    )
+                    if old is not None and old != key:
+                        replaced.append(old)
+                if generation.flow_alias and generation.flow_id:
+                    flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
+                    flow.aliases = {**(flow.aliases or {}), generation.flow_alias: image_ids[0]}
+                await repo.finish(
+                    self.worker_id,
+                    claim,
+                    now,
+                    status=GenerationStatus.SUCCESS,
+                    output_image_id=image_ids[0],
+                    output_image_ids=image_ids,
+                    processing_time_ms=elapsed_ms(generation, now),
+                    progress_step=job.params.steps,
+                    progress_total=job.params.steps,
+                    error_message=None,
+                )
+        # After commit: the objects nothing points at any more (the previous run's, or ours if
+        # this attempt lost the job meanwhile).
+        await self._delete_objects(keys if generation is None else replaced)
+        if generation is None:
+            return
         log.info(
             "generation.succeeded generation_id=%s images=%s",
             claim.generation_id,
@@ -261,21 +275,32 @@ class JobQueue:
             return None
         return generation
 
+    async def _delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                await self.rt.store.delete(key)
+            except Exception as exc:  # an orphaned object is harmless; the log has it
+                log.warning("image.delete_object_failed key=%s error=%r", key, exc)
+
     async def _record_image(
         self,
         repo: ImageRepository,
         job: ClaimedJob,
         generation: Generation,
         image_id: str,
+        key: str,
         output: ImageBytes,
         index: int,
-    ) -> None:
+    ) -> str | None:
+        """Create or update the image row; returns the key it pointed at before (a re-run)."""
         digest = hashlib.sha256(output.png).hexdigest()
         image = await repo.get(job.project_id, image_id)
-        if image is not None:  # re-run in place: same row, new content
+        if image is not None:  # re-run in place: same row and URL, new content and key
+            old = image.storage_key
             image.width, image.height = output.width, output.height
             image.file_size, image.sha256, image.updated_at = len(output.png), digest, utcnow()
-            return
+            image.storage_key = key
+            return old
         alias = generation.alias if index == 0 else None
         if alias and await repo.by_alias(job.project_id, alias) is not None:
             log.warning("alias.taken alias=%s generation_id=%s", alias, generation.id)
@@ -286,7 +311,7 @@ class JobQueue:
                 project_id=job.project_id,
                 generation_id=generation.id,
                 flow_id=generation.flow_id,
-                storage_key=image_key(job.org_slug, job.project_slug, image_id),
+                storage_key=key,
                 mime_type="image/png",
                 width=output.width,
                 height=output.height,
@@ -297,6 +322,7 @@ class JobQueue:
                 meta={},
             )
         )
+        return None
 
     async def fail(self, job: ClaimedJob, message: str) -> None:
         """A failed generation is data: status failed, the message, and its credits back."""

@@ -53,5 +53,9 @@ def open_store(settings: Settings) -> ObjectStore:
     return LocalStore(settings.resolved_storage_dir)
 
 
-def image_key(org_slug: str, project_slug: str, image_id: str) -> str:
-    return f"{org_slug}/{project_slug}/img/{image_id}"
+def image_key(org_slug: str, project_slug: str, image_id: str, attempt: str | None = None) -> str:
+    """Where an image's bytes live. A generated image is written under a key of its own per
+    attempt (`<id>.<attempt>`), and the row is pointed at it in the transaction that records
+    the success: a stale attempt can then never overwrite the bytes of the run that won."""
+    base = f"{org_slug}/{project_slug}/img/{image_id}"
+    return f"{base}.{attempt}" if attempt else base
