@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,3 +111,21 @@ def test_last_used_is_recorded(api_only: Server) -> None:
     )
     assert last_used is not None
     assert httpx.get(f"{api_only.url}/health").status_code == 200
+
+
+def test_two_bootstraps_at_once_make_one_master_key(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    srv = Server(tmp_path_factory.mktemp("bootstrap-race"), models_dir).start("--no-worker")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: httpx.post(f"{srv.url}/api/bootstrap/initial-key").status_code,
+                    range(8),
+                )
+            )
+        assert sorted(answers) == [201] + [403] * 7
+        assert srv.sql("SELECT COUNT(*) FROM api_keys")[0][0] == 1
+    finally:
+        srv.stop()

@@ -229,3 +229,24 @@ async def test_a_stale_attempt_cannot_overwrite_the_run_that_won(db: Any, runtim
     assert [p.name for p in leftovers if not p.name.endswith(".type")] == [
         image.storage_key.rsplit("/", 1)[1]
     ]
+
+
+async def test_lease_renewal_survives_a_failing_database_call(runtime: Runtime) -> None:
+    """One "database is locked" used to end the renewal task, so a long job lost its lease and
+    ran twice; now the next renewal simply tries again."""
+    from imagesmith.worker.supervisor import Worker
+
+    runtime.settings.lease_seconds = 0.6  # renew every 0.2 s
+    worker = Worker(runtime, "renewer")
+    calls: list[str] = []
+
+    async def flaky_renew(_jobs: Any) -> None:
+        calls.append("fail" if not calls else "ok")
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+
+    worker.queue.renew = flaky_renew  # type: ignore[method-assign]
+    task = asyncio.ensure_future(worker._renew_leases([]))
+    await asyncio.sleep(1.0)
+    task.cancel()
+    assert calls[0] == "fail" and calls.count("ok") >= 2
