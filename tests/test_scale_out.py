@@ -139,6 +139,8 @@ def test_rate_limit_per_key_with_headers(
             assert [r.status_code for r in seen] == [200] * 5
             assert [r.headers["X-RateLimit-Remaining"] for r in seen] == ["4", "3", "2", "1", "0"]
             assert seen[0].headers["X-RateLimit-Limit"] == "5"
+            # Seed 002: "Seconds until reset" (it used to be a Unix timestamp).
+            assert 0 < int(seen[0].headers["X-RateLimit-Reset"]) <= 60
             refused = api.post("/api/v1/generations", json={"prompt": "one too many"})
             assert refused.status_code == 429
             assert refused.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from imagesmith.config import Settings
+from imagesmith.limits.quotas import Limits, Quotas
 from imagesmith.logging import configure_logging
+from imagesmith.models import Project
 
 app = typer.Typer(
     help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True
@@ -24,6 +27,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 credits_app = typer.Typer(help="Project credit balances.", no_args_is_help=True)
 app.add_typer(credits_app, name="credits")
+plan_app = typer.Typer(help="Plans: monthly quotas and concurrency caps.", no_args_is_help=True)
+app.add_typer(plan_app, name="plan")
 live_app = typer.Typer(help="Live URLs: public generate-on-first-GET links.", no_args_is_help=True)
 app.add_typer(live_app, name="live")
 console = Console(stderr=True)
@@ -251,6 +256,84 @@ def credits_set(
 
     asyncio.run(main())
     print(f"{org}/{project}: {balance} credits")
+
+
+@plan_app.command("set")
+def plan_set(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug")],
+    plan: Annotated[str, typer.Argument(help="free, starter, premium or unlimited")],
+    monthly: Annotated[int | None, typer.Option(help="Generations per month (override)")] = None,
+    concurrent: Annotated[
+        int | None, typer.Option(help="Pending + processing at once (override)")
+    ] = None,
+    end_user_monthly: Annotated[
+        int | None, typer.Option(help="Generations per end user per month")
+    ] = None,
+) -> None:
+    """Put a project on a plan (free 100/month, 1 at once; starter 1000, 3; premium unlimited,
+    10; unlimited); the options override the plan's numbers."""
+
+    async def change(quotas: Quotas, found: Project) -> str:
+        limits = quotas.set_plan(found, plan, monthly, concurrent, end_user_monthly)
+        return describe_limits(org, project, limits)
+
+    print(_with_project(org, project, change))
+
+
+@plan_app.command("show")
+def plan_show(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug")],
+) -> None:
+    """A project's plan, its limits and its usage this month."""
+
+    async def show(quotas: Quotas, found: Project) -> str:
+        usage = await quotas.usage(found)
+        return (
+            f"{describe_limits(org, project, usage.limits)}\n"
+            f"used in {usage.month}: {usage.used}; pending or processing now: {usage.in_flight}"
+        )
+
+    print(_with_project(org, project, show))
+
+
+def describe_limits(org: str, project: str, limits: Limits) -> str:
+    def shown(value: int | None) -> str:
+        return "unlimited" if value is None else str(value)
+
+    return (
+        f"{org}/{project}: plan {limits.plan}; monthly {shown(limits.monthly)}; "
+        f"concurrent {shown(limits.concurrent)}; per end user monthly "
+        f"{shown(limits.end_user_monthly)}"
+    )
+
+
+def _with_project(
+    org: str, project: str, action: Callable[[Quotas, Project], Awaitable[str]]
+) -> str:
+    from imagesmith.auth.service import KeyService
+    from imagesmith.db import migrate
+    from imagesmith.db.engine import Database
+    from imagesmith.errors import ImagesmithError
+
+    settings = Settings()
+    migrate.upgrade(settings)
+
+    async def main() -> str:
+        db = Database(settings)
+        try:
+            async with db.transaction() as session:
+                _org, found = await KeyService(session).project(org, project)
+                return await action(Quotas(session), found)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ImagesmithError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
 
 
 @live_app.command("enable")

@@ -36,6 +36,7 @@ from imagesmith.image.names import NEW_FLOW
 from imagesmith.image.repository import ImageRepository
 from imagesmith.image.service import ensure_flow
 from imagesmith.limits.credits import Credits
+from imagesmith.limits.quotas import Quotas
 from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
 from imagesmith.runtime import Runtime
 
@@ -127,6 +128,7 @@ class GenerationService:
                 repo = GenerationRepository(session)
                 if flow_id is not None:
                     await ensure_flow(ImageRepository(session), project_id, flow_id)
+                await Quotas(session).admit(project_id, principal.end_user_id)
                 await repo.add(generation)
                 remaining = await Credits(session).charge_run(generation)
                 org_slug, project_slug = await repo.project_slugs(project_id)

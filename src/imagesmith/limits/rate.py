@@ -28,10 +28,12 @@ class RateState:
     reset_at: float
 
     def headers(self) -> dict[str, str]:
+        """X-RateLimit-Reset is the number of seconds until the window resets (seed 002's
+        definition), not a timestamp: a client that sleeps for it wakes on time."""
         return {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
+            "X-RateLimit-Reset": str(max(0, math.ceil(self.reset_at - time.time()))),
         }
 
 

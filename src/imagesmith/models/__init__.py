@@ -7,6 +7,7 @@ from imagesmith.models.generation import Generation, GenerationStatus
 from imagesmith.models.image import Image, ImageSource
 from imagesmith.models.live import LiveScope, PromptCacheEntry
 from imagesmith.models.tenancy import Organization, Project
+from imagesmith.models.usage import UsageCounter
 from imagesmith.models.worker import WorkerRecord
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "Organization",
     "Project",
     "PromptCacheEntry",
+    "UsageCounter",
     "WorkerRecord",
 ]

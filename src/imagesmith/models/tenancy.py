@@ -30,3 +30,8 @@ class Project(IdMixin, TimestampMixin, Base):
     # anonymous requests may start only the scopes listed here (key holders create others).
     live_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     live_open_scopes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # Plan and limits (limits/quotas.py): None overrides mean "the plan's value".
+    plan: Mapped[str] = mapped_column(String(16), default="unlimited", server_default="unlimited")
+    monthly_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrent_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    end_user_monthly_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)

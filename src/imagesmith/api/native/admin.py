@@ -13,6 +13,7 @@ from imagesmith.api.dialect import error_responses
 from imagesmith.api.native.auth import MasterDep
 from imagesmith.auth.service import IssuedKey, KeyService, key_summary
 from imagesmith.limits.credits import Credits
+from imagesmith.limits.quotas import Quotas, Usage
 from imagesmith.live.service import LiveService
 from imagesmith.models import KeyType
 
@@ -178,3 +179,73 @@ async def set_live(
             "openScopes": open_scopes,
         },
     }
+
+
+class PlanBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    plan: str = Field(description="free, starter, premium or unlimited")
+    monthly_quota: int | None = Field(None, alias="monthlyQuota", ge=0, le=2**31 - 1)
+    concurrent_limit: int | None = Field(None, alias="concurrentLimit", ge=0, le=100_000)
+    end_user_monthly_quota: int | None = Field(
+        None, alias="endUserMonthlyQuota", ge=0, le=2**31 - 1
+    )
+
+
+def render_usage(org: str, project: str, usage: Usage) -> dict[str, Any]:
+    limits = usage.limits
+    return {
+        "organizationSlug": org,
+        "projectSlug": project,
+        "plan": limits.plan,
+        "monthlyQuota": limits.monthly,
+        "concurrentLimit": limits.concurrent,
+        "endUserMonthlyQuota": limits.end_user_monthly,
+        "month": usage.month,
+        "used": usage.used,
+        "inFlight": usage.in_flight,
+    }
+
+
+@router.put(
+    "/api/admin/projects/{org}/{project}/plan",
+    response_model=KeyEnvelope,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_plan(
+    runtime: RuntimeDep,
+    admin: MasterDep,
+    org: str,
+    project: str,
+    body: Annotated[PlanBody, Body()],
+) -> dict[str, Any]:
+    """Put a project on a plan; the numbers given override the plan's (null: the plan's)."""
+    async with runtime.db.transaction() as session:
+        keys = KeyService(session)
+        organization, found = await keys.project(org, project)
+        keys.check_administers(admin, organization.id)
+        quotas = Quotas(session)
+        quotas.set_plan(
+            found,
+            body.plan,
+            body.monthly_quota,
+            body.concurrent_limit,
+            body.end_user_monthly_quota,
+        )
+        usage = await quotas.usage(found)
+    return {"success": True, "data": render_usage(org, project, usage)}
+
+
+@router.get(
+    "/api/admin/projects/{org}/{project}/plan",
+    response_model=KeyEnvelope,
+    responses=error_responses(401, 403, 404),
+)
+async def get_plan(runtime: RuntimeDep, admin: MasterDep, org: str, project: str) -> dict[str, Any]:
+    """A project's plan, its limits and its usage this month."""
+    async with runtime.db.transaction() as session:
+        keys = KeyService(session)
+        organization, found = await keys.project(org, project)
+        keys.check_administers(admin, organization.id)
+        usage = await Quotas(session).usage(found)
+    return {"success": True, "data": render_usage(org, project, usage)}
