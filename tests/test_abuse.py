@@ -401,6 +401,8 @@ def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -
         "key_id": owner_key_id,
         "org": "matrix",
         "project": "owner",
+        "project_id": key_id["projectId"],
+        "api_key_id": owner_key_id,
     }
     revoked = create_key(server.env, "matrix", "owner", "--name", "revoked")
     assert run_cli(server.env, "keys", "revoke", revoked[:12]).returncode == 0

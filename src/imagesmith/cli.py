@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imagesmith.config import Settings
+from imagesmith.errors import ValidationFailed
 from imagesmith.limits.quotas import Limits, Quotas
 from imagesmith.logging import configure_logging
 from imagesmith.models import Project
@@ -29,6 +30,10 @@ credits_app = typer.Typer(help="Project credit balances.", no_args_is_help=True)
 app.add_typer(credits_app, name="credits")
 plan_app = typer.Typer(help="Plans: monthly quotas and concurrency caps.", no_args_is_help=True)
 app.add_typer(plan_app, name="plan")
+anonymous_app = typer.Typer(
+    help="devkit4ai anonymous generation (project headers, no end user).", no_args_is_help=True
+)
+app.add_typer(anonymous_app, name="anonymous")
 live_app = typer.Typer(help="Live URLs: public generate-on-first-GET links.", no_args_is_help=True)
 app.add_typer(live_app, name="live")
 console = Console(stderr=True)
@@ -108,7 +113,9 @@ def migrate_cmd() -> None:
 def keys_create(
     org: Annotated[str | None, typer.Option(help="Organization slug (created if needed)")] = None,
     project: Annotated[str | None, typer.Option(help="Project slug (created if needed)")] = None,
-    type: Annotated[str, typer.Option("--type", help="project or master")] = "project",
+    type: Annotated[
+        str, typer.Option("--type", help="project, master or developer (an organization's)")
+    ] = "project",
     name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
     expires_in_days: Annotated[
         int | None, typer.Option(help="Default: 90 for project keys")
@@ -121,8 +128,8 @@ def keys_create(
     from imagesmith.errors import ImagesmithError
     from imagesmith.models import KeyType
 
-    if type not in ("project", "master"):
-        raise typer.BadParameter("use 'project' or 'master'", param_hint="--type")
+    if type not in ("project", "master", "developer"):
+        raise typer.BadParameter("use 'project', 'master' or 'developer'", param_hint="--type")
     key_type = KeyType(type)
     settings = Settings()
     migrate.upgrade(settings)
@@ -133,14 +140,19 @@ def keys_create(
         db = Database(settings)
         try:
             async with db.transaction() as session:
-                result = await KeyService(session).issue(
+                result = await KeyService(session, settings.developer_keys_max).issue(
                     key_type,
                     org_slug=org,
                     project_slug=project,
                     name=name,
                     expires_in_days=expires_in_days,
                 )
-                scope = f"{org}/{project}" if project else (f"organization {org}" if org else "all")
+                if key_type is KeyType.DEVELOPER:
+                    scope = f"organization {org}"
+                elif project:
+                    scope = f"{org}/{project}"
+                else:
+                    scope = f"organization {org}" if org else "all"
                 return result.secret, f"{key_type.value} key {result.key.key_prefix}… for {scope}"
         finally:
             await db.dispose()
@@ -334,6 +346,38 @@ def _with_project(
     except ImagesmithError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(2) from None
+
+
+@anonymous_app.command("enable")
+def anonymous_enable(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug")],
+    daily: Annotated[int, typer.Option(help="Generations per client IP per day")] = 10,
+) -> None:
+    """Let devkit4ai clients generate with project headers only (no end user)."""
+    print(_set_anonymous(org, project, True, daily))
+
+
+@anonymous_app.command("disable")
+def anonymous_disable(
+    org: Annotated[str, typer.Option(help="Organization slug")],
+    project: Annotated[str, typer.Option(help="Project slug")],
+) -> None:
+    """Turn anonymous generation off (the default)."""
+    print(_set_anonymous(org, project, False, None))
+
+
+def _set_anonymous(org: str, project: str, enabled: bool, daily: int | None) -> str:
+    async def change(_quotas: Quotas, found: Project) -> str:
+        if daily is not None and daily < 1:
+            raise ValidationFailed(f"--daily must be 1 or more (got {daily})")
+        found.anonymous_enabled = enabled
+        if daily is not None:
+            found.anonymous_daily_limit = daily
+        state = f"on, {found.anonymous_daily_limit} per IP per day" if enabled else "off"
+        return f"{org}/{project}: anonymous generation {state}"
+
+    return _with_project(org, project, change)
 
 
 @live_app.command("enable")

@@ -139,6 +139,21 @@ class Settings(BaseSettings):
     )
     project_key_days: int = Field(default=90, ge=1)
 
+    # End users (devkit4ai dialect).
+    jwt_secret: str | None = Field(
+        default=None,
+        description="Signs end users' tokens; every API replica must share it. Default: a "
+        "random secret kept in DATA_DIR/jwt-secret (fine for one server).",
+    )
+    jwt_previous_secrets: str = Field(
+        default="",
+        description="Comma-separated older secrets still accepted while tokens signed with them "
+        "expire (rotation: move the old secret here, set a new one, drop it after 7 days).",
+    )
+    access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=7, ge=1, le=365)
+    developer_keys_max: int = Field(default=10, ge=1, le=1000)
+
     @cached_property
     def resolved_database_url(self) -> str:
         url = self.database_url or f"sqlite:///{(self.data_dir / 'imagesmith.db').resolve()}"

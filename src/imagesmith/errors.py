@@ -8,6 +8,8 @@ class ImagesmithError(Exception):
 
     status_code = 400
     code = "BAD_REQUEST"
+    # Per-field problems ({loc, msg, type}), for dialects that list them (FastAPI's 422 shape).
+    details: list[dict[str, object]] | None = None
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ ERROR_TEXT = {
     405: "Method not allowed on this path",
     409: "Conflict with the current state",
     413: "The body or upload is too large",
+    422: "Invalid input",
     429: "Too many requests; see Retry-After",
     500: "The generation failed, or a server bug",
     504: "Still generating: retry (see Retry-After)",
@@ -197,9 +198,16 @@ def invalid_request(request: Request, exc: RequestValidationError) -> Validation
             "Send the body as JSON with 'Content-Type: application/json' "
             f"(got '{content_type or 'no Content-Type'}')"
         )
-    if any(e.get("type") == "json_invalid" for e in exc.errors()):
-        return MalformedJson(message)
-    return ValidationFailed(message)
+    failed = (
+        MalformedJson(message)
+        if any(e.get("type") == "json_invalid" for e in exc.errors())
+        else ValidationFailed(message)
+    )
+    failed.details = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return failed
 
 
 def http_error(request: Request, exc: StarletteHTTPException) -> ImagesmithError:

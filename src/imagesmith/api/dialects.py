@@ -3,8 +3,9 @@ first is the default for paths no dialect owns."""
 
 from __future__ import annotations
 
+from imagesmith.api.devkit.dialect import DEVKIT
 from imagesmith.api.dialect import Dialect
 from imagesmith.api.native.dialect import NATIVE
 from imagesmith.api.stablecog.dialect import STABLECOG
 
-DIALECTS: tuple[Dialect, ...] = (NATIVE, STABLECOG)
+DIALECTS: tuple[Dialect, ...] = (NATIVE, STABLECOG, DEVKIT)

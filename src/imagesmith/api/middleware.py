@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_MAX_BYTES = 256 * 1024
-MULTIPART_MAX_BYTES = 12 * 1024 * 1024
+MULTIPART_MAX_BYTES = 51 * 1024 * 1024  # devkit4ai: 5 example images of 10 MB
 
 
 def too_large(limit: int) -> HTTPException:

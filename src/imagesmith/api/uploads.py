@@ -55,8 +55,16 @@ async def read_file(form: FormData, field: str, max_bytes: int) -> bytes:
     return data
 
 
-def multipart_body(**fields: dict[str, Any]) -> dict[str, Any]:
-    """`openapi_extra=` for a route that reads a multipart `file` plus these text fields."""
-    properties = {"file": {"type": "string", "format": "binary"}, **fields}
-    schema = {"type": "object", "required": ["file"], "properties": properties}
+def multipart_body(
+    file_field: str = "file",
+    *,
+    many: bool = False,
+    required: tuple[str, ...] = (),
+    **fields: dict[str, Any],
+) -> dict[str, Any]:
+    """`openapi_extra=` for a route that reads a multipart file field (`many`: an array of
+    files) plus these text fields."""
+    binary = {"type": "string", "format": "binary"}
+    properties = {file_field: {"type": "array", "items": binary} if many else binary, **fields}
+    schema = {"type": "object", "required": [file_field, *required], "properties": properties}
     return {"requestBody": {"content": {"multipart/form-data": {"schema": schema}}}}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesmith.models import ApiKey, Organization, Project
+from imagesmith.models import ApiKey, EndUser, Organization, Project, RefreshToken
 
 
 class TenancyRepository:
@@ -63,4 +64,68 @@ class TenancyRepository:
     async def touch_key(self, key_id: str, now: datetime) -> None:
         await self.session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now)
+        )
+
+
+class EndUserRepository:
+    """Every query on end users and their refresh tokens."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def by_email(self, project_id: str, email: str) -> EndUser | None:
+        result = await self.session.execute(
+            select(EndUser).where(EndUser.project_id == project_id, EndUser.email == email)
+        )
+        return result.scalar_one_or_none()
+
+    async def get(self, project_id: str, user_id: str) -> EndUser | None:
+        result = await self.session.execute(
+            select(EndUser).where(EndUser.project_id == project_id, EndUser.id == user_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def add(self, row: EndUser | RefreshToken) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def page(
+        self,
+        project_id: str,
+        limit: int,
+        offset: int,
+        search: str | None = None,
+        is_active: bool | None = None,
+    ) -> tuple[list[EndUser], int]:
+        conditions: list[Any] = [EndUser.project_id == project_id]
+        if search:
+            pattern = f"%{search.lower()}%"
+            conditions.append(
+                or_(EndUser.email.like(pattern), func.lower(EndUser.full_name).like(pattern))
+            )
+        if is_active is not None:
+            conditions.append(EndUser.is_active.is_(is_active))
+        total = (
+            await self.session.execute(select(func.count(EndUser.id)).where(*conditions))
+        ).scalar_one()
+        rows = await self.session.execute(
+            select(EndUser)
+            .where(*conditions)
+            .order_by(EndUser.created_at.desc(), EndUser.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows.scalars()), int(total)
+
+    async def refresh_token(self, token_id: str) -> RefreshToken | None:
+        result = await self.session.execute(
+            select(RefreshToken).where(RefreshToken.id == token_id).with_for_update()
+        )
+        return result.scalar_one_or_none()
+
+    async def retire_refresh_tokens(self, user_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.end_user_id == user_id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
         )

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesmith.auth.keys import hash_secret, is_valid_slug, new_secret, visible_prefix
 from imagesmith.auth.repository import TenancyRepository
 from imagesmith.db.base import utcnow
-from imagesmith.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from imagesmith.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from imagesmith.models import ApiKey, KeyType, Organization, Project
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -55,8 +55,9 @@ class IssuedKey:
 
 
 class KeyService:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: AsyncSession, developer_keys_max: int = 10):
         self.repo = TenancyRepository(session)
+        self.developer_keys_max = developer_keys_max
 
     async def ensure_org(self, org_slug: str) -> Organization:
         check_slug("organization", org_slug)
@@ -99,12 +100,27 @@ class KeyService:
             raise ValidationFailed(f"Key name is {len(name)} characters; the limit is 255")
         if key_type is KeyType.PROJECT and (org_slug is None or project_slug is None):
             raise ValidationFailed("A project key needs organizationSlug and projectSlug")
+        if key_type is KeyType.DEVELOPER and org_slug is None:
+            raise ValidationFailed("A developer key needs organizationSlug")
         if project_slug is not None and org_slug is None:
             raise ValidationFailed("projectSlug needs its organizationSlug")
         if org_slug is not None and project_slug is not None:
             org, project = await self.ensure_project(org_slug, project_slug)
-        elif org_slug is not None:  # a master key for one organization
+        elif org_slug is not None:  # a master or developer key for one organization
             org = await self.ensure_org(org_slug)
+        if key_type is KeyType.DEVELOPER:
+            project = None  # developer keys belong to the organization, not to one project
+            active = [
+                k
+                for k in await self.repo.keys(organization_id=org.id if org else "")
+                if k.key_type is KeyType.DEVELOPER and k.revoked_at is None
+            ]
+            if len(active) >= self.developer_keys_max:
+                raise Conflict(
+                    f"This organization has {len(active)} active developer keys, the most "
+                    "allowed; revoke one first",
+                    code="DEVELOPER_KEY_LIMIT",
+                )
         expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
         secret = new_secret()
         key = ApiKey(
@@ -129,6 +145,14 @@ class KeyService:
         return await self.issue(
             KeyType.MASTER, org_slug=None, project_slug=None, name="bootstrap", expires_in_days=None
         )
+
+    async def project_by_id(self, project_id: str) -> tuple[Organization, Project] | None:
+        project = await self.repo.project_by_id(project_id)
+        org = await self.repo.org_by_id(project.organization_id) if project else None
+        return (org, project) if org is not None and project is not None else None
+
+    async def project_keys(self, project_id: str) -> list[ApiKey]:
+        return await self.repo.keys(project_id=project_id)
 
     async def keys(self, admin: Principal | None = None) -> list[ApiKey]:
         """Every key, or an organization-scoped master key's organization's keys."""
@@ -193,6 +217,23 @@ class KeyService:
             project_id=project.id if project else None,
             project_slug=project.slug if project else None,
         )
+
+
+async def developer_of(
+    keys: KeyService, secret: str | None, organization_id: str | None
+) -> Principal:
+    """The developer key `secret`, which must belong to `organization_id` (X-Developer-Key)."""
+    if not secret:
+        raise Forbidden(
+            "Missing X-Developer-Key: send a developer key of this project's organization"
+        )
+    try:
+        developer = await keys.authenticate(secret, "X-Developer-Key")
+    except Unauthorized as exc:
+        raise Forbidden(f"X-Developer-Key: {exc.message}") from None
+    if developer.key_type is not KeyType.DEVELOPER or developer.organization_id != organization_id:
+        raise Forbidden("X-Developer-Key is not a developer key of this project's organization")
+    return developer
 
 
 def check_slug(label: str, slug: str) -> None:

@@ -69,6 +69,10 @@ class GenerationRepository:
             conditions.append(Generation.flow_id == filters.flow_id)
         if not filters.include_deleted:
             conditions.append(Generation.deleted_at.is_(None))
+        if filters.end_user_id is not None:
+            conditions.append(Generation.end_user_id == filters.end_user_id)
+        if filters.public_only:
+            conditions.append(Generation.is_public.is_(True))
         total = (
             await self.session.execute(select(func.count(Generation.id)).where(*conditions))
         ).scalar_one()

@@ -48,6 +48,7 @@ class GenerationRequest:
     init_image: str | None = None  # an upload reference (s3://…), an image id, or an http(s) URL
     prompt_strength: float | None = None
     dialect: str = "native"
+    instructions: str | None = None  # what the caller sent, as sent (devkit4ai)
     # How this dialect names the core fields, so errors speak the caller's language.
     field_names: dict[str, str] = field(default_factory=dict)
 
@@ -82,6 +83,8 @@ class ListFilter:
     include_deleted: bool = False
     limit: int = 20
     offset: int = 0
+    end_user_id: str | None = None  # only this end user's generations
+    public_only: bool = False
 
 
 @dataclass(frozen=True)

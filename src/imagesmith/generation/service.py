@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith.auth.repository import TenancyRepository
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
 from imagesmith.db.base import utcnow
@@ -115,6 +116,8 @@ class GenerationService:
             init_image_ref=request.init_image,
             credits_charged=0,
             dialect=request.dialect,
+            end_user_id=principal.end_user_id,
+            instructions=request.instructions,
             alias=request.alias,
             flow_alias=request.flow_alias,
             meta=dict(request.meta),
@@ -217,6 +220,47 @@ class GenerationService:
         )
         view.remaining_credits = await Credits(session).balance(generation.project_id)
         return view
+
+    async def precheck(self, principal: Principal, request: GenerationRequest) -> None:
+        """Everything `create` would refuse before any work: the model, the parameters, the
+        credits and the quotas. For dialects that store uploads first (they must not store
+        anything for a request that is then refused)."""
+        project_id = principal.require_project()
+        params = resolve_params(self.resolve_model(request), request)
+        await self._check_affordable(project_id, params.num_outputs)
+        async with self.rt.db.transaction() as session:
+            await Quotas(session).check(project_id, principal.end_user_id)
+
+    async def anonymous_allowance(self, project_id: str) -> int | None:
+        """Anonymous generations a client IP may make per day, or None when they are off."""
+        async with self.rt.db.transaction() as session:
+            project = await TenancyRepository(session).project_by_id(project_id)
+        if project is None or not project.anonymous_enabled:
+            return None
+        return project.anonymous_daily_limit
+
+    async def get_owned(self, principal: Principal, generation_id: str) -> GenerationView:
+        """One generation of the caller's project; an end user sees only their own."""
+        view = await self.get(principal.require_project(), generation_id)
+        if (
+            principal.end_user_id is not None
+            and view.generation.end_user_id != principal.end_user_id
+        ):
+            raise GenerationNotFound(generation_id)
+        return view
+
+    async def set_public(
+        self, principal: Principal, generation_id: str, is_public: bool
+    ) -> GenerationView:
+        await self.get_owned(principal, generation_id)
+        project_id = principal.require_project()
+        async with self.rt.db.transaction() as session:
+            generation = await GenerationRepository(session).get(project_id, generation_id)
+            if generation is None:
+                raise GenerationNotFound(generation_id)
+            generation.is_public = is_public
+            generation.updated_at = utcnow()
+            return await self._view(session, generation)
 
     async def get(self, project_id: str, generation_id: str) -> GenerationView:
         async with self.rt.db.transaction() as session:

@@ -85,6 +85,27 @@ class ImageService:
             await repo.add(image)
         return image, info
 
+    async def inspect_all(self, files: list[bytes]) -> list[ImageInfo]:
+        """Validate several uploads before any is stored (off the event loop)."""
+        return [await asyncio.to_thread(inspect_image, data) for data in files]
+
+    async def save_uploads(
+        self, principal: Principal, files: list[bytes], meta: dict[str, Any]
+    ) -> list[Image]:
+        """Store several uploads as library images (no flow): all are validated first, so a bad
+        one leaves nothing stored."""
+        await self.inspect_all(files)
+        saved = []
+        for data in files:
+            image, _info = await self.save_upload(principal, data, meta, flow_id=None)
+            saved.append(image)
+        return saved
+
+    async def forget(self, images: list[Image]) -> None:
+        """Remove images stored for a request that was then refused."""
+        for image in images:
+            await self.delete(image.project_id, image.id)
+
     async def get(self, project_id: str, ref: str, flow_id: str | None = None) -> Image:
         async with self.rt.db.transaction() as session:
             image = await resolve_image(ImageRepository(session), project_id, ref, flow_id)

@@ -93,13 +93,18 @@ class Quotas:
     def __init__(self, session: AsyncSession):
         self.session = session
 
-    async def admit(self, project_id: str, end_user_id: str | None = None) -> None:
+    async def check(self, project_id: str, end_user_id: str | None = None) -> None:
+        """Raise (429) if one more generation would be refused now; counts nothing."""
+        await self.admit(project_id, end_user_id, count=False)
+
+    async def admit(
+        self, project_id: str, end_user_id: str | None = None, *, count: bool = True
+    ) -> None:
         """Count one new generation against the project's limits, or raise (429)."""
         now = utcnow()
+        query = select(Project).where(Project.id == project_id)
         project = (
-            await self.session.execute(
-                select(Project).where(Project.id == project_id).with_for_update()
-            )
+            await self.session.execute(query.with_for_update() if count else query)
         ).scalar_one()
         limits = Limits.of(project)
         if limits.concurrent is not None:
@@ -111,10 +116,10 @@ class Quotas:
                     headers={"Retry-After": str(CONCURRENCY_RETRY_SECONDS)},
                 )
         month = month_of(now)
-        await self._count(project_id, "", month, limits.monthly, now, "This project")
+        await self._count(project_id, "", month, limits.monthly, now, "This project", count)
         if end_user_id is not None:
             await self._count(
-                project_id, end_user_id, month, limits.end_user_monthly, now, "This end user"
+                project_id, end_user_id, month, limits.end_user_monthly, now, "This end user", count
             )
 
     def set_plan(
@@ -155,6 +160,7 @@ class Quotas:
         limit: int | None,
         now: datetime,
         who: str,
+        count: bool,
     ) -> None:
         counter = await self._counter(project_id, end_user_id, month)
         used = counter.count if counter is not None else 0
@@ -169,6 +175,8 @@ class Quotas:
                     "X-RateLimit-Reset": str(reset),
                 },
             )
+        if not count:
+            return
         if counter is None:
             self.session.add(
                 UsageCounter(project_id=project_id, end_user_id=end_user_id, month=month, count=1)

@@ -2,6 +2,7 @@
 
 from imagesmith.models.api_key import ApiKey, KeyType
 from imagesmith.models.credit import CreditEntry, CreditKind
+from imagesmith.models.end_user import EndUser, RefreshToken
 from imagesmith.models.flow import Flow
 from imagesmith.models.generation import Generation, GenerationStatus
 from imagesmith.models.image import Image, ImageSource
@@ -14,6 +15,7 @@ __all__ = [
     "ApiKey",
     "CreditEntry",
     "CreditKind",
+    "EndUser",
     "Flow",
     "Generation",
     "GenerationStatus",
@@ -24,6 +26,7 @@ __all__ = [
     "Organization",
     "Project",
     "PromptCacheEntry",
+    "RefreshToken",
     "UsageCounter",
     "WorkerRecord",
 ]

@@ -14,6 +14,7 @@ from imagesmith.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
 class KeyType(enum.StrEnum):
     MASTER = "master"
     PROJECT = "project"
+    DEVELOPER = "developer"  # an organization's developer key (devkit4ai's X-Developer-Key)
 
 
 class ApiKey(IdMixin, TimestampMixin, Base):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -107,6 +108,11 @@ class Generation(IdMixin, TimestampMixin, Base):
     processing_time_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    # Who asked, for apps whose end users generate (devkit4ai), and what they sent.
+    end_user_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     @property
     def params(self) -> EngineParams:

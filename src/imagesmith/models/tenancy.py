@@ -35,3 +35,6 @@ class Project(IdMixin, TimestampMixin, Base):
     monthly_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrent_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     end_user_monthly_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # devkit4ai's anonymous generation: off until enabled, then limited per client IP per day.
+    anonymous_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    anonymous_daily_limit: Mapped[int] = mapped_column(Integer, default=10, server_default="10")

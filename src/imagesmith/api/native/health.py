@@ -136,6 +136,12 @@ async def info(
                 "projectSlug": principal.project_slug,
                 "projectId": principal.project_id,
             }
+            if principal.project_id is not None:
+                data["project"] = {
+                    "id": principal.project_id,
+                    "slug": principal.project_slug,
+                    "organizationSlug": principal.organization_slug,
+                }
         except Unauthorized as exc:
             data["auth"] = {"error": exc.message}
     return data
