@@ -168,7 +168,11 @@ async def revoke_developer_key(
 ) -> Response:
     """Revoke a developer key of the organization."""
     async with runtime.db.transaction() as session:
-        await KeyService(session).revoke(key_id, developer)
+        keys = KeyService(session)
+        mine = {k.id for k in await keys.keys(developer) if k.key_type is KeyType.DEVELOPER}
+        if key_id not in mine:  # only developer keys: never a master or project key here
+            raise NotFound(f"Developer key '{key_id}' not found", code="KEY_NOT_FOUND")
+        await keys.revoke(key_id, developer)
     return Response(status_code=204)
 
 
