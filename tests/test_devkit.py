@@ -335,3 +335,15 @@ def test_developer_routes_run_the_app(app: App) -> None:
     assert {"ada@example.com"} <= {u["email"] for u in users["users"]}
     as_user = httpx.get(f"{base}/api/v1/projects/{app.project_id}/users", headers=app.headers())
     assert as_user.status_code == 403
+
+
+def test_a_per_end_user_quota_caps_each_user_separately(server: Server) -> None:
+    app = App(server, "peruser", "app")
+    args = ("plan", "set", "--org", "peruser", "--project", "app", "starter")
+    assert run_cli(server.env, *args, "--end-user-monthly", "1").returncode == 0
+    ann, ben = (app.user(f"{n}@example.com")["access_token"] for n in ("ann", "ben"))
+    one = [("a.png", png(), "image/png")]
+    assert app.generate(ann, one, "first").status_code == 200
+    refused = app.generate(ann, one, "second")
+    assert refused.status_code == 429 and "end user" in refused.json()["detail"]
+    assert app.generate(ben, one, "ben's first").status_code == 200
