@@ -32,6 +32,17 @@ def stablecog_error(response: httpx.Response) -> str:
     return f"{body['error']} {body.get('description', '')}"
 
 
+def openai_error(response: httpx.Response) -> str:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert isinstance(body["error"]["message"], str) and isinstance(body["error"]["type"], str)
+    return f"{body['error']['code']} {body['error']['message']}"
+
+
+def openai_images(server: Server, headers: dict[str, str], response: httpx.Response) -> list[str]:
+    return [item["url"] for item in response.json()["data"]]
+
+
 def devkit_error(response: httpx.Response) -> str:
     body = response.json()
     assert set(body) <= {"detail", "retry_after"}, body
@@ -172,6 +183,17 @@ CONTRACTS = [
         images_of=devkit_images,
         error_schema="DevkitError",
         prefix="/api/v1/generation",
+    ),
+    Contract(
+        name="openai",
+        key_headers=lambda _server, key: {"Authorization": f"Bearer {key}"},
+        send=json_send("/v1/images/generations", {}),
+        model_field="model",
+        invalid_status=400,
+        error_of=openai_error,
+        images_of=openai_images,
+        error_schema="OpenAIError",
+        prefix="/v1/images",
     ),
 ]
 

@@ -33,8 +33,8 @@ class Brew(BaseModel):
     cups: int
 
 
-# Under Stablecog's "/v1/image" segment? No: "/v1/images" is another segment, so it is ours.
-@router.post("/v1/images/brew", responses=error_responses(400))
+# Under Stablecog's "/v1/image" segment? No: "/v1/imagery" is another segment, so it is ours.
+@router.post("/v1/imagery/brew", responses=error_responses(400))
 async def brew(body: Brew) -> dict[str, int]:
     """Brew, or refuse in teapot."""
     if body.cups > 4:
@@ -42,7 +42,7 @@ async def brew(body: Brew) -> dict[str, int]:
     return {"cups": body.cups}
 
 
-@router.get("/v1/images/crash")
+@router.get("/v1/imagery/crash")
 async def crash() -> None:
     """A bug: the 500 must still come in teapot."""
     raise RuntimeError("boom")
@@ -53,7 +53,7 @@ TEAPOT = Dialect(
     routers=(router,),
     render_error=render_teapot,
     error_schema=TeapotError,
-    prefixes=("/v1/images",),
+    prefixes=("/v1/imagery",),
 )
 
 
@@ -69,22 +69,24 @@ def call(method: str, path: str, **kwargs: object) -> httpx.Response:
 
 
 def test_a_fifth_dialect_renders_its_own_errors_on_its_own_routes() -> None:
-    refused = call("POST", "/v1/images/brew", json={"cups": 9})
+    refused = call("POST", "/v1/imagery/brew", json={"cups": 9})
     assert refused.status_code == 400 and refused.json() == {
         "teapot": "9 cups do not fit",
         "status": 400,
     }
-    invalid = call("POST", "/v1/images/brew", json={"cups": "many"})
+    invalid = call("POST", "/v1/imagery/brew", json={"cups": "many"})
     assert invalid.status_code == 400 and set(invalid.json()) == {"teapot", "status"}
-    crashed = call("GET", "/v1/images/crash")
+    crashed = call("GET", "/v1/imagery/crash")
     assert crashed.status_code == 500 and set(crashed.json()) == {"teapot", "status"}
-    wrong_method = call("GET", "/v1/images/brew")
+    wrong_method = call("GET", "/v1/imagery/brew")
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"teapot", "status"}
-    unmatched = call("GET", "/v1/images/nothing-here")
+    unmatched = call("GET", "/v1/imagery/nothing-here")
     assert unmatched.status_code == 404 and set(unmatched.json()) == {"teapot", "status"}
 
 
 def test_the_other_dialects_are_untouched() -> None:
+    openai = call("GET", "/v1/images/nothing-here")
+    assert openai.status_code == 404 and openai.json()["error"]["code"] == "not_found"
     stablecog = call("GET", "/v1/image/nothing-here")
     assert stablecog.status_code == 404 and stablecog.json()["error"] == "Not Found"
     native = call("GET", "/api/v1/nothing-here")
@@ -95,7 +97,7 @@ def test_the_other_dialects_are_untouched() -> None:
 
 def test_its_openapi_operations_document_its_error_schema() -> None:
     schema = call("GET", "/openapi.json").json()
-    responses = schema["paths"]["/v1/images/brew"]["post"]["responses"]
+    responses = schema["paths"]["/v1/imagery/brew"]["post"]["responses"]
     assert "422" not in responses
     assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/TeapotError"

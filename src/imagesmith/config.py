@@ -138,6 +138,14 @@ class Settings(BaseSettings):
         default=240.0, gt=0, description="How long Stablecog's create waits before TIMEOUT."
     )
     project_key_days: int = Field(default=90, ge=1)
+    openai_default_model: str | None = Field(
+        default=None,
+        description="The model OpenAI's names (gpt-image-1, dall-e-3, …) run on; default: the "
+        "server's default model.",
+    )
+    openai_wait_seconds: float = Field(
+        default=300.0, gt=0, description="How long an OpenAI-dialect call waits for its images."
+    )
 
     # End users (devkit4ai dialect).
     jwt_secret: str | None = Field(

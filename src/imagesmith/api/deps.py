@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesmith.auth.service import KeyService, Principal
 from imagesmith.errors import Unauthorized
@@ -57,3 +58,18 @@ def principal_from(
         return found
 
     return principal
+
+
+BEARER = HTTPBearer(auto_error=False, description="Bearer <project key>")
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> str | None:
+    return credentials.credentials.strip() if credentials else None
+
+
+# Dialects whose callers send the project key as `Authorization: Bearer <key>` (Stablecog, OpenAI).
+BEARER_KEY = KeyLocation(
+    bearer_token, "Authorization", missing="Send your key as 'Authorization: Bearer <key>'"
+)

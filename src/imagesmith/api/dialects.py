@@ -6,6 +6,7 @@ from __future__ import annotations
 from imagesmith.api.devkit.dialect import DEVKIT
 from imagesmith.api.dialect import Dialect
 from imagesmith.api.native.dialect import NATIVE
+from imagesmith.api.openai.dialect import OPENAI
 from imagesmith.api.stablecog.dialect import STABLECOG
 
-DIALECTS: tuple[Dialect, ...] = (NATIVE, STABLECOG, DEVKIT)
+DIALECTS: tuple[Dialect, ...] = (NATIVE, STABLECOG, DEVKIT, OPENAI)

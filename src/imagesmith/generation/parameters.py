@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 
 from imagesmith.catalog.models import ModelSpec
-from imagesmith.catalog.params import MAX_OUTPUTS, MAX_PIXEL_STEPS, EngineParams
+from imagesmith.catalog.params import MAX_PIXEL_STEPS, EngineParams
 from imagesmith.catalog.schedulers import MIN_STEPS, SCHEDULER_IDS
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.aspect import ASPECT_RATIOS, size_for
@@ -98,7 +98,7 @@ def resolve_params(spec: ModelSpec, given: GenerationRequest) -> EngineParams:
             f"{name('steps')} (got {steps})",
         )
 
-    bounded("num_outputs", given.num_outputs, 1, MAX_OUTPUTS)
+    bounded("num_outputs", given.num_outputs, 1, given.max_outputs)
 
     strength = given.prompt_strength
     if strength is not None and not has_init_image:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from imagesmith.catalog.params import MAX_OUTPUTS
 from imagesmith.generation.enhance import DEFAULT_TEMPLATE
 from imagesmith.image.names import NEW_FLOW
 from imagesmith.models import Generation, GenerationStatus, Image
@@ -45,6 +46,7 @@ class GenerationRequest:
     flow_alias: str | None = None
     reference_images: list[str] = field(default_factory=list)
     num_outputs: int = 1
+    max_outputs: int = MAX_OUTPUTS  # a dialect may allow more per request (OpenAI's n: 10)
     init_image: str | None = None  # an upload reference (s3://…), an image id, or an http(s) URL
     prompt_strength: float | None = None
     dialect: str = "native"

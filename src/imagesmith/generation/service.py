@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -275,16 +276,18 @@ class GenerationService:
         generation_id: str,
         timeout: float,
         on_timeout: OnTimeout = OnTimeout.RETURN,
+        abandoned: Callable[[], Awaitable[bool]] | None = None,
     ) -> GenerationView:
         """Block until the job is terminal or `timeout` passes (capped by max_wait_seconds);
-        then apply `on_timeout`. Remote workers' results cost one poll."""
+        then apply `on_timeout` — also as soon as `abandoned()` says the client has gone.
+        Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
         while True:
             view = await self.get(project_id, generation_id)
             remaining = deadline - time.monotonic()
             if view.generation.status.is_terminal:
                 return view
-            if remaining <= 0:
+            if remaining <= 0 or (abandoned is not None and await abandoned()):
                 break
             await self.rt.notifier.wait_changed(generation_id, min(remaining, 0.5))
         if on_timeout is OnTimeout.CANCEL:
@@ -302,11 +305,12 @@ class GenerationService:
         timeout: float,
         on_timeout: OnTimeout,
         idempotency_key: str | None = None,
+        abandoned: Callable[[], Awaitable[bool]] | None = None,
     ) -> tuple[GenerationView, bool]:
         """Create, then wait for the result: what synchronous dialects answer with."""
         view, created = await self.create(principal, request, idempotency_key)
         g = view.generation
-        return await self.wait(g.project_id, g.id, timeout, on_timeout), created
+        return await self.wait(g.project_id, g.id, timeout, on_timeout, abandoned), created
 
     async def outputs_page(
         self, project_id: str, filters: OutputFilter, cursor: str | None, per_page: int

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from imagesmith.api.deps import KeyLocation, RuntimeDep, principal_from
+from imagesmith.api.deps import BEARER_KEY, RuntimeDep, principal_from
 from imagesmith.api.dialect import error_responses
 from imagesmith.api.links import ImageLinks, image_links, iso
 from imagesmith.api.stablecog.errors import stablecog_response
@@ -50,19 +49,7 @@ UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 ERRORS = error_responses(400, 401, 413, 429, 500)
 MODEL_NAMESPACE = uuid.UUID("8f2d6c1e-3c5b-4d7a-9a43-6f1d2e0b9c55")
 
-BEARER = HTTPBearer(auto_error=False, description="Bearer <project key>")
-
-
-async def bearer_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-) -> str | None:
-    return credentials.credentials.strip() if credentials else None
-
-
-STABLECOG_KEY = KeyLocation(
-    bearer_token, "Authorization", missing="Send your key as 'Authorization: Bearer <key>'"
-)
-BearerDep = Annotated[Principal, Depends(principal_from(STABLECOG_KEY, project_only=True))]
+BearerDep = Annotated[Principal, Depends(principal_from(BEARER_KEY, project_only=True))]
 
 
 def model_uuid(spec: ModelSpec) -> str:

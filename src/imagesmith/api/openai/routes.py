@@ -1,0 +1,338 @@
+"""OpenAI's Images API over the durable queue: every call is an ordinary generation (listed in
+the native API, counted by quotas and credits), waited for, and cancelled and refunded if the
+client goes away first."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from PIL import Image as PILImage
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import FormData, UploadFile
+
+from imagesmith.api.deps import BEARER_KEY, RuntimeDep, principal_from
+from imagesmith.api.dialect import error_responses
+from imagesmith.api.links import ImageLinks, image_links
+from imagesmith.api.uploads import limited_form, multipart_body
+from imagesmith.auth.service import Principal
+from imagesmith.catalog.models import ModelSpec, UnknownModel
+from imagesmith.errors import ImagesmithError, NotFound
+from imagesmith.generation.parameters import ParamError
+from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
+from imagesmith.generation.service import GenerationService, OnTimeout
+from imagesmith.image.service import ImageService
+from imagesmith.models import GenerationStatus
+from imagesmith.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+ERRORS = error_responses(400, 401, 403, 404, 413, 429, 500)
+BearerDep = Annotated[Principal, Depends(principal_from(BEARER_KEY, project_only=True))]
+MAX_N = 10
+EDIT_MAX_BYTES = 25 * 1024 * 1024  # OpenAI's limit for an edit's images
+SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+# OpenAI's own model names run on the configured default (IMAGESMITH_OPENAI_DEFAULT_MODEL).
+OPENAI_MODELS = re.compile(r"^(gpt-image|dall-e|chatgpt-image)")
+FIELDS = {
+    "steps": "steps",
+    "num_outputs": "n",
+    "model": "model",
+    "prompt_strength": "strength",
+    "init_image": "image",
+}
+
+
+class ImageGenerate(BaseModel):
+    """Body of POST /v1/images/generations (OpenAI's fields; unknown ones are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
+    model: str | None = Field(None, max_length=128)
+    n: int | None = Field(1, ge=1, le=MAX_N)
+    size: str | None = Field("auto", max_length=16, description="WIDTHxHEIGHT or auto")
+    response_format: Literal["url", "b64_json"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    quality: str | None = Field(None, max_length=16, description="Accepted; no effect")
+    style: str | None = Field(None, max_length=16, description="Accepted; no effect")
+    background: str | None = Field(None, max_length=16, description="Accepted; no effect")
+    moderation: str | None = Field(None, max_length=16, description="Accepted; no effect")
+    user: str | None = Field(None, max_length=256, description="Kept on the record")
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+
+
+def resolve_model(runtime: Runtime, requested: str | None) -> str | None:
+    if requested is None or OPENAI_MODELS.match(requested):
+        return runtime.settings.openai_default_model  # None: the server's default
+    return requested
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size in (None, "auto"):
+        return None, None
+    match = SIZE_RE.match(size)
+    if match is None:
+        raise ParamError("size", f"size must be 'WIDTHxHEIGHT' or 'auto' (got '{size[:20]}')")
+    return int(match.group(1)), int(match.group(2))
+
+
+def wants_b64(requested_model: str | None, response_format: str | None) -> bool:
+    """GPT image models always answer base64 in OpenAI's API; others default to URLs."""
+    if response_format is not None:
+        return response_format == "b64_json"
+    return bool(requested_model and requested_model.startswith(("gpt-image", "chatgpt-image")))
+
+
+def core_request(
+    runtime: Runtime,
+    prompt: str,
+    model: str | None,
+    n: int | None,
+    size: str | None,
+    user: str | None,
+    init_image: str | None = None,
+    strength: float | None = None,
+) -> GenerationRequest:
+    if not prompt.strip() and init_image is None:
+        raise ParamError("prompt", "prompt must not be empty")
+    width, height = parse_size(size)
+    return GenerationRequest(
+        prompt=prompt.strip() or "a variation",
+        aspect_ratio=None,
+        width=width,
+        height=height,
+        auto_enhance=False,
+        model_id=resolve_model(runtime, model),
+        num_outputs=n or 1,
+        max_outputs=MAX_N,
+        init_image=init_image,
+        prompt_strength=strength,
+        flow_id=None,
+        meta={"openaiUser": user} if user else {},
+        dialect="openai",
+        field_names=FIELDS,
+    )
+
+
+async def encoded(
+    runtime: Runtime, view: GenerationView, output_format: str | None, compression: int | None
+) -> list[bytes]:
+    """The output images as bytes, transcoded when another format than PNG was asked for."""
+    out = []
+    for image in view.images:
+        stored = await runtime.store.get(image.storage_key)
+        if stored is None:
+            raise ImagesmithError("An output image is missing from storage", status_code=500)
+        out.append(transcode(stored.data, output_format, compression))
+    return out
+
+
+def transcode(png: bytes, output_format: str | None, compression: int | None) -> bytes:
+    if output_format in (None, "png"):
+        return png
+    with PILImage.open(io.BytesIO(png)) as image:
+        buffer = io.BytesIO()
+        quality = 100 - (compression if compression is not None else 25)
+        image.convert("RGB").save(
+            buffer, format="JPEG" if output_format == "jpeg" else "WEBP", quality=max(quality, 1)
+        )
+        return buffer.getvalue()
+
+
+async def respond(
+    request: Request,
+    runtime: Runtime,
+    principal: Principal,
+    core: GenerationRequest,
+    b64: bool,
+    output_format: str | None,
+    compression: int | None,
+) -> dict[str, Any]:
+    view, _created = await GenerationService(runtime).create_and_wait(
+        principal,
+        core,
+        runtime.settings.openai_wait_seconds,
+        OnTimeout.CANCEL,
+        abandoned=request.is_disconnected,
+    )
+    g = view.generation
+    if g.status is not GenerationStatus.SUCCESS:
+        if view.timed_out:
+            raise ImagesmithError(
+                f"The images were not ready within {runtime.settings.openai_wait_seconds:g} s; "
+                "the request was cancelled and refunded",
+                code="TIMEOUT",
+                status_code=500,
+                headers={"x-should-retry": "false"},
+            )
+        # The SDK retries 5xx unless told not to: a failed generation would only fail again.
+        raise ImagesmithError(
+            g.error_message or "Generation failed",
+            status_code=500,
+            headers={"x-should-retry": "false"},
+        )
+    data: list[dict[str, Any]] = []
+    if b64:
+        for image in await encoded(runtime, view, output_format, compression):
+            data.append({"b64_json": base64.b64encode(image).decode(), "revised_prompt": g.prompt})
+    else:
+        links: ImageLinks = image_links(request, runtime)
+        data = [
+            {"url": links.url(image, view.org_slug, view.project_slug), "revised_prompt": g.prompt}
+            for image in view.images
+        ]
+    return {
+        "created": int(time.time()),
+        "data": data,
+        "output_format": output_format or "png",
+        "size": f"{g.width}x{g.height}",
+    }
+
+
+@router.post("/images/generations", responses=ERRORS)
+async def create_image(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: BearerDep,
+    body: Annotated[ImageGenerate, Body()],
+) -> dict[str, Any]:
+    """Create images from a prompt and answer when they are done (an ordinary generation)."""
+    if body.stream:
+        raise ParamError("stream", "stream is not supported yet: leave it out for one answer")
+    core = core_request(runtime, body.prompt, body.model, body.n, body.size, body.user)
+    return await respond(
+        request,
+        runtime,
+        principal,
+        core,
+        wants_b64(body.model, body.response_format),
+        body.output_format,
+        body.output_compression,
+    )
+
+
+async def form_images(form: FormData) -> list[bytes]:
+    files = [
+        value
+        for name in ("image", "image[]")
+        for value in form.getlist(name)
+        if isinstance(value, UploadFile)
+    ]
+    if not files:
+        raise ParamError("image", "image is required: one or more PNG, JPEG or WebP files")
+    return [await f.read(EDIT_MAX_BYTES + 1) for f in files]
+
+
+def form_text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or isinstance(value, UploadFile):
+        return None
+    return str(value)[: MAX_PROMPT + 1]
+
+
+def form_int(form: FormData, name: str, low: int, high: int) -> int | None:
+    text = form_text(form, name)
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ParamError(name, f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+async def image_to_image(
+    request: Request, runtime: Runtime, principal: Principal, prompt: str | None
+) -> dict[str, Any]:
+    """Edits and variations: the first image is the img2img init image (masks: not yet)."""
+    form = await limited_form(request, EDIT_MAX_BYTES, max_files=17, max_fields=20)
+    images = await form_images(form)
+    if form.get("mask") is not None:
+        raise ParamError(
+            "mask",
+            "mask (inpainting) is not supported by the built-in model families yet; send the "
+            "image without a mask to edit all of it",
+        )
+    text = prompt if prompt is not None else (form_text(form, "prompt") or "")
+    if prompt is None and not text.strip():
+        raise ParamError("prompt", "prompt is required for an edit")
+    model = form_text(form, "model")
+    core = core_request(
+        runtime,
+        text,
+        model,
+        form_int(form, "n", 1, MAX_N),
+        form_text(form, "size"),
+        form_text(form, "user"),
+        init_image="(the uploaded image)",
+        strength=runtime.settings.reference_strength,
+    )
+    # Nothing is stored for a request that would be refused (bad image, bounds, credits).
+    library = ImageService(runtime)
+    await library.inspect_all(images[:1])
+    await GenerationService(runtime).precheck(principal, core)
+    saved = await library.save_uploads(principal, images[:1], {"via": "openai", "edit": True})
+    core.init_image = saved[0].id
+    output_format = form_text(form, "output_format")
+    if output_format not in (None, "png", "jpeg", "webp"):
+        raise ParamError("output_format", "output_format must be png, jpeg or webp")
+    return await respond(
+        request,
+        runtime,
+        principal,
+        core,
+        wants_b64(model, form_text(form, "response_format")),
+        output_format,
+        form_int(form, "output_compression", 0, 100),
+    )
+
+
+EDIT_BODY = multipart_body(
+    "image",
+    required=("prompt",),
+    prompt={"type": "string"},
+    mask={"type": "string", "format": "binary"},
+    n={"type": "integer"},
+    size={"type": "string"},
+    response_format={"type": "string", "enum": ["url", "b64_json"]},
+    model={"type": "string"},
+)
+
+
+@router.post("/images/edits", responses=ERRORS, openapi_extra=EDIT_BODY)
+async def edit_image(request: Request, runtime: RuntimeDep, principal: BearerDep) -> dict[str, Any]:
+    """Edit an image with a prompt (img2img from the first image)."""
+    return await image_to_image(request, runtime, principal, None)
+
+
+@router.post("/images/variations", responses=ERRORS, openapi_extra=multipart_body("image"))
+async def image_variations(
+    request: Request, runtime: RuntimeDep, principal: BearerDep
+) -> dict[str, Any]:
+    """Variations of an image (img2img with no prompt)."""
+    return await image_to_image(request, runtime, principal, "")
+
+
+def model_object(spec: ModelSpec) -> dict[str, Any]:
+    return {"id": spec.id, "object": "model", "created": 0, "owned_by": "imagesmith"}
+
+
+@router.get("/models", responses=error_responses(401, 429))
+async def list_models(runtime: RuntimeDep, _principal: BearerDep) -> dict[str, Any]:
+    """The models this server can run, as OpenAI lists models."""
+    return {"object": "list", "data": [model_object(spec) for spec in runtime.registry.all()]}
+
+
+@router.get("/models/{model_id}", responses=error_responses(401, 404, 429))
+async def get_model(runtime: RuntimeDep, _principal: BearerDep, model_id: str) -> dict[str, Any]:
+    """One model."""
+    try:
+        return model_object(runtime.registry.get(model_id))
+    except UnknownModel:
+        raise NotFound(
+            f"The model '{model_id[:100]}' does not exist", code="MODEL_NOT_FOUND"
+        ) from None

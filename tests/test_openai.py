@@ -1,0 +1,151 @@
+"""The OpenAI Images dialect, driven by the official `openai` SDK (sync and async) against a real
+server: generations as URLs and base64 in three formats, edits, variations, models, OpenAI's
+error classes, and a client that gives up is cancelled and refunded."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from tests.pictures import png
+from tests.serverproc import Server, create_key, run_cli
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("openai"), models_dir, lease_seconds=5).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def key(server: Server) -> str:
+    return create_key(server.env, "oai", "app")
+
+
+@pytest.fixture()
+def client(server: Server, key: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0) as sdk:
+        yield sdk
+
+
+def picture(data: str | bytes) -> Image.Image:
+    raw = base64.b64decode(data) if isinstance(data, str) else data
+    image = Image.open(io.BytesIO(raw))
+    image.load()
+    return image
+
+
+def test_generate_base64_and_urls_in_every_format(client: openai.OpenAI) -> None:
+    result = client.images.generate(
+        prompt="a red circle", model="tiny-sd", n=2, size="64x96", response_format="b64_json"
+    )
+    assert len(result.data or []) == 2 and result.size == "64x96"
+    first, second = (picture(d.b64_json or "") for d in result.data or [])
+    assert first.format == "PNG" and first.size == (64, 96) and first.tobytes() != second.tobytes()
+    as_url = client.images.generate(prompt="a red circle", model="tiny-sd", response_format="url")
+    url = (as_url.data or [])[0].url or ""
+    assert picture(httpx.get(url).content).format == "PNG"
+    for fmt, name in (("jpeg", "JPEG"), ("webp", "WEBP")):
+        other = client.images.generate(
+            prompt="a red circle",
+            model="tiny-sd",
+            output_format=fmt,
+            output_compression=50,
+            response_format="b64_json",
+        )
+        assert picture((other.data or [])[0].b64_json or "").format == name
+    # OpenAI's own names run on the configured default model and answer base64, like GPT image.
+    gpt = client.images.generate(prompt="a red circle", model="gpt-image-1")
+    assert (gpt.data or [])[0].b64_json and (gpt.data or [])[0].revised_prompt == "a red circle"
+
+
+def test_edits_variations_and_models(client: openai.OpenAI) -> None:
+    edited = client.images.edit(
+        image=("in.png", png((64, 64), (0, 200, 0)), "image/png"),
+        prompt="a blue square",
+        model="tiny-sd",
+        response_format="b64_json",
+    )
+    assert picture((edited.data or [])[0].b64_json or "").size == (64, 64)
+    varied = client.images.create_variation(
+        image=("in.png", png((64, 64), (0, 200, 0)), "image/png"), model="tiny-sd", n=2
+    )
+    assert len(varied.data or []) == 2 and (varied.data or [])[0].url
+    with pytest.raises(openai.BadRequestError, match="mask"):
+        client.images.edit(
+            image=("in.png", png(), "image/png"),
+            mask=("m.png", png(), "image/png"),
+            prompt="x",
+        )
+    assert "tiny-sd" in {model.id for model in client.models.list()}
+    assert client.models.retrieve("tiny-sd").owned_by == "imagesmith"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_errors_come_as_the_sdks_own_classes(server: Server, client: openai.OpenAI) -> None:
+    wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="ims_wrong", max_retries=0)
+    with wrong, pytest.raises(openai.AuthenticationError):
+        wrong.images.generate(prompt="x")
+    with pytest.raises(openai.BadRequestError) as size:
+        client.images.generate(prompt="x", model="tiny-sd", size="100x100")
+    assert "multiple of 8" in str(size.value)
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(prompt="x", n=11)
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        client.images.generate(prompt="x", model="tiny-sd", stream=True)  # type: ignore[call-overload]
+    key = create_key(server.env, "oai", "broke")
+    assert (
+        run_cli(server.env, "credits", "set", "--org", "oai", "--project", "broke", "0").returncode
+        == 0
+    )
+    broke = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    with broke, pytest.raises(openai.RateLimitError, match="credit"):
+        broke.images.generate(prompt="x", model="tiny-sd")
+
+
+def test_the_async_client_and_the_native_listing(server: Server, key: str) -> None:
+    async def go() -> str:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=key) as sdk:
+            result = await sdk.images.generate(prompt="an async circle", model="tiny-sd")
+            return (result.data or [])[0].url or ""
+
+    url = asyncio.run(go())
+    assert url.startswith(server.url)
+    listed = httpx.get(
+        f"{server.url}/api/v1/generations", headers={"X-API-Key": key}, params={"limit": 100}
+    ).json()["data"]
+    assert any(g["originalPrompt"] == "an async circle" for g in listed)
+
+
+def test_a_client_that_gives_up_is_cancelled_and_refunded(server: Server) -> None:
+    key = create_key(server.env, "oai", "impatient")
+    args = ("credits", "set", "--org", "oai", "--project", "impatient", "5")
+    assert run_cli(server.env, *args).returncode == 0
+    with (
+        openai.OpenAI(
+            base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=1.0
+        ) as impatient,
+        pytest.raises(openai.APITimeoutError),
+    ):
+        impatient.images.generate(prompt="slow", model="tiny-sd", size="512x512", n=4)
+    headers = {"X-API-Key": key}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = httpx.get(f"{server.url}/api/v1/generations", headers=headers).json()["data"]
+        if rows and rows[0]["status"] == "cancelled":
+            break
+        time.sleep(0.2)
+    assert rows[0]["status"] == "cancelled"
+    credits = httpx.get(f"{server.url}/v1/credits", headers={"Authorization": f"Bearer {key}"})
+    assert credits.json()["total_remaining_credits"] == 5
