@@ -342,3 +342,20 @@ def test_client_addresses_and_their_rate_buckets() -> None:
     assert ip_bucket("2001:db8:1:2:aaaa::1") == ip_bucket("2001:db8:1:2:ffff::9")
     assert ip_bucket("2001:db8:1:3::1") != ip_bucket("2001:db8:1:2::1")
     assert ip_bucket("203.0.113.7") == "203.0.113.7"
+
+
+def test_live_urls_through_the_admin_api(live_server: Server) -> None:
+    create_key(live_server.env, "adminlive", "site")
+    master = run_cli(live_server.env, "keys", "create", "--type", "master").stdout.splitlines()[-1]
+    path = f"{live_server.url}/api/admin/projects/adminlive/site/live"
+    on = httpx.put(path, headers={"X-API-Key": master}, json={"enabled": True, "openScopes": ["a"]})
+    assert on.status_code == 200 and on.json()["data"] == {
+        "organizationSlug": "adminlive",
+        "projectSlug": "site",
+        "enabled": True,
+        "openScopes": ["a"],
+    }
+    bad = httpx.put(
+        path, headers={"X-API-Key": master}, json={"enabled": True, "openScopes": ["a b"]}
+    )
+    assert bad.status_code == 400

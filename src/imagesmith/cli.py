@@ -7,17 +7,19 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from imagesmith.config import Settings
-from imagesmith.errors import ValidationFailed
 from imagesmith.limits.quotas import Limits, Quotas
 from imagesmith.logging import configure_logging
 from imagesmith.models import Project
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 app = typer.Typer(
     help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True
@@ -242,9 +244,6 @@ def credits_set(
     balance: Annotated[str, typer.Argument(help="A number of credits, or 'unlimited'")],
 ) -> None:
     """Set a project's credit balance: one credit per output image."""
-    from imagesmith.auth.service import KeyService
-    from imagesmith.db import migrate
-    from imagesmith.db.engine import Database
     from imagesmith.limits.credits import Credits
 
     amount: int | None
@@ -254,20 +253,12 @@ def credits_set(
         amount = int(balance)
     else:
         raise typer.BadParameter("use a whole number >= 0 or 'unlimited'", param_hint="BALANCE")
-    settings = Settings()
-    migrate.upgrade(settings)
 
-    async def main() -> None:
-        db = Database(settings)
-        try:
-            async with db.transaction() as session:
-                _org, found = await KeyService(session).ensure_project(org, project)
-                await Credits(session).set_balance(found.id, amount)
-        finally:
-            await db.dispose()
+    async def change(session: AsyncSession, found: Project) -> str:
+        await Credits(session).set_balance(found.id, amount)
+        return f"{org}/{project}: {balance} credits"
 
-    asyncio.run(main())
-    print(f"{org}/{project}: {balance} credits")
+    print(_with_project(org, project, change, create=True))
 
 
 @plan_app.command("set")
@@ -286,8 +277,8 @@ def plan_set(
     """Put a project on a plan (free 100/month, 1 at once; starter 1000, 3; premium unlimited,
     10; unlimited); the options override the plan's numbers."""
 
-    async def change(quotas: Quotas, found: Project) -> str:
-        limits = quotas.set_plan(found, plan, monthly, concurrent, end_user_monthly)
+    async def change(session: AsyncSession, found: Project) -> str:
+        limits = Quotas(session).set_plan(found, plan, monthly, concurrent, end_user_monthly)
         return describe_limits(org, project, limits)
 
     print(_with_project(org, project, change))
@@ -300,8 +291,8 @@ def plan_show(
 ) -> None:
     """A project's plan, its limits and its usage this month."""
 
-    async def show(quotas: Quotas, found: Project) -> str:
-        usage = await quotas.usage(found)
+    async def show(session: AsyncSession, found: Project) -> str:
+        usage = await Quotas(session).usage(found)
         return (
             f"{describe_limits(org, project, usage.limits)}\n"
             f"used in {usage.month}: {usage.used}; pending or processing now: {usage.in_flight}"
@@ -322,8 +313,14 @@ def describe_limits(org: str, project: str, limits: Limits) -> str:
 
 
 def _with_project(
-    org: str, project: str, action: Callable[[Quotas, Project], Awaitable[str]]
+    org: str,
+    project: str,
+    action: Callable[[AsyncSession, Project], Awaitable[str]],
+    *,
+    create: bool = False,
 ) -> str:
+    """Run `action` on a project in one transaction (`create`: make the project if needed);
+    an expected error is printed and exits with 2."""
     from imagesmith.auth.service import KeyService
     from imagesmith.db import migrate
     from imagesmith.db.engine import Database
@@ -336,8 +333,10 @@ def _with_project(
         db = Database(settings)
         try:
             async with db.transaction() as session:
-                _org, found = await KeyService(session).project(org, project)
-                return await action(Quotas(session), found)
+                keys = KeyService(session)
+                lookup = keys.ensure_project if create else keys.project
+                _org, found = await lookup(org, project)
+                return await action(session, found)
         finally:
             await db.dispose()
 
@@ -368,14 +367,8 @@ def anonymous_disable(
 
 
 def _set_anonymous(org: str, project: str, enabled: bool, daily: int | None) -> str:
-    async def change(_quotas: Quotas, found: Project) -> str:
-        if daily is not None and daily < 1:
-            raise ValidationFailed(f"--daily must be 1 or more (got {daily})")
-        found.anonymous_enabled = enabled
-        if daily is not None:
-            found.anonymous_daily_limit = daily
-        state = f"on, {found.anonymous_daily_limit} per IP per day" if enabled else "off"
-        return f"{org}/{project}: anonymous generation {state}"
+    async def change(session: AsyncSession, found: Project) -> str:
+        return f"{org}/{project}: {Quotas(session).set_anonymous(found, enabled, daily)}"
 
     return _with_project(org, project, change)
 
@@ -403,31 +396,12 @@ def live_disable(
 
 
 def _set_live(org: str, project: str, enabled: bool, scopes: list[str] | None) -> str:
-    from imagesmith.auth.service import KeyService
-    from imagesmith.db import migrate
-    from imagesmith.errors import ImagesmithError
-    from imagesmith.live.service import LiveService
-    from imagesmith.runtime import Runtime
+    from imagesmith.live.service import set_project_live
 
-    settings = Settings()
-    migrate.upgrade(settings)
+    async def change(_session: AsyncSession, found: Project) -> str:
+        return f"{org}/{project}: {set_project_live(found, enabled, scopes)}"
 
-    async def main() -> tuple[bool, list[str]]:
-        runtime = Runtime.open(settings)
-        try:
-            async with runtime.db.transaction() as session:
-                _org, found = await KeyService(session).project(org, project)
-            return await LiveService(runtime).set_project_live(found.id, enabled, scopes)
-        finally:
-            await runtime.close()
-
-    try:
-        on, open_scopes = asyncio.run(main())
-    except ImagesmithError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
-    opened = ", ".join(open_scopes) or "none (key holders create scopes)"
-    return f"{org}/{project}: live URLs {'on' if on else 'off'}; open scopes: {opened}"
+    return _with_project(org, project, change)
 
 
 @models_app.command("list")

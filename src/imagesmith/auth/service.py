@@ -160,6 +160,14 @@ class KeyService:
             return await self.repo.keys(organization_id=admin.organization_id or "")
         return await self.repo.keys()
 
+    async def administered_project(
+        self, admin: Principal | None, org_slug: str, project_slug: str
+    ) -> Project:
+        """The project, if `admin` administers its organization (None: the operator)."""
+        organization, project = await self.project(org_slug, project_slug)
+        self.check_administers(admin, organization.id)
+        return project
+
     def check_administers(self, admin: Principal | None, organization_id: str | None) -> None:
         if admin is None or admin.is_global_admin:
             return

@@ -146,6 +146,16 @@ class Quotas:
         project.end_user_monthly_quota = end_user_monthly
         return Limits.of(project)
 
+    def set_anonymous(self, project: Project, enabled: bool, daily: int | None) -> str:
+        """devkit4ai's anonymous generation: on or off, and how many per client IP per day."""
+        if daily is not None and daily < 1:
+            raise ValidationFailed(f"The daily limit must be 1 or more (got {daily})")
+        project.anonymous_enabled = enabled
+        if daily is not None:
+            project.anonymous_daily_limit = daily
+        per_ip = f"on, {project.anonymous_daily_limit} per IP per day"
+        return f"anonymous generation {per_ip if enabled else 'off'}"
+
     async def usage(self, project: Project) -> Usage:
         month = month_of(utcnow())
         counter = await self._counter(project.id, "", month)

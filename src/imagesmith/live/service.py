@@ -21,7 +21,7 @@ from imagesmith.errors import Conflict, Forbidden, ImagesmithError, NotFound, Va
 from imagesmith.generation.schemas import GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService
 from imagesmith.limits.rate import RateLimited, ip_bucket
-from imagesmith.models import GenerationStatus, KeyType, LiveScope, PromptCacheEntry
+from imagesmith.models import GenerationStatus, KeyType, LiveScope, Project, PromptCacheEntry
 from imagesmith.runtime import Runtime
 
 SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -109,27 +109,21 @@ class ScopeRepository:
         return list(result.scalars())
 
 
+def set_project_live(project: Project, enabled: bool, open_scopes: list[str] | None) -> str:
+    """Turn a project's live URLs on or off; `open_scopes` (when given) replaces the scopes
+    strangers may start by first use. Returns a one-line summary."""
+    for slug in open_scopes or []:
+        check_slug(slug)
+    project.live_enabled = enabled
+    if open_scopes is not None:
+        project.live_open_scopes = sorted(set(open_scopes))
+    opened = ", ".join(project.live_open_scopes or []) or "none (key holders create scopes)"
+    return f"live URLs {'on' if enabled else 'off'}; open scopes: {opened}"
+
+
 class LiveService:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
-
-    # Project switch -----------------------------------------------------------------------
-
-    async def set_project_live(
-        self, project_id: str, enabled: bool, open_scopes: list[str] | None
-    ) -> tuple[bool, list[str]]:
-        """Turn live URLs on or off; `open_scopes` (when given) replaces the scopes strangers
-        may start by first use."""
-        for slug in open_scopes or []:
-            check_slug(slug)
-        async with self.rt.db.transaction() as session:
-            project = await TenancyRepository(session).project_by_id(project_id)
-            if project is None:
-                raise NotFound("No such project", code="PROJECT_NOT_FOUND")
-            project.live_enabled = enabled
-            if open_scopes is not None:
-                project.live_open_scopes = sorted(set(open_scopes))
-            return project.live_enabled, list(project.live_open_scopes or [])
 
     # Scopes -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from imagesmith.api.native.auth import MasterDep
 from imagesmith.auth.service import IssuedKey, KeyService, key_summary
 from imagesmith.limits.credits import Credits
 from imagesmith.limits.quotas import Quotas, Usage
-from imagesmith.live.service import LiveService
+from imagesmith.live.service import set_project_live
 from imagesmith.models import KeyType
 
 router = APIRouter(tags=["admin"])
@@ -128,9 +128,7 @@ async def set_credits(
 ) -> dict[str, Any]:
     """Set a project's credit balance (one credit per output image; null = unlimited)."""
     async with runtime.db.transaction() as session:
-        keys = KeyService(session)
-        organization, found = await keys.project(org, project)
-        keys.check_administers(admin, organization.id)
+        found = await KeyService(session).administered_project(admin, org, project)
         await Credits(session).set_balance(found.id, body.balance)
     return {
         "success": True,
@@ -164,12 +162,9 @@ async def set_live(
 ) -> dict[str, Any]:
     """Turn a project's live URLs on or off (off by default) and set its open scopes."""
     async with runtime.db.transaction() as session:
-        keys = KeyService(session)
-        organization, found = await keys.project(org, project)
-        keys.check_administers(admin, organization.id)
-    enabled, open_scopes = await LiveService(runtime).set_project_live(
-        found.id, body.enabled, body.open_scopes
-    )
+        found = await KeyService(session).administered_project(admin, org, project)
+        set_project_live(found, body.enabled, body.open_scopes)
+        enabled, open_scopes = found.live_enabled, list(found.live_open_scopes or [])
     return {
         "success": True,
         "data": {
@@ -221,9 +216,7 @@ async def set_plan(
 ) -> dict[str, Any]:
     """Put a project on a plan; the numbers given override the plan's (null: the plan's)."""
     async with runtime.db.transaction() as session:
-        keys = KeyService(session)
-        organization, found = await keys.project(org, project)
-        keys.check_administers(admin, organization.id)
+        found = await KeyService(session).administered_project(admin, org, project)
         quotas = Quotas(session)
         quotas.set_plan(
             found,
@@ -244,8 +237,6 @@ async def set_plan(
 async def get_plan(runtime: RuntimeDep, admin: MasterDep, org: str, project: str) -> dict[str, Any]:
     """A project's plan, its limits and its usage this month."""
     async with runtime.db.transaction() as session:
-        keys = KeyService(session)
-        organization, found = await keys.project(org, project)
-        keys.check_administers(admin, organization.id)
+        found = await KeyService(session).administered_project(admin, org, project)
         usage = await Quotas(session).usage(found)
     return {"success": True, "data": render_usage(org, project, usage)}
