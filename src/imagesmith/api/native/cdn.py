@@ -65,10 +65,7 @@ async def cdn_image(
 ) -> Response:
     """An image by id or project alias (computed aliases such as @last need an API key)."""
     _org, found = await find_project(runtime, org, project)
-    try:
-        image = await ImageService(runtime).get_public(found.id, ref)
-    except ImageNotFound:
-        raise ImageNotFound(f"No image '{ref}' in {org}/{project}") from None
+    image = await ImageService(runtime).get_public(found.id, ref)
     return await image_response(runtime, image, if_none_match, {})
 
 

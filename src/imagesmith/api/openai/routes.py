@@ -38,6 +38,8 @@ SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 # OpenAI's own model names run on the configured default (IMAGESMITH_OPENAI_DEFAULT_MODEL).
 OPENAI_MODELS = re.compile(r"^(gpt-image|dall-e|chatgpt-image)")
 FIELDS = {
+    "width": "size (width)",
+    "height": "size (height)",
     "steps": "steps",
     "num_outputs": "n",
     "model": "model",
