@@ -278,7 +278,8 @@ def test_every_error_response_documents_the_dialects_schema(
                     ref = response["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/" + dialect.error_schema), (path, status, ref)
                     documented += 1
-            assert "422" not in operation["responses"] or dialect.invalid_status == 422, path
+            if dialect.invalid_status != 422:
+                assert "422" not in operation["responses"], path
     assert documented > 0
 
 

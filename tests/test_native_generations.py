@@ -334,7 +334,8 @@ def test_openapi_documents_errors_for_every_route(server: Server) -> None:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             codes = set(operation["responses"])
-            assert "422" not in codes, (method, path)
+            devkit = path.startswith(("/api/v1/generation/", "/api/v1/auth/", "/api/v1/projects"))
+            assert "422" not in codes or devkit, (method, path)  # devkit4ai answers FastAPI's 422
             if path.startswith("/api/v1") or path.startswith("/api/admin"):
                 assert {"401", "403"} <= codes, (method, path, codes)
             if path.startswith("/cdn"):

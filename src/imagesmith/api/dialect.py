@@ -51,6 +51,7 @@ class Dialect:
     # Paths this dialect answers for when no route matched (segment prefixes, e.g. "/v1/image").
     prefixes: Sequence[str] = ()
     error_text: dict[int, str] = field(default_factory=dict)
+    validation_status: int = 400  # what invalid input answers (FastAPI-style dialects: 422)
 
     def owns(self, path: str) -> int:
         """Length of the longest prefix of ours that `path` falls under (0: none)."""
@@ -132,7 +133,7 @@ class Dialects:
 
     def document_errors(self, schema: dict[str, Any]) -> None:
         """Every error response of a route carries its own dialect's error schema; FastAPI's
-        422 is our 400 (validation errors answer 400 in every dialect)."""
+        422 becomes 400 in dialects that answer invalid input with 400."""
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for dialect in self.all:
             model = dialect.error_schema
@@ -147,7 +148,7 @@ class Dialects:
                 if operation is None:
                     continue
                 responses = operation.setdefault("responses", {})
-                if responses.pop("422", None) is not None:
+                if dialect.validation_status != 422 and responses.pop("422", None) is not None:
                     responses.setdefault("400", {"description": ERROR_TEXT[400]})
                 ref = {"$ref": f"#/components/schemas/{dialect.error_schema.__name__}"}
                 for status, response in responses.items():

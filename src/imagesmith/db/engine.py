@@ -1,4 +1,5 @@
-"""The async engine and session factory; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE."""
+"""The async engine and session factories; SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE
+for writes and a plain BEGIN for reads."""
 
 from __future__ import annotations
 
@@ -48,7 +49,14 @@ def configure_sqlite(engine: Any) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads never take the write lock: with every read under it, 1000 long-polling clients
+        # starved the worker (DESIGN §9). WAL gives a read transaction its own snapshot.
+        conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+        )
+
+
+READ_ONLY = "imagesmith_read_only"
 
 
 class Database:
@@ -63,12 +71,22 @@ class Database:
                 async_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True
             )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         self.is_sqlite = settings.is_sqlite
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One short unit of work: commit on success, roll back on error."""
         async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work: one consistent snapshot, no write lock (SQLite); closing
+        the session ends it (the pool rolls the connection back). Never write in it."""
+        async with self.read_sessionmaker() as session:
             yield session
 
     async def dispose(self) -> None:

@@ -40,27 +40,27 @@ class FlowService:
         self.rt = runtime
 
     async def page(self, project_id: str, limit: int, offset: int) -> tuple[list[FlowView], int]:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             repo = ImageRepository(session)
             flows, total = await repo.flows(project_id, limit, offset)
             counts = await repo.flow_counts([f.id for f in flows])
         return [FlowView(f, *counts.get(f.id, (0, 0))) for f in flows], total
 
     async def get(self, project_id: str, flow_id: str) -> FlowView:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             repo = ImageRepository(session)
             flow = await existing_flow(repo, project_id, flow_id)
             counts = await repo.flow_counts([flow.id])
         return FlowView(flow, *counts.get(flow.id, (0, 0)))
 
     async def generations(self, project_id: str, flow_id: str) -> list[Generation]:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             repo = ImageRepository(session)
             await existing_flow(repo, project_id, flow_id)
             return await repo.flow_generations(project_id, flow_id)
 
     async def images(self, project_id: str, flow_id: str) -> list[Image]:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             repo = ImageRepository(session)
             await existing_flow(repo, project_id, flow_id)
             return await repo.flow_images(project_id, flow_id)

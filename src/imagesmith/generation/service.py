@@ -171,13 +171,13 @@ class GenerationService:
         return enhanced.prompt, enhanced.method
 
     async def _check_affordable(self, project_id: str, amount: int) -> None:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             await Credits(session).check_affordable(project_id, amount)
 
     async def _check_alias_free(self, project_id: str, alias: str | None) -> None:
         if alias is None:
             return
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             if await ImageRepository(session).by_alias(project_id, alias) is not None:
                 raise AliasConflict(
                     f"Alias '{alias}' is already used by another image in this project"
@@ -234,7 +234,7 @@ class GenerationService:
 
     async def anonymous_allowance(self, project_id: str) -> int | None:
         """Anonymous generations a client IP may make per day, or None when they are off."""
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             project = await TenancyRepository(session).project_by_id(project_id)
         if project is None or not project.anonymous_enabled:
             return None
@@ -264,7 +264,7 @@ class GenerationService:
             return await self._view(session, generation)
 
     async def get(self, project_id: str, generation_id: str) -> GenerationView:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             generation = await GenerationRepository(session).get(project_id, generation_id)
             if generation is None:
                 raise GenerationNotFound(generation_id)
@@ -316,7 +316,7 @@ class GenerationService:
         self, project_id: str, filters: OutputFilter, cursor: str | None, per_page: int
     ) -> OutputsPage:
         """Generated images with their generation, newest first by default, cursor-paged."""
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             repo = GenerationRepository(session)
             rows, total, next_cursor = await repo.outputs_page(
                 project_id, filters, cursor, per_page
@@ -326,17 +326,17 @@ class GenerationService:
 
     async def balance(self, project_id: str) -> int | None:
         """Credits left (None: unlimited)."""
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             return await Credits(session).balance(project_id)
 
     async def fleet(self, fresh: timedelta) -> tuple[dict[str, int], list[WorkerRecord]]:
         """Jobs pending and processing, and the workers heard from within `fresh` (readiness)."""
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             counts = await GenerationRepository(session).status_counts()
             return counts, await WorkerRepository(session).live(utcnow() - fresh)
 
     async def page(self, project_id: str, filters: ListFilter) -> tuple[list[GenerationView], int]:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             repo = GenerationRepository(session)
             rows, total = await repo.page(project_id, filters)
             images = await ImageRepository(session).by_ids(

@@ -107,7 +107,7 @@ class ImageService:
             await self.delete(image.project_id, image.id)
 
     async def get(self, project_id: str, ref: str, flow_id: str | None = None) -> Image:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             image = await resolve_image(ImageRepository(session), project_id, ref, flow_id)
         if image is None:
             raise ImageNotFound(f"No image '{ref}' in this project")
@@ -122,7 +122,7 @@ class ImageService:
         return await self.get(project_id, ref)
 
     async def page(self, project_id: str, filters: ImageFilter) -> tuple[list[Image], int]:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             return await ImageRepository(session).page(project_id, filters)
 
     async def update(self, project_id: str, ref: str, changes: dict[str, Any]) -> Image:

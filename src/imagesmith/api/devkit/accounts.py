@@ -221,7 +221,9 @@ async def create_project_key(
     return render_key(issued.key, issued.secret)
 
 
-@router.delete("/api/v1/projects/{project_id}/api-keys/{api_key_id}", status_code=204)
+@router.delete(
+    "/api/v1/projects/{project_id}/api-keys/{api_key_id}", status_code=204, responses=KEYED
+)
 async def revoke_project_key(
     runtime: RuntimeDep, developer: DeveloperDep, project_id: str, api_key_id: str
 ) -> Response:

@@ -13,4 +13,5 @@ DEVKIT = Dialect(
     error_schema=DevkitError,
     prefixes=("/api/v1/generation", "/api/v1/auth", "/api/v1/projects"),
     error_text=ERROR_TEXT,
+    validation_status=422,
 )
