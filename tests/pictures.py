@@ -9,10 +9,17 @@ import zlib
 from PIL import Image
 
 
-def png(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (20, 20, 220)) -> bytes:
+def encoded(
+    fmt: str, size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (20, 20, 220)
+) -> bytes:
+    """A plain picture in `fmt` (PNG, JPEG, WEBP, GIF, …)."""
     buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
+    Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def png(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (20, 20, 220)) -> bytes:
+    return encoded("PNG", size, color)
 
 
 def huge_png(width: int, height: int) -> bytes:

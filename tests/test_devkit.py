@@ -5,7 +5,6 @@ shape; tokens, keys and headers of one project never work with another's."""
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,24 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from tests.pictures import png
+from tests.pictures import encoded, png
 from tests.serverproc import Server, create_key, run_cli
 
 SEED_INSTRUCTIONS = '{"prompt": "Generate a futuristic cityscape with neon lights"}'
 
 
 def jpeg(color: tuple[int, int, int]) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return encoded("JPEG", (64, 64), color)
 
 
 def gif() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="GIF")
-    return buffer.getvalue()
+    return encoded("GIF", (8, 8), (1, 2, 3))
 
 
 class App:
