@@ -36,7 +36,7 @@ from imagesmith.generation.workers import WorkerRepository
 from imagesmith.image.aliases import aliases_in_prompt, resolve_image
 from imagesmith.image.names import NEW_FLOW
 from imagesmith.image.repository import ImageRepository
-from imagesmith.image.service import ensure_flow
+from imagesmith.image.service import ImageService, ensure_flow
 from imagesmith.limits.credits import Credits
 from imagesmith.limits.quotas import Quotas
 from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
@@ -200,7 +200,8 @@ class GenerationService:
                 image = await resolve_image(repo, project_id, token, flow_id)
                 if image is not None and image.id not in {f.id for f in found}:
                     found.append(image)
-        return found[:MAX_REFERENCES]
+        # At most 3, unless the request itself names more (uploaded examples are all kept).
+        return found[: max(MAX_REFERENCES, len(request.reference_images))]
 
     # Read --------------------------------------------------------------------------------
 
@@ -221,6 +222,28 @@ class GenerationService:
         )
         view.remaining_credits = await Credits(session).balance(generation.project_id)
         return view
+
+    async def create_with_images(
+        self,
+        principal: Principal,
+        request: GenerationRequest,
+        images: list[bytes],
+        meta: dict[str, Any],
+    ) -> tuple[GenerationView, bool]:
+        """A generation conditioned on uploaded images (devkit4ai's examples, an OpenAI edit's
+        input): they become the request's references, so the first is the img2img init image
+        as for every reference. Nothing is stored for a refused request: the images are
+        validated and the request prechecked first, and stored images go if the create fails."""
+        library = ImageService(self.rt)
+        await library.inspect_all(images)
+        await self.precheck(principal, request)
+        saved = await library.save_uploads(principal, images, meta)
+        request.reference_images = [image.id for image in saved]
+        try:
+            return await self.create(principal, request)
+        except Exception:
+            await library.forget(saved)
+            raise
 
     async def precheck(self, principal: Principal, request: GenerationRequest) -> None:
         """Everything `create` would refuse before any work: the model, the parameters, the
@@ -306,9 +329,17 @@ class GenerationService:
         on_timeout: OnTimeout,
         idempotency_key: str | None = None,
         abandoned: Callable[[], Awaitable[bool]] | None = None,
+        images: list[bytes] | None = None,
+        image_meta: dict[str, Any] | None = None,
     ) -> tuple[GenerationView, bool]:
-        """Create, then wait for the result: what synchronous dialects answer with."""
-        view, created = await self.create(principal, request, idempotency_key)
+        """Create (with uploaded images, if any), then wait for the result: what synchronous
+        dialects answer with."""
+        if images:
+            view, created = await self.create_with_images(
+                principal, request, images, image_meta or {}
+            )
+        else:
+            view, created = await self.create(principal, request, idempotency_key)
         g = view.generation
         return await self.wait(g.project_id, g.id, timeout, on_timeout, abandoned), created
 

@@ -21,7 +21,6 @@ from imagesmith.auth.service import Principal
 from imagesmith.errors import Forbidden, GenerationNotFound, ValidationFailed
 from imagesmith.generation.schemas import GenerationRequest, GenerationView, ListFilter
 from imagesmith.generation.service import GenerationService
-from imagesmith.image.service import ImageService
 from imagesmith.limits.rate import ip_bucket
 from imagesmith.models import GenerationStatus
 
@@ -155,16 +154,9 @@ async def submit(request: Request, runtime: RuntimeDep, principal: Principal) ->
     files, text = await read_examples(request)
     keys, prompt = parse_instructions(text)
     generation_request = engine_request(keys, prompt, text)
-    service, images = GenerationService(runtime), ImageService(runtime)
-    await images.inspect_all(files)
-    await service.precheck(principal, generation_request)  # nothing is stored for a refusal
-    saved = await images.save_uploads(principal, files, {"via": "devkit4ai", "example": True})
-    generation_request.reference_images = [image.id for image in saved]
-    try:
-        view, _created = await service.create(principal, generation_request)
-    except Exception:
-        await images.forget(saved)
-        raise
+    view, _created = await GenerationService(runtime).create_with_images(
+        principal, generation_request, files, {"via": "devkit4ai", "example": True}
+    )
     return {"id": view.generation.id, "status": "pending", "message": SUBMITTED}
 
 

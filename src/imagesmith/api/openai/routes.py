@@ -25,7 +25,6 @@ from imagesmith.errors import ImagesmithError, NotFound
 from imagesmith.generation.parameters import ParamError
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService, OnTimeout
-from imagesmith.image.service import ImageService
 from imagesmith.models import GenerationStatus
 from imagesmith.runtime import Runtime
 
@@ -98,10 +97,9 @@ def core_request(
     n: int | None,
     size: str | None,
     user: str | None,
-    init_image: str | None = None,
-    strength: float | None = None,
+    for_images: bool = False,
 ) -> GenerationRequest:
-    if not prompt.strip() and init_image is None:
+    if not prompt.strip() and not for_images:
         raise ParamError("prompt", "prompt must not be empty")
     width, height = parse_size(size)
     return GenerationRequest(
@@ -113,8 +111,6 @@ def core_request(
         model_id=resolve_model(runtime, model),
         num_outputs=n or 1,
         max_outputs=MAX_N,
-        init_image=init_image,
-        prompt_strength=strength,
         flow_id=None,
         meta={"openaiUser": user} if user else {},
         dialect="openai",
@@ -155,13 +151,17 @@ async def respond(
     b64: bool,
     output_format: str | None,
     compression: int | None,
+    images: list[bytes] | None = None,
 ) -> dict[str, Any]:
+    """Create (edits: with the uploaded images as references), wait, and answer."""
     view, _created = await GenerationService(runtime).create_and_wait(
         principal,
         core,
         runtime.settings.openai_wait_seconds,
         OnTimeout.CANCEL,
         abandoned=request.is_disconnected,
+        images=images,
+        image_meta={"via": "openai", "edit": True},
     )
     g = view.generation
     if g.status is not GenerationStatus.SUCCESS:
@@ -250,7 +250,8 @@ def form_int(form: FormData, name: str, low: int, high: int) -> int | None:
 async def image_to_image(
     request: Request, runtime: Runtime, principal: Principal, prompt: str | None
 ) -> dict[str, Any]:
-    """Edits and variations: the first image is the img2img init image (masks: not yet)."""
+    """Edits and variations: the images are the generation's references, so the first is the
+    img2img init image (masks: not yet)."""
     form = await limited_form(request, EDIT_MAX_BYTES, max_files=17, max_fields=20)
     images = await form_images(form)
     if form.get("mask") is not None:
@@ -270,15 +271,8 @@ async def image_to_image(
         form_int(form, "n", 1, MAX_N),
         form_text(form, "size"),
         form_text(form, "user"),
-        init_image="(the uploaded image)",
-        strength=runtime.settings.reference_strength,
+        for_images=True,
     )
-    # Nothing is stored for a request that would be refused (bad image, bounds, credits).
-    library = ImageService(runtime)
-    await library.inspect_all(images[:1])
-    await GenerationService(runtime).precheck(principal, core)
-    saved = await library.save_uploads(principal, images[:1], {"via": "openai", "edit": True})
-    core.init_image = saved[0].id
     output_format = form_text(form, "output_format")
     if output_format not in (None, "png", "jpeg", "webp"):
         raise ParamError("output_format", "output_format must be png, jpeg or webp")
@@ -290,6 +284,7 @@ async def image_to_image(
         wants_b64(model, form_text(form, "response_format")),
         output_format,
         form_int(form, "output_compression", 0, 100),
+        images,
     )
 
 
