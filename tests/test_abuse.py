@@ -360,7 +360,8 @@ def keyed_routes() -> list[tuple[str, str]]:
     return sorted(
         (method.upper(), path)
         for path, operations in schema["paths"].items()
-        if "{" in path and not path.startswith("/cdn/")  # /cdn is public by design
+        # /cdn is public by design; a model id names the catalogue, not a tenant's record.
+        if "{" in path and not path.startswith("/cdn/") and "{model_id}" not in path
         for method in operations
     )
 
