@@ -443,3 +443,14 @@ def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -
         assert api.get(f"/api/v1/flows/{generation['flowId']}").status_code == 200
         assert api.get("/api/v1/live/scopes/owned").json()["data"]["meta"] == {}
     assert key_id["projectSlug"] == "owner"
+
+
+def test_nul_characters_are_bad_input_not_a_database_error(server: Server) -> None:
+    """PostgreSQL text cannot hold NUL: the fuzzer's prompt with a \\u0000 was a 500 there."""
+    key = create_key(server.env, "abuse", "nul")
+    headers = {"X-API-Key": key, "Authorization": f"Bearer {key}"}
+    for path in ("/api/v1/generations", "/v1/image/generation/create", "/v1/images/generations"):
+        response = httpx.post(
+            f"{server.url}{path}", json={"prompt": "a\u0000b"}, headers=headers, timeout=30
+        )
+        assert response.status_code == 400 and "NUL" in response.text, (path, response.text)

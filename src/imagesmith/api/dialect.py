@@ -225,6 +225,16 @@ def http_error(request: Request, exc: StarletteHTTPException) -> ImagesmithError
     )
 
 
+def refuses_nul(exc: BaseException) -> bool:
+    """Whether the database driver refused a NUL character (PostgreSQL text cannot hold one)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "NUL (0x00)" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
     """One handler per kind of error; each renders in the dialect that owns the request."""
 
@@ -245,5 +255,9 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:
+        if refuses_nul(exc):  # a NUL in some input reached PostgreSQL: bad input, not a bug
+            return render(
+                request, ValidationFailed("Text must not contain NUL (\\u0000) characters")
+            )
         log.exception("request.crashed method=%s path=%s", request.method, request.url.path)
         return render(request, InternalError("Internal server error; see the server log"))

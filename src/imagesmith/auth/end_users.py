@@ -21,7 +21,7 @@ from imagesmith.auth.passwords import (
 )
 from imagesmith.auth.repository import EndUserRepository
 from imagesmith.auth.tokens import InvalidToken, TokenCodec
-from imagesmith.db.base import utcnow
+from imagesmith.db.base import storable_text, utcnow
 from imagesmith.errors import Conflict, Unauthorized, ValidationFailed
 from imagesmith.models import EndUser, RefreshToken
 from imagesmith.runtime import Runtime
@@ -39,7 +39,7 @@ class TokenPair:
 
 def normal_email(email: str) -> str:
     email = email.strip().lower()
-    if not EMAIL_RE.match(email):
+    if not EMAIL_RE.match(email) or "\x00" in email:
         raise ValidationFailed(f"'{email[:100]}' is not an email address", code="INVALID_EMAIL")
     return email
 
@@ -53,6 +53,7 @@ class EndUserService:
         self, project_id: str, email: str, password: str, full_name: str | None
     ) -> tuple[EndUser, TokenPair]:
         email = normal_email(email)
+        storable_text(full_name, "full_name")
         if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
             raise ValidationFailed(
                 f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters (got {len(password)})"

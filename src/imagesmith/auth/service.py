@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.auth.keys import hash_secret, is_valid_slug, new_secret, visible_prefix
 from imagesmith.auth.repository import TenancyRepository
-from imagesmith.db.base import utcnow
+from imagesmith.db.base import storable_text, utcnow
 from imagesmith.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from imagesmith.models import ApiKey, KeyType, Organization, Project
 
@@ -98,6 +98,7 @@ class KeyService:
             )
         if name is not None and len(name) > 255:
             raise ValidationFailed(f"Key name is {len(name)} characters; the limit is 255")
+        storable_text(name, "name")
         if key_type is KeyType.PROJECT and (org_slug is None or project_slug is None):
             raise ValidationFailed("A project key needs organizationSlug and projectSlug")
         if key_type is KeyType.DEVELOPER and org_slug is None:

@@ -10,6 +10,8 @@ from sqlalchemy import DateTime, MetaData, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from imagesmith.errors import ValidationFailed
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -21,6 +23,14 @@ NAMING = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def storable_text(value: str | None, field: str) -> str | None:
+    """Text a database column can hold: PostgreSQL refuses NUL characters (a 500, found by the
+    fuzzer), so they are refused as input on every backend."""
+    if value is not None and "\x00" in value:
+        raise ValidationFailed(f"{field} must not contain NUL (\\u0000) characters")
+    return value
 
 
 def new_id() -> str:

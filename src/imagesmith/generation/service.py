@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesmith.auth.repository import TenancyRepository
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
-from imagesmith.db.base import utcnow
+from imagesmith.db.base import storable_text, utcnow
 from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ImageNotFound
 from imagesmith.generation.aspect import size_for
 from imagesmith.generation.enhance import PromptEnhancer
@@ -76,6 +76,12 @@ class GenerationService:
     ) -> tuple[GenerationView, bool]:
         """Commit a pending generation (the queued job); returns (view, created)."""
         project_id = principal.require_project()
+        for name, text in (
+            ("prompt", request.prompt),
+            ("negative_prompt", request.negative_prompt),
+            ("instructions", request.instructions),
+        ):
+            storable_text(text, request.field_names.get(name, name))
         fingerprint = request_fingerprint(request)
         if idempotency_key is not None:
             replay = await self._replay(project_id, idempotency_key, fingerprint)
@@ -130,9 +136,12 @@ class GenerationService:
         try:
             async with self.rt.db.transaction() as session:
                 repo = GenerationRepository(session)
+                # First: admit locks the project row. Any insert before it would take a key
+                # share lock on that row (foreign keys), and two creates upgrading their shares
+                # at once deadlock on PostgreSQL.
+                await Quotas(session).admit(project_id, principal.end_user_id)
                 if flow_id is not None:
                     await ensure_flow(ImageRepository(session), project_id, flow_id)
-                await Quotas(session).admit(project_id, principal.end_user_id)
                 await repo.add(generation)
                 remaining = await Credits(session).charge_run(generation)
                 org_slug, project_slug = await repo.project_slugs(project_id)
@@ -392,6 +401,7 @@ class GenerationService:
     ) -> GenerationView:
         """prompt/aspectRatio re-run the job into the same image; flowId/meta touch only the row."""
         current = (await self.get(project_id, generation_id)).generation
+        storable_text(changes.get("prompt"), "prompt")
         prompt_changed = "prompt" in changes and changes["prompt"] != current.original_prompt
         ratio_changed = (
             "aspect_ratio" in changes and changes["aspect_ratio"] != current.aspect_ratio
