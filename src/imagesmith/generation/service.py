@@ -244,9 +244,9 @@ class GenerationService:
         as for every reference. Nothing is stored for a refused request: the images are
         validated and the request prechecked first, and stored images go if the create fails."""
         library = ImageService(self.rt)
-        await library.inspect_all(images)
+        infos = await library.inspect_all(images)
         await self.precheck(principal, request)
-        saved = await library.save_uploads(principal, images, meta)
+        saved = await library.save_uploads(principal, images, infos, meta)
         request.reference_images = [image.id for image in saved]
         try:
             return await self.create(principal, request)

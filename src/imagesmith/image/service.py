@@ -38,18 +38,20 @@ class ImageService:
         flow_id: str | None = None,
         flow_alias: str | None = None,
         require_credit: bool = False,
+        info: ImageInfo | None = None,
     ) -> tuple[Image, ImageInfo]:
         """Validate (by content, pixel budget, full decode), store, and record an upload.
         `flow_id` follows the generation rule: NEW_FLOW → a new flow, None → no flow.
         `require_credit`: refuse while the project has no credits left (uploads meant as
-        init images: storage is not free either)."""
+        init images: storage is not free either). `info`: the bytes were inspected already."""
         project_id = principal.require_project()
         if require_credit:
             async with self.rt.db.transaction() as session:
                 if not await Credits(session).has_credit(project_id):
                     raise InsufficientCredits("Uploading needs credits left")
         # Before anything is stored; decoding is CPU work, so it runs off the event loop.
-        info = await asyncio.to_thread(inspect_image, data)
+        if info is None:
+            info = await asyncio.to_thread(inspect_image, data)
         assert principal.organization_slug and principal.project_slug
         if alias is not None:
             check_alias_value(alias, "alias")
@@ -90,14 +92,17 @@ class ImageService:
         return [await asyncio.to_thread(inspect_image, data) for data in files]
 
     async def save_uploads(
-        self, principal: Principal, files: list[bytes], meta: dict[str, Any]
+        self,
+        principal: Principal,
+        files: list[bytes],
+        infos: list[ImageInfo],
+        meta: dict[str, Any],
     ) -> list[Image]:
-        """Store several uploads as library images (no flow): all are validated first, so a bad
-        one leaves nothing stored."""
-        await self.inspect_all(files)
+        """Store several uploads, already validated by `inspect_all` (so a bad one left nothing
+        stored), as library images with no flow."""
         saved = []
-        for data in files:
-            image, _info = await self.save_upload(principal, data, meta, flow_id=None)
+        for data, info in zip(files, infos, strict=True):
+            image, _info = await self.save_upload(principal, data, meta, flow_id=None, info=info)
             saved.append(image)
         return saved
 

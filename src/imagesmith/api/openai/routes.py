@@ -4,6 +4,7 @@ client goes away first."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
@@ -127,7 +128,8 @@ async def encoded(
         stored = await runtime.store.get(image.storage_key)
         if stored is None:
             raise ImagesmithError("An output image is missing from storage", status_code=500)
-        out.append(transcode(stored.data, output_format, compression))
+        # Re-encoding is CPU work: off the event loop.
+        out.append(await asyncio.to_thread(transcode, stored.data, output_format, compression))
     return out
 
 
