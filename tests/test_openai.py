@@ -102,8 +102,8 @@ def test_errors_come_as_the_sdks_own_classes(server: Server, client: openai.Open
     assert "multiple of 8" in str(size.value)
     with pytest.raises(openai.BadRequestError):
         client.images.generate(prompt="x", n=11)
-    with pytest.raises(openai.BadRequestError, match="stream"):
-        client.images.generate(prompt="x", model="tiny-sd", stream=True)  # type: ignore[call-overload]
+    with pytest.raises(openai.BadRequestError, match="partial_images"):
+        client.images.generate(prompt="x", model="tiny-sd", stream=True, partial_images=4)
     key = create_key(server.env, "oai", "broke")
     assert (
         run_cli(server.env, "credits", "set", "--org", "oai", "--project", "broke", "0").returncode
@@ -114,10 +114,69 @@ def test_errors_come_as_the_sdks_own_classes(server: Server, client: openai.Open
         broke.images.generate(prompt="x", model="tiny-sd")
 
 
+def distance(a: Image.Image, b: Image.Image) -> float:
+    pixels = zip(a.convert("RGB").getdata(), b.convert("RGB").getdata(), strict=True)
+    total = sum(abs(x - y) for p, q in pixels for x, y in zip(p, q, strict=True))
+    return total / a.width / a.height
+
+
+def test_stream_partial_images_are_real_previews(client: openai.OpenAI) -> None:
+    """The demo model converges on its picture: each preview, decoded from the latents mid-run,
+    is closer to the final image than the one before."""
+    stream = client.images.generate(
+        prompt="a red circle on a blue background",
+        model="demo",
+        size="64x64",
+        stream=True,
+        partial_images=3,
+    )
+    events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds == ["image_generation.partial_image"] * 3 + ["image_generation.completed"]
+    assert [getattr(e, "partial_image_index", None) for e in events[:3]] == [0, 1, 2]
+    final = picture(events[-1].b64_json)
+    previews = [picture(event.b64_json) for event in events[:3]]
+    assert all(p.size == final.size == (64, 64) and p.format == "PNG" for p in previews)
+    gaps = [distance(p, final) for p in previews]
+    assert gaps[0] > gaps[1] > gaps[2] > 0, gaps
+    reds = sum(1 for r, _g, b in final.convert("RGB").getdata() if r > b + 60)
+    assert reds > 64 * 64 // 20  # a red circle (the demo model draws what it is told)
+    # Fewer steps than previews asked for: as many as there are steps before the last.
+    short = client.images.generate(
+        prompt="a red circle", model="tiny-sd", stream=True, partial_images=3, output_format="jpeg"
+    )
+    events = list(short)
+    assert [e.type for e in events].count("image_generation.partial_image") == 3  # 4 steps
+    assert all(picture(e.b64_json).format == "JPEG" for e in events)
+    assert events[-1].type == "image_generation.completed" and events[-1].output_format == "jpeg"
+
+
+def test_a_stream_whose_reader_leaves_is_cancelled(server: Server) -> None:
+    key = create_key(server.env, "oai", "leaver")
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0) as sdk:
+        stream = sdk.images.generate(
+            prompt="slow", model="tiny-sd", size="512x512", n=4, stream=True, partial_images=2
+        )
+        stream.close()
+    headers = {"X-API-Key": key}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = httpx.get(f"{server.url}/api/v1/generations", headers=headers).json()["data"]
+        if rows and rows[0]["status"] in ("cancelled", "success"):
+            break
+        time.sleep(0.2)
+    assert rows[0]["status"] == "cancelled"
+
+
 def test_the_async_client_and_the_native_listing(server: Server, key: str) -> None:
     async def go() -> str:
         async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=key) as sdk:
             result = await sdk.images.generate(prompt="an async circle", model="tiny-sd")
+            stream = await sdk.images.generate(
+                prompt="an async stream", model="tiny-sd", stream=True, partial_images=1
+            )
+            kinds = [event.type async for event in stream]
+            assert kinds == ["image_generation.partial_image", "image_generation.completed"]
             return (result.data or [])[0].url or ""
 
     url = asyncio.run(go())

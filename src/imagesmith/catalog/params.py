@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 MAX_OUTPUTS = 4
+MAX_PREVIEWS = 3  # OpenAI's partial_images: 0-3
 MAX_SEED = 2**63 - 1
 # Outer bounds every request schema enforces before any arithmetic (a 300-digit integer used to
 # overflow float formatting into a 500); each model's own, tighter bounds are checked after.
@@ -27,6 +28,10 @@ class EngineParams:
     seed: int
     num_outputs: int = 1
     prompt_strength: float | None = None  # set only for img2img
+    # Partial images (previews decoded from the latents at evenly spaced steps) of output 0,
+    # for clients that stream (OpenAI's partial_images). Not in the batch key: a job that wants
+    # previews runs in the same pipeline call as one that does not.
+    previews: int = 0
 
     # Jobs that agree on these run in one pipeline call; each keeps its own seed and outputs.
     BATCH_KEY: ClassVar[tuple[str, ...]] = (
@@ -49,6 +54,12 @@ class EngineParams:
         if self.prompt_strength is None:
             return self.steps
         return int(self.steps * self.prompt_strength)
+
+    def preview_steps(self) -> list[int]:
+        """After which denoising steps a preview is taken: evenly spaced, before the last."""
+        total = self.denoising_steps
+        picked = {(k + 1) * total // (self.previews + 1) for k in range(self.previews)}
+        return sorted(step for step in picked if 1 <= step < total)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -39,12 +39,18 @@ class ModelUnavailable(RuntimeError):
     """The model's weights are not on this machine and may not be fetched: fail, never hang."""
 
 
+OnPreview = Callable[[str, int, GeneratedImage], None]
+"""(job id, preview index, image): a partial image decoded from the latents mid-run."""
+
+
 class GenerationEngine(Protocol):
     def generate(
         self,
         jobs: list[EngineJob],
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
+        on_preview: OnPreview | None = None,
     ) -> list[list[GeneratedImage]]:
-        """Run jobs that share a batch key in one call; per job its `num_outputs` images."""
+        """Run jobs that share a batch key in one call; per job its `num_outputs` images, and
+        for a job with `params.previews` its partial images at `params.preview_steps()`."""
         ...

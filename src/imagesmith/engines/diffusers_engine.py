@@ -18,7 +18,13 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
 
 from imagesmith.catalog.models import ModelSpec
-from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage, ModelUnavailable
+from imagesmith.engines.base import (
+    EngineConfig,
+    EngineJob,
+    GeneratedImage,
+    ModelUnavailable,
+    OnPreview,
+)
 from imagesmith.engines.schedulers import fresh_scheduler
 from imagesmith.engines.tiny import builtin_folder
 
@@ -117,6 +123,7 @@ class DiffusersEngine:
         jobs: list[EngineJob],
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
+        on_preview: OnPreview | None = None,
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for the whole batch; per job, `num_outputs` images seeded
         seed, seed+1, … so output 0 is the image the same seed gives alone."""
@@ -146,9 +153,21 @@ class DiffusersEngine:
                 if init is not None:
                     init_images.append(init)
         total = head.denoising_steps
+        # Previews: (job id, its first row in the batch, the steps after which to decode).
+        wanted: list[tuple[str, int, list[int]]] = []
+        row = 0
+        for job in jobs:
+            if on_preview is not None and job.params.previews:
+                wanted.append((job.job_id, row, job.params.preview_steps()))
+            row += job.params.num_outputs
 
         def step_end(p: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            on_step(min(step + 1, total), total)
+            done = min(step + 1, total)
+            on_step(done, total)
+            for job_id, first, steps in wanted:
+                if done in steps and on_preview is not None:
+                    latents = tensors["latents"][first : first + 1]
+                    on_preview(job_id, steps.index(done), encode_png(decode_preview(p, latents)))
             if should_stop():
                 p._interrupt = True
             return tensors
@@ -174,6 +193,31 @@ class DiffusersEngine:
             out.append(encoded[: job.params.num_outputs])
             encoded = encoded[job.params.num_outputs :]
         return out
+
+
+def decode_preview(pipe: Any, latents: torch.Tensor) -> Image.Image:
+    """The image the VAE decodes from mid-run latents (what the pipeline does at the end, for
+    one row): unscaled as the pipeline unscales them, and in float32 where the VAE must be."""
+    vae = pipe.vae
+    config = vae.config
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    latents = latents.to(torch.float32)
+    if mean is not None and std is not None:  # SDXL VAEs that declare their latents' statistics
+        shape = (1, latents.shape[1], 1, 1)
+        mean_t = torch.tensor(mean).view(shape).to(latents.device)
+        std_t = torch.tensor(std).view(shape).to(latents.device)
+        latents = latents * std_t / config.scaling_factor + mean_t
+    else:
+        latents = latents / config.scaling_factor
+    upcast = vae.dtype == torch.float16 and getattr(config, "force_upcast", False)
+    if upcast:  # SDXL's VAE overflows in float16
+        vae.to(torch.float32)
+    try:
+        decoded = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+    return pipe.image_processor.postprocess(decoded, output_type="pil")[0]
 
 
 def pipeline_bytes(pipe: Any) -> int:

@@ -27,7 +27,7 @@ from imagesmith.image.service import ensure_flow
 from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation, GenerationStatus, Image, ImageSource
 from imagesmith.runtime import Runtime
-from imagesmith.storage.base import image_key
+from imagesmith.storage.base import image_key, preview_key
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,22 @@ class JobQueue:
             for job in jobs:
                 await repo.set_progress(self.worker_id, job.claim, step, total)
         for job in jobs:
+            self.rt.notifier.generation_changed(job.generation_id)
+
+    async def store_preview(self, job: ClaimedJob, index: int, image: ImageBytes) -> None:
+        """Keep a partial image where streaming readers find it (`previews_ready` counts them).
+        A preview is a courtesy: failing to store one never fails the job."""
+        key = preview_key(job.org_slug, job.project_slug, job.generation_id, index)
+        try:
+            await self.rt.store.put(key, image.png, "image/png")
+            async with self.rt.db.transaction() as session:
+                counted = await GenerationRepository(session).set_previews_ready(
+                    self.worker_id, job.claim, index + 1
+                )
+        except Exception as exc:
+            log.warning("preview.store_failed generation_id=%s error=%r", job.generation_id, exc)
+            return
+        if counted:
             self.rt.notifier.generation_changed(job.generation_id)
 
     async def still_held(self, jobs: Iterable[ClaimedJob]) -> set[str]:

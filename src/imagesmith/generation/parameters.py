@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 
 from imagesmith.catalog.models import ModelSpec
-from imagesmith.catalog.params import MAX_PIXEL_STEPS, EngineParams
+from imagesmith.catalog.params import MAX_PIXEL_STEPS, MAX_PREVIEWS, EngineParams
 from imagesmith.catalog.schedulers import MIN_STEPS, SCHEDULER_IDS
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.aspect import ASPECT_RATIOS, size_for
@@ -99,6 +99,7 @@ def resolve_params(spec: ModelSpec, given: GenerationRequest) -> EngineParams:
         )
 
     bounded("num_outputs", given.num_outputs, 1, given.max_outputs)
+    bounded("previews", given.previews, 0, MAX_PREVIEWS)
 
     strength = given.prompt_strength
     if strength is not None and not has_init_image:
@@ -127,6 +128,7 @@ def resolve_params(spec: ModelSpec, given: GenerationRequest) -> EngineParams:
         seed=pick_seed(given.seed),
         num_outputs=given.num_outputs,
         prompt_strength=strength,
+        previews=given.previews,
     )
 
 

@@ -216,6 +216,7 @@ class GenerationRepository:
                 updated_at=now,
                 progress_step=0,
                 progress_total=Generation.steps,
+                previews_ready=0,
                 error_message=None,
             )
             .returning(Generation.id, Generation.job_version)
@@ -295,6 +296,16 @@ class GenerationRepository:
             .values(progress_step=step, progress_total=total)
             .execution_options(synchronize_session=False)
         )
+
+    async def set_previews_ready(self, worker_id: str, claim: Claim, count: int) -> bool:
+        result = await self.session.execute(
+            update(Generation)
+            .where(self._held(worker_id, claim), Generation.previews_ready < count)
+            .values(previews_ready=count)
+            .returning(Generation.id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.one_or_none() is not None
 
     async def finish(self, worker_id: str, claim: Claim, now: datetime, **values: Any) -> bool:
         """Write a terminal state if this worker still holds this version of the job."""

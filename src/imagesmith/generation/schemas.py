@@ -49,6 +49,7 @@ class GenerationRequest:
     max_outputs: int = MAX_OUTPUTS  # a dialect may allow more per request (OpenAI's n: 10)
     init_image: str | None = None  # an upload reference (s3://…), an image id, or an http(s) URL
     prompt_strength: float | None = None
+    previews: int = 0  # partial images for a streaming client (at most MAX_PREVIEWS)
     dialect: str = "native"
     instructions: str | None = None  # what the caller sent, as sent (devkit4ai)
     # How this dialect names the core fields, so errors speak the caller's language.

@@ -41,6 +41,7 @@ from imagesmith.limits.credits import Credits
 from imagesmith.limits.quotas import Quotas
 from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
 from imagesmith.runtime import Runtime
+from imagesmith.storage.base import preview_key
 
 MAX_REFERENCES = 3
 
@@ -471,6 +472,7 @@ class GenerationService:
         generation.error_message = None
         generation.progress_step = None
         generation.progress_total = None
+        generation.previews_ready = 0
         generation.processing_time_ms = None
         generation.started_at = None
         generation.completed_at = None
@@ -515,6 +517,11 @@ class GenerationService:
                     await images.delete(image)
                 else:
                     image.generation_id = None
+            org_slug, project_slug = await repo.project_slugs(project_id)
+            doomed += [
+                preview_key(org_slug, project_slug, generation.id, index)
+                for index in range(generation.previews)
+            ]
             await repo.delete_generation(generation)
         # After commit: a failed file delete leaves an orphan file, never a dangling row.
         for key in doomed:

@@ -99,6 +99,9 @@ class Generation(IdMixin, TimestampMixin, Base):
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     progress_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     progress_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Partial images asked for, and how many of this run's are stored (preview_key(…, index)).
+    previews: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    previews_ready: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

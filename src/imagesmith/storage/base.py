@@ -59,3 +59,8 @@ def image_key(org_slug: str, project_slug: str, image_id: str, attempt: str | No
     the success: a stale attempt can then never overwrite the bytes of the run that won."""
     base = f"{org_slug}/{project_slug}/img/{image_id}"
     return f"{base}.{attempt}" if attempt else base
+
+
+def preview_key(org_slug: str, project_slug: str, generation_id: str, index: int) -> str:
+    """Where a generation's partial image number `index` lives (a re-run writes over it)."""
+    return f"{org_slug}/{project_slug}/preview/{generation_id}/{index}"

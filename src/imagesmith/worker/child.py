@@ -12,12 +12,13 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from imagesmith.engines.base import EngineConfig
+from imagesmith.engines.base import EngineConfig, GeneratedImage
 from imagesmith.worker.messages import (
     BatchDone,
     CancelBatch,
     JobDone,
     JobFailed,
+    Preview,
     Progress,
     Ready,
     RunBatch,
@@ -89,8 +90,11 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
         def should_stop(batch_id: str = batch.batch_id) -> bool:
             return batch_id in cancelled
 
+        def on_preview(job_id: str, index: int, image: GeneratedImage) -> None:
+            conn.send(Preview(job_id, index, image))
+
         try:
-            results = engine.generate(batch.jobs, on_step, should_stop)
+            results = engine.generate(batch.jobs, on_step, should_stop, on_preview)
             if not should_stop():
                 for job, images in zip(batch.jobs, results, strict=True):
                     conn.send(JobDone(job.job_id, images))

@@ -44,6 +44,15 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A partial image of a job's first output, decoded mid-run."""
+
+    job_id: str
+    index: int
+    image: GeneratedImage
+
+
+@dataclass(frozen=True)
 class JobDone:
     job_id: str
     images: list[GeneratedImage]
@@ -67,4 +76,4 @@ class ChildExited:
     exitcode: int | None
 
 
-ChildMessage = Ready | Progress | JobDone | JobFailed | BatchDone | ChildExited
+ChildMessage = Ready | Progress | Preview | JobDone | JobFailed | BatchDone | ChildExited

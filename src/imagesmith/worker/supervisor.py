@@ -25,6 +25,7 @@ from imagesmith.worker.messages import (
     ChildExited,
     JobDone,
     JobFailed,
+    Preview,
     Progress,
     RunBatch,
 )
@@ -287,6 +288,8 @@ class Worker:
                 if time.monotonic() - last_progress >= PROGRESS_INTERVAL:
                     last_progress = time.monotonic()
                     await self.queue.report_progress(held.values(), message.step, message.total)
+            elif isinstance(message, Preview) and message.job_id in held:
+                await self.queue.store_preview(held[message.job_id], message.index, message.image)
             elif isinstance(message, JobDone) and message.job_id in held:
                 finished.append((held.pop(message.job_id), message.images))
             elif isinstance(message, JobFailed) and message.job_id in held:

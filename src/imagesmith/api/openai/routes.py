@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
+import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import StreamingResponse
 from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData, UploadFile
@@ -28,7 +32,9 @@ from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, Generat
 from imagesmith.generation.service import GenerationService, OnTimeout
 from imagesmith.models import GenerationStatus
 from imagesmith.runtime import Runtime
+from imagesmith.storage.base import preview_key
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
 ERRORS = error_responses(400, 401, 403, 404, 413, 429, 500)
 BearerDep = Annotated[Principal, Depends(principal_from(BEARER_KEY, project_only=True))]
@@ -66,7 +72,9 @@ class ImageGenerate(BaseModel):
     moderation: str | None = Field(None, max_length=16, description="Accepted; no effect")
     user: str | None = Field(None, max_length=256, description="Kept on the record")
     stream: bool | None = None
-    partial_images: int | None = Field(None, ge=0, le=3)
+    partial_images: int | None = Field(
+        None, ge=0, le=3, description="With stream: previews decoded from the latents mid-run"
+    )
 
 
 def resolve_model(runtime: Runtime, requested: str | None) -> str | None:
@@ -199,17 +207,143 @@ async def respond(
     }
 
 
-@router.post("/images/generations", responses=ERRORS)
+KEEPALIVE_SECONDS = 15.0
+# Cancellations started for streams whose client left (kept referenced until they finish).
+_cancelling: set[asyncio.Task[Any]] = set()
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def echo(value: str | None, allowed: tuple[str, ...]) -> str:
+    return value if value in allowed else "auto"
+
+
+async def image_events(
+    runtime: Runtime, view: GenerationView, body: ImageGenerate
+) -> AsyncIterator[str]:
+    """OpenAI's image stream over the generation: a `partial_image` event per preview the worker
+    stores (fewer than asked when the run has too few steps), then one `completed` event per
+    image, or an `error` event. A client that leaves first has its generation cancelled."""
+    service = GenerationService(runtime)
+    g = view.generation
+    project_id, generation_id = g.project_id, g.id
+    wait = min(runtime.settings.openai_wait_seconds, runtime.settings.max_wait_seconds)
+    deadline = time.monotonic() + wait
+    fmt, compression = body.output_format or "png", body.output_compression
+    common = {
+        "size": f"{g.width}x{g.height}",
+        "quality": echo(body.quality, ("low", "medium", "high")),
+        "background": echo(body.background, ("transparent", "opaque")),
+        "output_format": fmt,
+    }
+    sent = 0
+    last_sent = time.monotonic()
+    ended = False
+    try:
+        while True:
+            view = await service.get(project_id, generation_id)
+            g = view.generation
+            for index in range(sent, g.previews_ready):
+                key = preview_key(view.org_slug, view.project_slug, generation_id, index)
+                stored = await runtime.store.get(key)
+                if stored is not None:
+                    image = await asyncio.to_thread(transcode, stored.data, fmt, compression)
+                    yield sse(
+                        "image_generation.partial_image",
+                        {
+                            "type": "image_generation.partial_image",
+                            "b64_json": base64.b64encode(image).decode(),
+                            "created_at": int(time.time()),
+                            "partial_image_index": index,
+                            **common,
+                        },
+                    )
+                    last_sent = time.monotonic()
+            sent = max(sent, g.previews_ready)
+            if g.status is GenerationStatus.SUCCESS:
+                ended = True
+                for image in await encoded(runtime, view, fmt, compression):
+                    yield sse(
+                        "image_generation.completed",
+                        {
+                            "type": "image_generation.completed",
+                            "b64_json": base64.b64encode(image).decode(),
+                            "created_at": int(time.time()),
+                            "usage": NO_TOKENS,
+                            **common,
+                        },
+                    )
+                return
+            if g.status.is_terminal:
+                ended = True
+                yield stream_error(g.error_message or f"The generation was {g.status.value}")
+                return
+            if time.monotonic() >= deadline:
+                ended = True
+                await service.cancel(project_id, generation_id)
+                yield stream_error(
+                    f"The images were not ready within {wait:g} s; the request was cancelled "
+                    "and refunded",
+                    code="TIMEOUT",
+                )
+                return
+            await runtime.notifier.wait_changed(generation_id, 0.5)
+            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+    finally:
+        if not ended:  # the client went away (the response was cancelled) before the images
+            task = asyncio.ensure_future(cancel_quietly(service, project_id, generation_id))
+            _cancelling.add(task)
+            task.add_done_callback(_cancelling.discard)
+
+
+# GPT image models report tokens; ours have none to report, so the counts are zero.
+NO_TOKENS = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+
+
+def stream_error(message: str, code: str | None = None) -> str:
+    error = {"message": message, "type": "server_error", "param": None, "code": code}
+    return sse("error", {"error": error})
+
+
+async def cancel_quietly(service: GenerationService, project_id: str, generation_id: str) -> None:
+    try:
+        await service.cancel(project_id, generation_id)
+        log.info("openai.stream_abandoned generation_id=%s cancelled", generation_id)
+    except Exception as exc:  # finished meanwhile (Conflict), or the database blipped
+        log.info("openai.stream_abandoned generation_id=%s not cancelled: %r", generation_id, exc)
+
+
+@router.post(
+    "/images/generations",
+    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
+    response_model=None,
+)
 async def create_image(
     request: Request,
     runtime: RuntimeDep,
     principal: BearerDep,
     body: Annotated[ImageGenerate, Body()],
-) -> dict[str, Any]:
-    """Create images from a prompt and answer when they are done (an ordinary generation)."""
-    if body.stream:
-        raise ParamError("stream", "stream is not supported yet: leave it out for one answer")
+) -> dict[str, Any] | StreamingResponse:
+    """Create images from a prompt and answer when they are done (an ordinary generation); with
+    `stream`, as server-sent events: partial images while it runs, then the images."""
     core = core_request(runtime, body.prompt, body.model, body.n, body.size, body.user)
+    if body.stream:
+        core.previews = body.partial_images or 0
+        view, _created = await GenerationService(runtime).create(principal, core)
+        return StreamingResponse(
+            image_events(runtime, view, body),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     return await respond(
         request,
         runtime,
