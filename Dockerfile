@@ -8,7 +8,7 @@ WORKDIR /app
 RUN pip install ${TORCH}
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install .
+RUN pip install ".[server]"
 VOLUME /data
 EXPOSE 8000
 ENTRYPOINT ["imagesmith"]

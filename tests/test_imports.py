@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -143,3 +144,31 @@ def test_this_check_sees_a_backwards_import(tmp_path: Path) -> None:
         pass
     else:
         raise AssertionError("engines -> worker -> engines was not seen as a cycle")
+
+
+def test_the_sdk_imports_nothing_of_the_server() -> None:
+    """`imagesmith.client` installs without the server: it imports only itself, httpx, httpx-sse,
+    pydantic, typer and rich (and the standard library)."""
+    allowed_third_party = {"httpx", "httpx_sse", "pydantic", "typer", "rich"}
+    found = []
+    for module, imported in MODULES.items():
+        if not module.startswith("imagesmith.client"):
+            continue
+        for name in imported:
+            top = name.split(".")[0]
+            if top == "imagesmith":
+                if not name.startswith("imagesmith.client"):
+                    found.append(f"{module} -> {name}")
+            elif top not in allowed_third_party and top not in sys.stdlib_module_names:
+                found.append(f"{module} -> {name}")
+    assert found == []
+    # The command's own module reaches the server only inside the commands that run it.
+    top_level = {
+        node.module
+        for node in ast.parse((ROOT / "cli.py").read_text()).body
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert {m for m in top_level if m.startswith("imagesmith.")} <= {
+        "imagesmith.client.cli",
+        "imagesmith.logging",
+    }

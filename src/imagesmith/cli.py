@@ -1,4 +1,7 @@
-"""The `imagesmith` command: serve, worker, keys, models, migrate."""
+"""The `imagesmith` command. Client commands (generate, generations, images) talk to a server
+over HTTP and need only the SDK's dependencies; server commands (serve, worker, keys, models,
+migrate, plan, credits, …) import the server's parts when they run, so `pip install imagesmith`
+without the server extra still gives a working `imagesmith generate`."""
 
 from __future__ import annotations
 
@@ -7,19 +10,28 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from imagesmith.config import Settings
-from imagesmith.limits.quotas import Limits, Quotas
+from imagesmith.client.cli import add_client_commands
 from imagesmith.logging import configure_logging
-from imagesmith.models import Project
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from imagesmith.config import Settings
+    from imagesmith.limits.quotas import Limits
+    from imagesmith.models import Project
+
+# Modules only the server extra installs: a server command without them says how to get them.
+SERVER_MODULES = {
+    "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "torch", "diffusers",
+    "transformers", "boto3", "redis", "limits", "jwt", "argon2", "PIL", "numpy", "multipart",
+    "aiosqlite", "psycopg", "accelerate", "safetensors", "scipy",
+}  # fmt: skip
 
 app = typer.Typer(
     help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True
@@ -39,6 +51,14 @@ app.add_typer(anonymous_app, name="anonymous")
 live_app = typer.Typer(help="Live URLs: public generate-on-first-GET links.", no_args_is_help=True)
 app.add_typer(live_app, name="live")
 console = Console(stderr=True)
+add_client_commands(app)
+
+
+def load_settings() -> Settings:
+    """The server's settings (imported here: the client commands run without them)."""
+    from imagesmith.config import Settings
+
+    return Settings()
 
 
 def table_console() -> Console:
@@ -60,7 +80,7 @@ def serve(
     from imagesmith.app import create_app
 
     configure_logging(log_level)
-    settings = Settings()
+    settings = load_settings()
     console.print(f"imagesmith: database {settings.resolved_database_url}")
     console.print(f"imagesmith: images in {settings.resolved_storage_dir}")
     console.print(
@@ -84,7 +104,7 @@ def worker(log_level: Annotated[str, typer.Option()] = "info") -> None:
     from imagesmith.worker.supervisor import Worker
 
     configure_logging(log_level)
-    settings = Settings()
+    settings = load_settings()
     migrate.upgrade(settings)
 
     async def main() -> None:
@@ -107,7 +127,7 @@ def migrate_cmd() -> None:
     """Apply database migrations (the server also does this on start)."""
     from imagesmith.db import migrate
 
-    migrate.upgrade(Settings())
+    migrate.upgrade(load_settings())
     console.print("migrations applied")
 
 
@@ -133,7 +153,7 @@ def keys_create(
     if type not in ("project", "master", "developer"):
         raise typer.BadParameter("use 'project', 'master' or 'developer'", param_hint="--type")
     key_type = KeyType(type)
-    settings = Settings()
+    settings = load_settings()
     migrate.upgrade(settings)
     if expires_in_days is None and key_type is KeyType.PROJECT:
         expires_in_days = settings.project_key_days
@@ -176,7 +196,7 @@ def keys_list() -> None:
     from imagesmith.db import migrate
     from imagesmith.db.engine import Database
 
-    settings = Settings()
+    settings = load_settings()
     migrate.upgrade(settings)
 
     async def main() -> list[dict[str, object]]:
@@ -217,7 +237,7 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or visible prefi
     from imagesmith.db.engine import Database
     from imagesmith.errors import ImagesmithError
 
-    settings = Settings()
+    settings = load_settings()
     migrate.upgrade(settings)
 
     async def main() -> str:
@@ -278,7 +298,7 @@ def plan_set(
     10; unlimited); the options override the plan's numbers."""
 
     async def change(session: AsyncSession, found: Project) -> str:
-        limits = Quotas(session).set_plan(found, plan, monthly, concurrent, end_user_monthly)
+        limits = _quotas(session).set_plan(found, plan, monthly, concurrent, end_user_monthly)
         return describe_limits(org, project, limits)
 
     print(_with_project(org, project, change))
@@ -292,13 +312,19 @@ def plan_show(
     """A project's plan, its limits and its usage this month."""
 
     async def show(session: AsyncSession, found: Project) -> str:
-        usage = await Quotas(session).usage(found)
+        usage = await _quotas(session).usage(found)
         return (
             f"{describe_limits(org, project, usage.limits)}\n"
             f"used in {usage.month}: {usage.used}; pending or processing now: {usage.in_flight}"
         )
 
     print(_with_project(org, project, show))
+
+
+def _quotas(session: AsyncSession) -> Any:
+    from imagesmith.limits.quotas import Quotas
+
+    return Quotas(session)
 
 
 def describe_limits(org: str, project: str, limits: Limits) -> str:
@@ -326,7 +352,7 @@ def _with_project(
     from imagesmith.db.engine import Database
     from imagesmith.errors import ImagesmithError
 
-    settings = Settings()
+    settings = load_settings()
     migrate.upgrade(settings)
 
     async def main() -> str:
@@ -368,7 +394,7 @@ def anonymous_disable(
 
 def _set_anonymous(org: str, project: str, enabled: bool, daily: int | None) -> str:
     async def change(session: AsyncSession, found: Project) -> str:
-        return f"{org}/{project}: {Quotas(session).set_anonymous(found, enabled, daily)}"
+        return f"{org}/{project}: {_quotas(session).set_anonymous(found, enabled, daily)}"
 
     return _with_project(org, project, change)
 
@@ -409,7 +435,7 @@ def models_list() -> None:
     """Show the model registry."""
     from imagesmith.catalog.models import ModelRegistry
 
-    settings = Settings()
+    settings = load_settings()
     table = Table("id", "family", "source", "steps", "guidance", "description")
     for spec in ModelRegistry.load(settings.models_file).all():
         marker = " (default)" if spec.id == settings.default_model else ""
@@ -490,7 +516,7 @@ def models_pull(
     """Download a model's weights from the hub into the models folder."""
     from imagesmith.catalog.models import ModelRegistry, UnknownModel
 
-    settings = Settings()
+    settings = load_settings()
     try:
         spec = ModelRegistry.load(settings.models_file).get(model_id)
     except UnknownModel as exc:
@@ -519,4 +545,16 @@ def models_pull(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        console.print(
+            f"This command runs the server's parts, and '{exc.name}' is not installed. Install "
+            "the server with: pip install 'imagesmith[server]'",
+            style="red",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None
