@@ -149,6 +149,15 @@ def test_stream_partial_images_are_real_previews(client: openai.OpenAI) -> None:
     assert [e.type for e in events].count("image_generation.partial_image") == 3  # 4 steps
     assert all(picture(e.b64_json).format == "JPEG" for e in events)
     assert events[-1].type == "image_generation.completed" and events[-1].output_format == "jpeg"
+    edits = client.images.edit(
+        image=("in.png", png((64, 64), (0, 200, 0)), "image/png"),
+        prompt="a blue square",
+        model="tiny-sd",
+        stream=True,
+        partial_images=1,
+    )
+    kinds = [e.type for e in edits]
+    assert kinds == ["image_generation.partial_image", "image_generation.completed"]
 
 
 def test_a_stream_whose_reader_leaves_is_cancelled(server: Server) -> None:

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -26,6 +27,7 @@ from imagesmith.api.links import ImageLinks, image_links
 from imagesmith.api.uploads import limited_form, multipart_body
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
+from imagesmith.catalog.params import MAX_PREVIEWS
 from imagesmith.errors import ImagesmithError, NotFound
 from imagesmith.generation.parameters import ParamError
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
@@ -220,8 +222,28 @@ def echo(value: str | None, allowed: tuple[str, ...]) -> str:
     return value if value in allowed else "auto"
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How the streamed images are encoded, and the settings each event echoes back."""
+
+    output_format: str | None
+    compression: int | None
+    quality: str | None
+    background: str | None
+
+
+def stream_response(
+    runtime: Runtime, view: GenerationView, options: StreamOptions
+) -> StreamingResponse:
+    return StreamingResponse(
+        image_events(runtime, view, options),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 async def image_events(
-    runtime: Runtime, view: GenerationView, body: ImageGenerate
+    runtime: Runtime, view: GenerationView, options: StreamOptions
 ) -> AsyncIterator[str]:
     """OpenAI's image stream over the generation: a `partial_image` event per preview the worker
     stores (fewer than asked when the run has too few steps), then one `completed` event per
@@ -231,11 +253,11 @@ async def image_events(
     project_id, generation_id = g.project_id, g.id
     wait = min(runtime.settings.openai_wait_seconds, runtime.settings.max_wait_seconds)
     deadline = time.monotonic() + wait
-    fmt, compression = body.output_format or "png", body.output_compression
+    fmt, compression = options.output_format or "png", options.compression
     common = {
         "size": f"{g.width}x{g.height}",
-        "quality": echo(body.quality, ("low", "medium", "high")),
-        "background": echo(body.background, ("transparent", "opaque")),
+        "quality": echo(options.quality, ("low", "medium", "high")),
+        "background": echo(options.background, ("transparent", "opaque")),
         "output_format": fmt,
     }
     sent = 0
@@ -339,11 +361,10 @@ async def create_image(
     if body.stream:
         core.previews = body.partial_images or 0
         view, _created = await GenerationService(runtime).create(principal, core)
-        return StreamingResponse(
-            image_events(runtime, view, body),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        options = StreamOptions(
+            body.output_format, body.output_compression, body.quality, body.background
         )
+        return stream_response(runtime, view, options)
     return await respond(
         request,
         runtime,
@@ -385,7 +406,7 @@ def form_int(form: FormData, name: str, low: int, high: int) -> int | None:
 
 async def image_to_image(
     request: Request, runtime: Runtime, principal: Principal, prompt: str | None
-) -> dict[str, Any]:
+) -> dict[str, Any] | StreamingResponse:
     """Edits and variations: the images are the generation's references, so the first is the
     img2img init image (masks: not yet)."""
     form = await limited_form(request, EDIT_MAX_BYTES, max_files=17, max_fields=20)
@@ -412,6 +433,16 @@ async def image_to_image(
     output_format = form_text(form, "output_format")
     if output_format not in (None, "png", "jpeg", "webp"):
         raise ParamError("output_format", "output_format must be png, jpeg or webp")
+    compression = form_int(form, "output_compression", 0, 100)
+    if form_text(form, "stream") in ("true", "True", "1"):
+        core.previews = form_int(form, "partial_images", 0, MAX_PREVIEWS) or 0
+        view, _created = await GenerationService(runtime).create_with_images(
+            principal, core, images, {"via": "openai", "edit": True}
+        )
+        options = StreamOptions(
+            output_format, compression, form_text(form, "quality"), form_text(form, "background")
+        )
+        return stream_response(runtime, view, options)
     return await respond(
         request,
         runtime,
@@ -419,7 +450,7 @@ async def image_to_image(
         core,
         wants_b64(model, form_text(form, "response_format")),
         output_format,
-        form_int(form, "output_compression", 0, 100),
+        compression,
         images,
     )
 
@@ -433,19 +464,33 @@ EDIT_BODY = multipart_body(
     size={"type": "string"},
     response_format={"type": "string", "enum": ["url", "b64_json"]},
     model={"type": "string"},
+    stream={"type": "boolean"},
+    partial_images={"type": "integer", "minimum": 0, "maximum": MAX_PREVIEWS},
 )
 
 
-@router.post("/images/edits", responses=ERRORS, openapi_extra=EDIT_BODY)
-async def edit_image(request: Request, runtime: RuntimeDep, principal: BearerDep) -> dict[str, Any]:
-    """Edit an image with a prompt (img2img from the first image)."""
+@router.post(
+    "/images/edits",
+    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
+    openapi_extra=EDIT_BODY,
+    response_model=None,
+)
+async def edit_image(
+    request: Request, runtime: RuntimeDep, principal: BearerDep
+) -> dict[str, Any] | StreamingResponse:
+    """Edit an image with a prompt (img2img from the first image); `stream` as for generations."""
     return await image_to_image(request, runtime, principal, None)
 
 
-@router.post("/images/variations", responses=ERRORS, openapi_extra=multipart_body("image"))
+@router.post(
+    "/images/variations",
+    responses=ERRORS,
+    openapi_extra=multipart_body("image"),
+    response_model=None,
+)
 async def image_variations(
     request: Request, runtime: RuntimeDep, principal: BearerDep
-) -> dict[str, Any]:
+) -> dict[str, Any] | StreamingResponse:
     """Variations of an image (img2img with no prompt)."""
     return await image_to_image(request, runtime, principal, "")
 
