@@ -42,6 +42,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate.upgrade, settings)
         runtime = Runtime.open(settings)
+        if settings.is_sqlite and not embedded_worker:
+            # Workers are other processes, and SQLite carries no wake-ups between processes.
+            runtime.notifier.recheck_seconds = min(
+                settings.poll_seconds, settings.wait_recheck_seconds
+            )
         app.state.runtime = runtime
         stop = asyncio.Event()
         worker_task: asyncio.Task[None] | None = None

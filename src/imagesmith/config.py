@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=1, ge=1, le=16)
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
+    wait_recheck_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a waiting request re-reads its job when no wake-up came. Wake-ups "
+        "reach it from every worker on PostgreSQL (NOTIFY) and from the embedded worker on "
+        "SQLite; a SQLite API started with --no-worker re-reads every poll_seconds instead.",
+    )
     max_retries: int = Field(default=3, ge=0)
     job_timeout_seconds: float = Field(default=600.0, gt=0)
     shutdown_grace_seconds: float = Field(

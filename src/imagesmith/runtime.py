@@ -38,7 +38,7 @@ class Runtime:
             db=db,
             store=open_store(settings),
             registry=ModelRegistry.load(settings.models_file),
-            notifier=Notifier(publisher),
+            notifier=Notifier(publisher, settings.wait_recheck_seconds),
             rate_limiter=RateLimiter(settings),
         )
 

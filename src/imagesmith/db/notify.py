@@ -3,7 +3,8 @@
 In one process these are asyncio events. On PostgreSQL every process also publishes them with
 NOTIFY and a listener turns other processes' notifications into local wake-ups, so an API can
 answer `Prefer: wait` the moment a remote worker finishes, and idle remote workers start at once.
-Waiters always re-read the database, so a lost notification costs at most one poll."""
+Waiters re-read the database when woken, and every `recheck_seconds` without a wake-up, so a
+lost notification costs at most that much delay — and a thousand idle waiters cost no reads."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ Publisher = Callable[[str, str], Coroutine[Any, Any, None]]
 
 
 class Notifier:
-    def __init__(self, publish: Publisher | None = None) -> None:
+    def __init__(self, publish: Publisher | None = None, recheck_seconds: float = 5.0) -> None:
+        self.recheck_seconds = recheck_seconds
         self._changed: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._work = asyncio.Event()
         self._publish = publish

@@ -322,7 +322,8 @@ class GenerationService:
                 return view
             if remaining <= 0 or (abandoned is not None and await abandoned()):
                 break
-            await self.rt.notifier.wait_changed(generation_id, min(remaining, 0.5))
+            wait = min(remaining, self.rt.notifier.recheck_seconds)
+            await self.rt.notifier.wait_changed(generation_id, wait)
         if on_timeout is OnTimeout.CANCEL:
             try:
                 view = await self.cancel(project_id, generation_id)
@@ -523,6 +524,7 @@ class GenerationService:
                 for index in range(generation.previews)
             ]
             await repo.delete_generation(generation)
+        self.rt.notifier.generation_changed(generation_id)  # waiters learn it is gone
         # After commit: a failed file delete leaves an orphan file, never a dangling row.
         for key in doomed:
             await self.rt.store.delete(key)

@@ -299,8 +299,10 @@ async def generation_events(
                 last, last_sent = state, time.monotonic()
             if view.generation.status.is_terminal or await request.is_disconnected():
                 return
-            # Woken by this process or by NOTIFY; the 1 s re-read covers everything else.
-            await runtime.notifier.wait_changed(generation_id, 1.0)
+            # Woken by this process or by NOTIFY; the periodic re-read covers everything else.
+            await runtime.notifier.wait_changed(
+                generation_id, min(runtime.notifier.recheck_seconds, KEEPALIVE_SECONDS)
+            )
             if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"

@@ -311,7 +311,8 @@ async def image_events(
                     code="TIMEOUT",
                 )
                 return
-            await runtime.notifier.wait_changed(generation_id, 0.5)
+            pause = min(runtime.notifier.recheck_seconds, max(deadline - time.monotonic(), 0.01))
+            await runtime.notifier.wait_changed(generation_id, pause)
             if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"

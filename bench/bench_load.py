@@ -1,0 +1,203 @@
+"""Load that a new user's traffic looks like: N clients, each creating a job and long-polling it
+(`Prefer: wait=20`), then the next; a prober samples GET latency. Worker throughput with N
+clients is compared with one client in the same run; every job must end terminal, with no errors.
+
+    .venv/bin/python bench/bench_load.py [--clients 1000] [--seconds 60] [--steps 2]
+        [--no-worker-api]   # API with --no-worker + a separate `imagesmith worker` process
+        [--backend postgres]  # the database/Redis/S3 from .ci/services.sh env (must be running)
+
+Bounded: 127.0.0.1 only, at most --seconds per phase plus the drain. Prints one line per phase and
+a summary; `--out` appends the summary to a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.serverproc import Server, WorkerProcess, create_key  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Phase:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.finished = 0
+        self.errors: list[str] = []
+        self.latencies: list[float] = []
+        self.peak_rss = 0.0
+
+
+async def client_loop(
+    api: httpx.AsyncClient, body: dict[str, object], stop: float, phase: Phase
+) -> None:
+    while time.monotonic() < stop:
+        try:
+            made = await api.post("/api/v1/generations", json=body, headers={"Prefer": "wait=20"})
+            if made.status_code not in (200, 201):
+                phase.errors.append(f"create {made.status_code} {made.text[:100]}")
+                await asyncio.sleep(1)
+                continue
+            data = made.json()["data"]
+            phase.created.append(data["id"])
+            while data["status"] not in ("success", "failed", "cancelled"):
+                if time.monotonic() >= stop:
+                    return
+                got = await api.get(
+                    f"/api/v1/generations/{data['id']}", headers={"Prefer": "wait=20"}
+                )
+                if got.status_code != 200:
+                    phase.errors.append(f"get {got.status_code} {got.text[:100]}")
+                    break
+                data = got.json()["data"]
+            if data["status"] == "success":
+                phase.finished += 1
+            else:
+                phase.errors.append(f"job {data['status']}: {data.get('errorMessage')}")
+        except httpx.HTTPError as exc:
+            phase.errors.append(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(1)
+
+
+async def prober(
+    api: httpx.AsyncClient, probe_id: str, stop: float, phase: Phase, pid: int
+) -> None:
+    while time.monotonic() < stop:
+        start = time.perf_counter()
+        try:
+            await api.get(f"/api/v1/generations/{probe_id}")
+            phase.latencies.append((time.perf_counter() - start) * 1000)
+        except httpx.HTTPError as exc:
+            phase.errors.append(f"probe {exc!r}")
+        phase.peak_rss = max(phase.peak_rss, rss_mb(pid))
+        await asyncio.sleep(0.1)
+
+
+async def run_phase(
+    url: str,
+    key: str,
+    clients: int,
+    seconds: float,
+    body: dict[str, object],
+    probe_id: str,
+    pid: int,
+) -> tuple[Phase, float]:
+    phase = Phase()
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    timeout = httpx.Timeout(60.0, connect=30.0)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"X-API-Key": key}, limits=limits, timeout=timeout
+    ) as api:
+        start = time.monotonic()
+        stop = start + seconds
+        await asyncio.gather(
+            prober(api, probe_id, stop, phase, pid),
+            *(client_loop(api, body, stop, phase) for _ in range(clients)),
+        )
+        elapsed = time.monotonic() - start
+    return phase, elapsed
+
+
+def drain(url: str, key: str, ids: list[str], timeout: float = 600) -> int:
+    """Wait until every job created is terminal; returns how many are not."""
+    deadline = time.monotonic() + timeout
+    left = set(ids)
+    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as api:
+        while left and time.monotonic() < deadline:
+            for generation_id in list(left)[:200]:
+                status = api.get(f"/api/v1/generations/{generation_id}").json()["data"]["status"]
+                if status in ("success", "failed", "cancelled"):
+                    left.discard(generation_id)
+            if left:
+                time.sleep(1)
+    return len(left)
+
+
+def p99(values: list[float]) -> float:
+    values = sorted(values)
+    return values[max(int(len(values) * 0.99) - 1, 0)] if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--no-worker-api", action="store_true")
+    parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="imagesmith-load-"))
+    backend = None
+    if args.backend == "postgres":
+        backend = {k: v for k, v in os.environ.items() if k.startswith("IMAGESMITH_")}
+        assert "IMAGESMITH_DATABASE_URL" in backend, 'eval "$(bash .ci/services.sh env)" first'
+    server = Server(work / "srv", work / "models", backend=backend, lease_seconds=30)
+    worker = None
+    if args.no_worker_api:
+        server.start("--no-worker")
+        worker = WorkerProcess(server, "w1")
+        worker.wait_ready()
+    else:
+        server.start()
+    lines = []
+    try:
+        key = create_key(server.env, "load", "run")
+        body = {"prompt": "load", "autoEnhance": False, "steps": args.steps}
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=120) as api:
+            probe = api.post("/api/v1/generations", json=body, headers={"Prefer": "wait=60"})
+            probe_id = probe.json()["data"]["id"]
+        results = {}
+        for clients in (1, args.clients):
+            phase, elapsed = asyncio.run(
+                run_phase(server.url, key, clients, args.seconds, body, probe_id, server.pid)
+            )
+            left = drain(server.url, key, phase.created)
+            rate = phase.finished / elapsed
+            results[clients] = rate
+            line = (
+                f"{clients:>5} clients: {phase.finished} jobs done in {elapsed:.0f} s = "
+                f"{rate:.2f} jobs/s; created {len(phase.created)}, not terminal after drain "
+                f"{left}, errors {len(phase.errors)}; GET p50 "
+                f"{statistics.median(phase.latencies or [0]):.1f} ms p99 "
+                f"{p99(phase.latencies):.1f} ms; API RSS peak {phase.peak_rss:.0f} MB"
+            )
+            if phase.errors:
+                line += f" (first error: {phase.errors[0]})"
+            print(line, flush=True)
+            lines.append(line)
+        mode = "--no-worker API + worker process" if args.no_worker_api else "embedded worker"
+        summary = (
+            f"load ({args.backend}, {mode}, tiny-sd 64 px {args.steps} steps, {args.seconds:g} s "
+            f"a phase): throughput with {args.clients} clients / with 1 = "
+            f"{results[args.clients] / results[1]:.2f}"
+        )
+        print(summary)
+        lines.append(summary)
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+    if args.out:
+        with args.out.open("a") as out:
+            out.write("\n".join(["", *lines, ""]))
+
+
+if __name__ == "__main__":
+    main()
