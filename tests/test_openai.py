@@ -121,8 +121,9 @@ def distance(a: Image.Image, b: Image.Image) -> float:
 
 
 def test_stream_partial_images_are_real_previews(client: openai.OpenAI) -> None:
-    """The demo model converges on its picture: each preview, decoded from the latents mid-run,
-    is closer to the final image than the one before."""
+    """Previews decoded mid-run are pictures on their way to the result: each one different,
+    each close to the final image (the scheduler's estimate of the clean latents), the last at
+    least as close as the first."""
     stream = client.images.generate(
         prompt="a red circle on a blue background",
         model="demo",
@@ -137,8 +138,10 @@ def test_stream_partial_images_are_real_previews(client: openai.OpenAI) -> None:
     final = picture(events[-1].b64_json)
     previews = [picture(event.b64_json) for event in events[:3]]
     assert all(p.size == final.size == (64, 64) and p.format == "PNG" for p in previews)
+    assert len({p.tobytes() for p in [*previews, final]}) == 4
+    unrelated = distance(final, Image.new("RGB", (64, 64), (128, 128, 128)))
     gaps = [distance(p, final) for p in previews]
-    assert gaps[0] > gaps[1] > gaps[2] > 0, gaps
+    assert max(gaps) < unrelated / 2 and gaps[2] <= gaps[0], (gaps, unrelated)
     reds = sum(1 for r, _g, b in final.convert("RGB").getdata() if r > b + 60)
     assert reds > 64 * 64 // 20  # a red circle (the demo model draws what it is told)
     # Fewer steps than previews asked for: as many as there are steps before the last.
@@ -157,7 +160,7 @@ def test_stream_partial_images_are_real_previews(client: openai.OpenAI) -> None:
         partial_images=1,
     )
     kinds = [e.type for e in edits]
-    assert kinds == ["image_generation.partial_image", "image_generation.completed"]
+    assert kinds == ["image_edit.partial_image", "image_edit.completed"]
 
 
 def test_a_stream_whose_reader_leaves_is_cancelled(server: Server) -> None:

@@ -130,9 +130,13 @@ def test_errors_are_the_sdks_own(server: Server, client: Client) -> None:
     assert failed.value.generation.status == "failed" and "sd15" in str(failed.value)
     kept = client.generate("a cat", model="sd15", raise_on_failure=False)
     assert kept.status == "failed" and kept.error_message
+    # A wait ends at its timeout even while the job sits in the queue (no event comes then).
+    busy = client.generations.create("a slow cat", steps=50, width=256, height=256)
     with pytest.raises(WaitTimeoutError) as late:
-        client.generate("a slow cat", steps=50, width=256, height=256, timeout=0.3)
-    client.generations.cancel(late.value.generation.id)
+        client.generate("a queued cat", timeout=1.0)
+    assert late.value.generation.status == "pending"
+    for generation_id in (busy.id, late.value.generation.id):
+        client.generations.cancel(generation_id)
 
 
 def test_retries_honour_retry_after_with_one_idempotency_key(
@@ -183,6 +187,7 @@ def test_the_async_client(server: Server, key: str, tmp_path: Path) -> None:
             assert (await sdk.download(url, tmp_path / "a.png")).stat().st_size > 0
             page = await sdk.generations.list(limit=1)
             assert len([g async for g in page]) == page.total >= 1
+            assert len([g async for g in sdk.generations.list(limit=1)]) == page.total
             with pytest.raises(NotFoundError):
                 await sdk.images.get("@nothing")
 

@@ -8,7 +8,7 @@
 
 It needs only httpx, httpx-sse and pydantic (`pip install imagesmith`, no server parts)."""
 
-from imagesmith.client._async import AsyncClient, AsyncPage
+from imagesmith.client._async import AsyncClient, AsyncPage, AsyncPager
 from imagesmith.client._base import Timeouts
 from imagesmith.client._sync import Client, Page
 from imagesmith.client.errors import (
@@ -43,6 +43,7 @@ __all__ = [
     "APITimeoutError",
     "AsyncClient",
     "AsyncPage",
+    "AsyncPager",
     "AuthenticationError",
     "BadRequestError",
     "Client",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
@@ -22,7 +22,7 @@ from imagesmith.client._base import (
     finished,
     stream_timeout,
 )
-from imagesmith.client.errors import APIConnectionError, error_for
+from imagesmith.client.errors import APIConnectionError, APIStatusError, ImagesmithError, error_for
 from imagesmith.client.models import TERMINAL, Generation, GenerationEvent
 
 P = ParamSpec("P")
@@ -46,12 +46,29 @@ def _call(
 
 def _paged(
     build: Callable[P, Call[PageData[M]]],
-) -> Callable[Concatenate[_Resource, P], Coroutine[Any, Any, AsyncPage[M]]]:
-    async def method(self: _Resource, /, *args: P.args, **kwargs: P.kwargs) -> AsyncPage[M]:
-        call = build(*args, **kwargs)
-        return AsyncPage(self._client, call, await self._client._run(call))
+) -> Callable[Concatenate[_Resource, P], AsyncPager[M]]:
+    def method(self: _Resource, /, *args: P.args, **kwargs: P.kwargs) -> AsyncPager[M]:
+        return AsyncPager(self._client, build(*args, **kwargs))
 
     return functools.update_wrapper(method, build)
+
+
+class AsyncPager(Generic[M]):
+    """What a list call returns: `await` it for the first page, or `async for` over it for
+    every item of every page."""
+
+    def __init__(self, client: AsyncClient, call: Call[PageData[M]]):
+        self._client, self._call = client, call
+
+    async def _first(self) -> AsyncPage[M]:
+        return AsyncPage(self._client, self._call, await self._client._run(self._call))
+
+    def __await__(self) -> Generator[Any, None, AsyncPage[M]]:
+        return self._first().__await__()
+
+    async def __aiter__(self) -> AsyncIterator[M]:
+        async for item in await self._first():
+            yield item
 
 
 class AsyncPage(Generic[M]):
@@ -167,10 +184,12 @@ class AsyncClient(BaseClient):
             attempt += 1
 
     async def download(self, url: str, path: str | Path) -> Path:
-        """Save the bytes at an image URL (a storageUrl) to `path`."""
+        """Save the bytes at an image URL (a storageUrl) to `path` (no key goes with it)."""
         url = self.base_url + url if url.startswith("/") else url
-        headers = self._headers if self._own(url) else {}
-        response = await self._http.get(url, headers=headers, follow_redirects=True)
+        try:
+            response = await self._http.get(url, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"GET {url}: {exc!r}", exc.request) from exc
         if response.status_code >= 400:
             raise error_for(response)
         target = Path(path)
@@ -207,26 +226,39 @@ class AsyncClient(BaseClient):
     ) -> Generation:
         """Wait for a generation to end; returns it finished."""
         deadline = time.monotonic() + timeout
-
-        async def report(event: GenerationEvent) -> None:
-            if on_progress is not None:
-                outcome = on_progress(event)
-                if outcome is not None:
-                    await outcome
-
-        try:
-            async for event in self._events(generation_id, deadline):
-                await report(event)
-        except (APIConnectionError, SSEError, ValueError):
-            pass  # no stream through this proxy, or it broke: polling takes over
-        generation = await self.generations.get(generation_id)
-        interval = 0.25
-        while not generation.done and time.monotonic() < deadline:
-            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))
-            interval = min(interval * 1.5, 2.0)
-            generation = await self.generations.get(generation_id)
-            await report(GenerationEvent.model_validate(generation.model_dump()))
+        events = self._events(generation_id, deadline)
+        while True:
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                break
+            except (ImagesmithError, SSEError, ValueError) as exc:
+                if not self._stream_retry(exc):
+                    raise
+                break  # no stream through this proxy, or it broke: polling takes over
+            await report(on_progress, event)
+        generation = await self._poll(generation_id, deadline, on_progress)
         return finished(generation, timeout, raise_on_failure)
+
+    async def _poll(
+        self, generation_id: str, deadline: float, on_progress: AsyncProgressCallback | None
+    ) -> Generation:
+        interval, last = 0.25, None
+        while True:
+            try:
+                generation = await self.generations.get(generation_id)
+            except (APIConnectionError, APIStatusError) as exc:
+                if not self._stream_retry(exc) or time.monotonic() >= deadline:
+                    raise
+            else:
+                if generation.done or time.monotonic() >= deadline:
+                    return generation
+                event = GenerationEvent.model_validate(generation.model_dump())
+                if event != last:
+                    await report(on_progress, event)
+                last = event
+            await asyncio.sleep(max(min(interval, deadline - time.monotonic()), 0.0))
+            interval = min(interval * 1.5, 2.0)
 
     async def _events(self, generation_id: str, deadline: float) -> AsyncIterator[GenerationEvent]:
         path = self.base_url + f"/api/v1/generations/{calls._id(generation_id)}/events"
@@ -235,19 +267,29 @@ class AsyncClient(BaseClient):
             timeout = stream_timeout(self.timeouts.connect, deadline)
             try:
                 async with aconnect_sse(
-                    self._http, "GET", path, headers=self._headers, timeout=timeout
+                    self._http, "GET", path, headers=dict(self._headers), timeout=timeout
                 ) as source:
                     if source.response.status_code >= 400:
                         await source.response.aread()
                         raise error_for(source.response)
                     async for sse in source.aiter_sse():
+                        if time.monotonic() >= deadline:
+                            return
                         if sse.event != "generation":
-                            continue
+                            continue  # keep-alives
                         event = GenerationEvent.model_validate_json(sse.data)
                         yield event
-                        if event.status in TERMINAL or time.monotonic() >= deadline:
+                        if event.status in TERMINAL:
                             return
             except httpx.TransportError as exc:
                 if drops >= 3:
                     raise APIConnectionError(f"event stream: {exc!r}") from exc
             drops += 1
+            await asyncio.sleep(max(min(0.25 * 2**drops, deadline - time.monotonic()), 0.0))
+
+
+async def report(on_progress: AsyncProgressCallback | None, event: GenerationEvent) -> None:
+    if on_progress is not None:
+        outcome = on_progress(event)
+        if outcome is not None:
+            await outcome

@@ -4,7 +4,6 @@ policy and how answers become objects. Each call is described once (`Call`); `Cl
 
 from __future__ import annotations
 
-import email.utils
 import os
 import random
 import time
@@ -16,10 +15,13 @@ import httpx
 
 from imagesmith.client.errors import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     GenerationFailedError,
+    ImagesmithError,
     WaitTimeoutError,
     error_for,
+    retry_after,
 )
 from imagesmith.client.models import Generation, Model
 
@@ -138,10 +140,6 @@ class BaseClient:
             }
         )
 
-    def _own(self, url: str) -> bool:
-        """Only our own server's URLs get the API key (a presigned S3 URL needs none)."""
-        return url.startswith(self.base_url + "/")
-
     def _retry_delay(self, attempt: int, response: httpx.Response | None) -> float | None:
         """Seconds to wait before resending, or None to give up: exponential backoff with
         jitter, or the server's Retry-After when it gives one."""
@@ -161,7 +159,8 @@ class BaseClient:
         """The wait before resending after a transport error, or the SDK's error. A request
         that never connected is always safe to resend; one that may have arrived only when
         the call is idempotent."""
-        safe = call.retry or isinstance(exc, httpx.ConnectError)
+        never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        safe = call.retry or never_sent
         delay = self._retry_delay(attempt, None) if safe else None
         if delay is None:
             kind = APITimeoutError if isinstance(exc, httpx.TimeoutException) else None
@@ -182,7 +181,25 @@ class BaseClient:
     def _finish(self, call: Call[T], response: httpx.Response) -> T:
         if response.status_code >= 400:
             raise error_for(response)
-        return call.parse(response.json() if response.content else {})
+        if response.status_code >= 300:
+            where = response.headers.get("location", "?")
+            raise APIStatusError(
+                f"the server redirected to {where}: is the base URL right?", response=response
+            )
+        try:
+            return call.parse(response.json() if response.content else {})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImagesmithError(
+                f"{call.method} {call.path}: not an imagesmith answer ({exc!r}); is "
+                f"{self.base_url} an imagesmith server?"
+            ) from exc
+
+    def _stream_retry(self, exc: Exception) -> bool:
+        """Whether waiting may go on by polling after this error on the event stream: a stream
+        that cannot be had (a proxy, a rate limit, a restart), not a generation that is gone."""
+        if isinstance(exc, APIStatusError):
+            return exc.status_code == 429 or exc.status_code >= 500
+        return True
 
 
 def stream_timeout(connect: float, deadline: float) -> httpx.Timeout:
@@ -199,18 +216,3 @@ def finished(generation: Generation, waited: float, raise_on_failure: bool) -> G
     if raise_on_failure and generation.status != "success":
         raise GenerationFailedError(generation)
     return generation
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(float(when.timestamp()) - time.time(), 0.0)

@@ -21,7 +21,7 @@ from imagesmith.client._base import (
     finished,
     stream_timeout,
 )
-from imagesmith.client.errors import APIConnectionError, error_for
+from imagesmith.client.errors import APIConnectionError, APIStatusError, ImagesmithError, error_for
 from imagesmith.client.models import TERMINAL, Generation, GenerationEvent, Model
 
 P = ParamSpec("P")
@@ -166,9 +166,13 @@ class Client(BaseClient):
             attempt += 1
 
     def _fetch(self, url: str) -> bytes:
+        """An image's bytes. Image URLs (/cdn, presigned) are public: no key goes with them, so
+        a redirect can never carry it to another host."""
         url = self.base_url + url if url.startswith("/") else url
-        headers = self._headers if self._own(url) else {}
-        response = self._http.get(url, headers=headers, follow_redirects=True)
+        try:
+            response = self._http.get(url, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"GET {url}: {exc!r}", exc.request) from exc
         if response.status_code >= 400:
             raise error_for(response)
         return response.content
@@ -212,43 +216,67 @@ class Client(BaseClient):
     ) -> Generation:
         """Wait for a generation to end; returns it finished."""
         deadline = time.monotonic() + timeout
-        try:
-            for event in self._events(generation_id, deadline):
-                if on_progress is not None:
-                    on_progress(event)
-        except (APIConnectionError, SSEError, ValueError):
-            pass  # no stream through this proxy, or it broke: polling takes over
-        generation = self.generations.get(generation_id)
-        interval = 0.25
-        while not generation.done and time.monotonic() < deadline:
-            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
-            interval = min(interval * 1.5, 2.0)
-            generation = self.generations.get(generation_id)
+        events = self._events(generation_id, deadline)
+        while True:
+            try:
+                event = next(events)
+            except StopIteration:
+                break
+            except (ImagesmithError, SSEError, ValueError) as exc:
+                if not self._stream_retry(exc):
+                    raise
+                break  # no stream through this proxy, or it broke: polling takes over
             if on_progress is not None:
-                on_progress(GenerationEvent.model_validate(generation.model_dump()))
-        return finished(generation, timeout, raise_on_failure)
+                on_progress(event)
+        return finished(self._poll(generation_id, deadline, on_progress), timeout, raise_on_failure)
+
+    def _poll(
+        self, generation_id: str, deadline: float, on_progress: ProgressCallback | None
+    ) -> Generation:
+        """Read the generation until it ends or the deadline passes; an outage or a rate limit
+        meanwhile is waited out."""
+        interval, last = 0.25, None
+        while True:
+            try:
+                generation = self.generations.get(generation_id)
+            except (APIConnectionError, APIStatusError) as exc:
+                if not self._stream_retry(exc) or time.monotonic() >= deadline:
+                    raise
+            else:
+                if generation.done or time.monotonic() >= deadline:
+                    return generation
+                event = GenerationEvent.model_validate(generation.model_dump())
+                if on_progress is not None and event != last:
+                    on_progress(event)
+                last = event
+            time.sleep(max(min(interval, deadline - time.monotonic()), 0.0))
+            interval = min(interval * 1.5, 2.0)
 
     def _events(self, generation_id: str, deadline: float) -> Iterator[GenerationEvent]:
-        """Follow the event stream, reconnecting when it drops, until the generation ends."""
+        """Follow the event stream until the generation ends or the deadline passes; a dropped
+        stream is reconnected (three times, backing off), then polling takes over."""
         path = self.base_url + f"/api/v1/generations/{calls._id(generation_id)}/events"
         drops = 0
         while time.monotonic() < deadline and drops <= 3:
             timeout = stream_timeout(self.timeouts.connect, deadline)
             try:
                 with connect_sse(
-                    self._http, "GET", path, headers=self._headers, timeout=timeout
+                    self._http, "GET", path, headers=dict(self._headers), timeout=timeout
                 ) as source:
                     if source.response.status_code >= 400:
                         source.response.read()
                         raise error_for(source.response)
                     for sse in source.iter_sse():
+                        if time.monotonic() >= deadline:
+                            return
                         if sse.event != "generation":
-                            continue
+                            continue  # keep-alives
                         event = GenerationEvent.model_validate_json(sse.data)
                         yield event
-                        if event.status in TERMINAL or time.monotonic() >= deadline:
+                        if event.status in TERMINAL:
                             return
             except httpx.TransportError as exc:
                 if drops >= 3:
                     raise APIConnectionError(f"event stream: {exc!r}") from exc
             drops += 1
+            time.sleep(max(min(0.25 * 2**drops, deadline - time.monotonic()), 0.0))

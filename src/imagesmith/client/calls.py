@@ -192,17 +192,14 @@ def flows_get(flow_id: str) -> Call[Flow]:
     return Call("GET", f"/api/v1/flows/{_id(flow_id)}", one(Flow))
 
 
-def flows_generations(
-    flow_id: str, *, limit: int = 20, offset: int = 0
-) -> Call[PageData[Generation]]:
-    path = f"/api/v1/flows/{_id(flow_id)}/generations"
-    params = {"limit": limit, "offset": offset}
-    return Call("GET", path, many(Generation), params=params, paged=True)
+def flows_generations(flow_id: str) -> Call[PageData[Generation]]:
+    """Every generation of the flow (one page: the server does not page these)."""
+    return Call("GET", f"/api/v1/flows/{_id(flow_id)}/generations", many(Generation), paged=True)
 
 
-def flows_images(flow_id: str, *, limit: int = 20, offset: int = 0) -> Call[PageData[Image]]:
-    path = f"/api/v1/flows/{_id(flow_id)}/images"
-    return Call("GET", path, many(Image), params={"limit": limit, "offset": offset}, paged=True)
+def flows_images(flow_id: str) -> Call[PageData[Image]]:
+    """Every image of the flow (one page)."""
+    return Call("GET", f"/api/v1/flows/{_id(flow_id)}/images", many(Image), paged=True)
 
 
 def flows_set_aliases(flow_id: str, aliases: dict[str, str]) -> Call[Flow]:

@@ -18,6 +18,8 @@ ImagesmithError
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -57,8 +59,7 @@ class APIStatusError(ImagesmithError):
         self.body = body
         self.response = response
         self.status_code = response.status_code
-        retry_after = response.headers.get("retry-after", "")
-        self.retry_after: float | None = float(retry_after) if retry_after.isdigit() else None
+        self.retry_after: float | None = retry_after(response)
 
 
 class BadRequestError(APIStatusError):
@@ -122,6 +123,22 @@ class WaitTimeoutError(ImagesmithError):
             f"Generation {generation.id} is still {generation.status} after {waited:g} s"
         )
         self.generation = generation
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The server's Retry-After in seconds (a number, or an HTTP date), if it sent one."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(float(when.timestamp()) - time.time(), 0.0)
 
 
 def error_for(response: httpx.Response) -> APIStatusError:

@@ -161,12 +161,19 @@ class DiffusersEngine:
                 wanted.append((job.job_id, row, job.params.preview_steps()))
             row += job.params.num_outputs
 
+        predicted = capture_prediction(runner.scheduler) if wanted else {}
+
         def step_end(p: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             done = min(step + 1, total)
             on_step(done, total)
             for job_id, first, steps in wanted:
                 if done in steps and on_preview is not None:
-                    latents = tensors["latents"][first : first + 1]
+                    # The scheduler's estimate of the finished latents where it makes one; the
+                    # noisy current latents otherwise.
+                    source = predicted.get("x0")
+                    if source is None or source.shape != tensors["latents"].shape:
+                        source = tensors["latents"]
+                    latents = source[first : first + 1]
                     on_preview(job_id, steps.index(done), encode_png(decode_preview(p, latents)))
             if should_stop():
                 p._interrupt = True
@@ -193,6 +200,30 @@ class DiffusersEngine:
             out.append(encoded[: job.params.num_outputs])
             encoded = encoded[job.params.num_outputs :]
         return out
+
+
+def capture_prediction(scheduler: Any) -> dict[str, Any]:
+    """Keep the scheduler's prediction of the clean latents (x0) from each step, for previews:
+    the noisy latents mid-run decode to noise under sigma-scaled schedulers (Euler, LMS). Euler,
+    Euler a, LMS and DDIM return it from `step`; DPM-Solver++ keeps it as its last model output;
+    others (PNDM) make none, and the preview shows the current latents."""
+    captured: dict[str, Any] = {}
+    original = scheduler.step
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if isinstance(out, tuple):
+            x0 = out[1] if len(out) > 1 else None
+        else:
+            x0 = getattr(out, "pred_original_sample", None)
+        if x0 is None and "++" in str(getattr(scheduler.config, "algorithm_type", "")):
+            outputs = getattr(scheduler, "model_outputs", None)
+            x0 = outputs[-1] if outputs else None
+        captured["x0"] = x0
+        return out
+
+    scheduler.step = step
+    return captured
 
 
 def decode_preview(pipe: Any, latents: torch.Tensor) -> Image.Image:

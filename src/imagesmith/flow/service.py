@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imagesmith.errors import NotFound, ValidationFailed
+from imagesmith.generation.repository import GenerationRepository
 from imagesmith.generation.service import GenerationService
 from imagesmith.image.aliases import resolve_image
 from imagesmith.image.repository import ImageRepository
 from imagesmith.image.service import check_alias_value
 from imagesmith.models import Flow, Generation, Image
 from imagesmith.runtime import Runtime
+from imagesmith.storage.base import preview_keys
 
 
 class FlowNotFound(NotFound):
@@ -116,6 +118,9 @@ class FlowService:
                         images[image.id] = image
                     else:  # it lives in another flow now: only its generation record goes
                         image.generation_id = None
+                if generation.previews:
+                    slugs = await GenerationRepository(session).project_slugs(project_id)
+                    doomed += preview_keys(*slugs, generation.id, generation.previews)
                 await session.delete(generation)
             for image in images.values():
                 if image.alias is None:

@@ -148,11 +148,16 @@ class JobQueue:
         A preview is a courtesy: failing to store one never fails the job."""
         key = preview_key(job.org_slug, job.project_slug, job.generation_id, index)
         try:
+            async with self.rt.db.read() as session:
+                if not await GenerationRepository(session).still_held(self.worker_id, job.claim):
+                    return  # cancelled, deleted or re-queued: nobody waits for this preview
             await self.rt.store.put(key, image.png, "image/png")
             async with self.rt.db.transaction() as session:
                 counted = await GenerationRepository(session).set_previews_ready(
                     self.worker_id, job.claim, index + 1
                 )
+            if not counted:  # lost the job between the check and the write
+                await self._delete_objects([key])
         except Exception as exc:
             log.warning("preview.store_failed generation_id=%s error=%r", job.generation_id, exc)
             return

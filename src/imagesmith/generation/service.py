@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,9 @@ from imagesmith.limits.credits import Credits
 from imagesmith.limits.quotas import Quotas
 from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
 from imagesmith.runtime import Runtime
-from imagesmith.storage.base import preview_key
+from imagesmith.storage.base import preview_keys
+
+log = logging.getLogger(__name__)
 
 MAX_REFERENCES = 3
 
@@ -437,12 +440,14 @@ class GenerationService:
                 spec = self.rt.registry.get(generation.model_id)
                 generation.aspect_ratio = changes["aspect_ratio"]
                 generation.width, generation.height = size_for(spec.family, changes["aspect_ratio"])
+            stale: list[str] = []
             if prompt_changed or ratio_changed:
-                await self._requeue(session, generation)
+                stale = await self._requeue(session, generation)
             generation.updated_at = utcnow()
             view = await self._view(session, generation)
         if prompt_changed or ratio_changed:
             self.rt.notifier.work_queued()
+        await self._delete_objects(stale)
         return view
 
     async def regenerate(self, project_id: str, generation_id: str) -> GenerationView:
@@ -453,15 +458,29 @@ class GenerationService:
             )
             if generation is None:
                 raise GenerationNotFound(generation_id)
-            await self._requeue(session, generation)
+            stale = await self._requeue(session, generation)
             view = await self._view(session, generation)
         self.rt.notifier.work_queued()
+        await self._delete_objects(stale)
         return view
 
-    async def _requeue(self, session: AsyncSession, generation: Generation) -> None:
+    async def _delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                await self.rt.store.delete(key)
+            except Exception as exc:  # an orphaned preview is harmless; the log has it
+                log.warning("object.delete_failed key=%s error=%r", key, exc)
+
+    async def _requeue(self, session: AsyncSession, generation: Generation) -> list[str]:
         """Back to pending under a new job version, so a still-running old attempt is discarded.
         A new run is new work: it is charged like a new request; a run it supersedes before that
-        run delivered is refunded."""
+        run delivered is refunded. The stream that asked for previews is over: the new run makes
+        none, and the old ones' keys are returned to delete after commit."""
+        stale: list[str] = []
+        if generation.previews:
+            slugs = await GenerationRepository(session).project_slugs(generation.project_id)
+            stale = preview_keys(*slugs, generation.id, generation.previews)
+            generation.previews = 0
         credits = Credits(session)
         if generation.status is not GenerationStatus.SUCCESS:
             await credits.refund_run(generation)
@@ -479,6 +498,7 @@ class GenerationService:
         generation.completed_at = None
         generation.seed = pick_seed(generation.seed_requested)
         await credits.charge_run(generation)
+        return stale
 
     async def cancel(self, project_id: str, generation_id: str) -> GenerationView:
         """Cancel a pending or running job; a running one stops at its next step."""
@@ -519,10 +539,7 @@ class GenerationService:
                 else:
                     image.generation_id = None
             org_slug, project_slug = await repo.project_slugs(project_id)
-            doomed += [
-                preview_key(org_slug, project_slug, generation.id, index)
-                for index in range(generation.previews)
-            ]
+            doomed += preview_keys(org_slug, project_slug, generation.id, generation.previews)
             await repo.delete_generation(generation)
         self.rt.notifier.generation_changed(generation_id)  # waiters learn it is gone
         # After commit: a failed file delete leaves an orphan file, never a dangling row.

@@ -64,3 +64,7 @@ def image_key(org_slug: str, project_slug: str, image_id: str, attempt: str | No
 def preview_key(org_slug: str, project_slug: str, generation_id: str, index: int) -> str:
     """Where a generation's partial image number `index` lives (a re-run writes over it)."""
     return f"{org_slug}/{project_slug}/preview/{generation_id}/{index}"
+
+
+def preview_keys(org_slug: str, project_slug: str, generation_id: str, count: int) -> list[str]:
+    return [preview_key(org_slug, project_slug, generation_id, i) for i in range(count)]

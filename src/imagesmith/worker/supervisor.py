@@ -2,7 +2,12 @@
 
 The worker owns processes, leases and timers; the core (`generation/jobs.py`) owns the jobs.
 A claim is a lease this loop renews while the child works; if this process dies, the lease
-runs out and any worker puts the job back in the queue."""
+runs out and any worker puts the job back in the queue.
+
+When a batch reaches its last step, the next batch is claimed and sent to the child, which queues
+it: the child starts it the moment the current one ends, so the claim and dispatch round trip
+overlaps the last step, the decode and the encode instead of following them. Claiming only then
+(not at the start) leaves the queue to idle workers in a fleet for all but that last step."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
 from imagesmith.generation.jobs import ClaimedJob, JobQueue
@@ -77,6 +84,15 @@ def engine_job(job: ClaimedJob) -> EngineJob:
     )
 
 
+@dataclass
+class Batch:
+    """A batch sent to the child, with the task renewing its jobs' leases."""
+
+    id: str
+    jobs: list[ClaimedJob]
+    leases: asyncio.Future[None] = field(repr=False)
+
+
 class Worker:
     def __init__(self, runtime: Runtime, worker_id: str | None = None):
         self.rt = runtime
@@ -89,6 +105,7 @@ class Worker:
         self.state = WorkerState.STARTING
         self.batches_run = 0
         self._storing: set[asyncio.Future[None]] = set()
+        self._stop = asyncio.Event()
 
     def _become(self, state: WorkerState) -> None:
         if state is self.state:
@@ -102,20 +119,24 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker.started worker_id=%s", self.worker_id)
+        self._stop = stop
         await self.queue.register(socket.gethostname(), os.getpid())
         beating = asyncio.ensure_future(self._beat())
+        batch: Batch | None = None
         try:
             if not await self._start_child(stop):
                 return
             self._become(WorkerState.IDLE)
             while not stop.is_set():
-                await self.queue.requeue_expired()
-                jobs = await self.queue.claim(self.settings.worker_batch_size)
-                if not jobs:
+                if batch is None:
+                    batch = await self._claim_and_send()
+                if batch is None:
                     await self._idle(stop)
                     continue
-                await self._run_until_done_or_stopped(jobs, stop)
+                batch = await self._run_until_done_or_stopped(batch, stop)
         finally:
+            if batch is not None:  # claimed and queued in the child, not started: hand it back
+                await self._hand_back(batch)
             self._become(WorkerState.STOPPING)
             await self._drain_storing()
             beating.cancel()
@@ -158,61 +179,127 @@ class Worker:
                 delay = min(delay * 2, 30.0)
         return False
 
-    async def _run_until_done_or_stopped(self, jobs: list[ClaimedJob], stop: asyncio.Event) -> None:
-        """A stop request lets the current batch finish; past the grace period it is handed back."""
-        batch = asyncio.ensure_future(self._run_batch(jobs))
+    async def _claim_and_send(self) -> Batch | None:
+        """Claim the next batch and hand it to the child (which queues it behind a running one)."""
+        await self.queue.requeue_expired()
+        jobs = await self.queue.claim(self.settings.worker_batch_size)
+        if not jobs:
+            return None
+        batch = Batch(str(uuid.uuid4()), jobs, asyncio.ensure_future(self._renew_leases(jobs)))
+        try:
+            self.child.send(RunBatch(batch.id, [engine_job(job) for job in jobs]))
+        except Exception:  # the child is gone; its restart comes with the current batch's end
+            await self._hand_back(batch)
+            raise
+        return batch
+
+    async def _hand_back(self, batch: Batch) -> None:
+        """A batch that never started goes back to the queue, no retry counted."""
+        batch.leases.cancel()
+        with contextlib.suppress(Exception):
+            self.child.send(CancelBatch(batch.id))
+        await self.queue.release(batch.jobs, count_retry=False, reason="worker handed it back")
+
+    async def _run_until_done_or_stopped(self, batch: Batch, stop: asyncio.Event) -> Batch | None:
+        """A stop request lets the current batch finish; past the grace period it is handed back.
+        Returns the next batch if one was claimed and queued in the child meanwhile."""
+        running = asyncio.ensure_future(self._run_batch(batch))
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({batch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        if not batch.done():
-            done, _ = await asyncio.wait({batch}, timeout=self.settings.shutdown_grace_seconds)
+        if not running.done():
+            done, _ = await asyncio.wait({running}, timeout=self.settings.shutdown_grace_seconds)
             if not done:
-                batch.cancel()
+                running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await batch
-        if batch.done() and not batch.cancelled() and batch.exception() is not None:
-            log.error("batch.crashed worker_id=%s error=%r", self.worker_id, batch.exception())
+                    await running
+        if running.done() and not running.cancelled():
+            if running.exception() is not None:
+                log.error(
+                    "batch.crashed worker_id=%s error=%r", self.worker_id, running.exception()
+                )
+                return None
+            return running.result()
+        return None
 
     # One batch ---------------------------------------------------------------------------
 
-    async def _run_batch(self, jobs: list[ClaimedJob]) -> None:
-        held = {job.generation_id: job for job in jobs}
-        batch_id = str(uuid.uuid4())
-        leases = asyncio.ensure_future(self._renew_leases(jobs))
+    async def _run_batch(self, batch: Batch) -> Batch | None:
+        """Follow one batch to its end and store its images while the next one runs; returns
+        the next batch when it was claimed and queued in the child before this one ended."""
+        held = {job.generation_id: job for job in batch.jobs}
         finished: list[tuple[ClaimedJob, list[GeneratedImage]]] = []
+        following: asyncio.Task[Batch | None] | None = None
+
+        def claim_following() -> None:
+            nonlocal following
+            if following is None and not self._stop.is_set():
+                following = asyncio.ensure_future(self._claim_and_send())
+
+        async def next_batch() -> Batch | None:
+            if following is None:
+                return None
+            try:
+                return await following
+            except Exception as exc:
+                log.warning("batch.prefetch_failed worker_id=%s error=%r", self.worker_id, exc)
+                return None
+
         self._become(WorkerState.BUSY)
         try:
-            self.child.send(RunBatch(batch_id, [engine_job(job) for job in jobs]))
-            await self._collect(batch_id, held, finished)
+            healthy = await self._collect(batch.id, held, finished, claim_following)
         except asyncio.CancelledError:
             # Shutdown past the grace period: stop the child and hand the jobs back unharmed.
-            leases.cancel()
+            batch.leases.cancel()
             self.child.kill()
             held.update({job.generation_id: job for job, _ in finished})
-            await asyncio.shield(
-                self.queue.release(held.values(), count_retry=False, reason="worker shut down")
-            )
+            await asyncio.shield(self._give_up(held, following, count_retry=False))
             raise
         except Exception as exc:
             # A bug or an outage in this process: hand the jobs back now rather than at lease
             # expiry, and start from a clean child.
-            leases.cancel()
+            batch.leases.cancel()
             log.exception("batch.crashed worker_id=%s", self.worker_id)
             self.child.kill()
             held.update({job.generation_id: job for job, _ in finished})
             await self.queue.release(
                 held.values(), count_retry=True, reason=f"worker error: {exc!r}"[:300]
             )
+            await self._give_up({}, following, count_retry=False)
             await self._wait_for_exit()
             await self._restart_child()
-            return
+            return None
+        following_batch = await next_batch()
+        if not healthy and following_batch is not None:
+            # The child it was queued in is gone: it never started.
+            await self._hand_back(following_batch)
+            following_batch = None
         # Store this batch's images while the child denoises the next one.
-        task = asyncio.ensure_future(self._store_all(finished, leases))
+        task = asyncio.ensure_future(self._store_all(finished, batch.leases))
         self._storing.add(task)
         task.add_done_callback(self._storing.discard)
         self.batches_run += 1
         if self.state is WorkerState.BUSY:
             self._become(WorkerState.IDLE)
+        return following_batch
+
+    async def _give_up(
+        self,
+        held: dict[str, ClaimedJob],
+        following: asyncio.Task[Batch | None] | None,
+        *,
+        count_retry: bool,
+    ) -> None:
+        """Release what this batch held, and the next batch if one was queued behind it."""
+        if held:
+            await self.queue.release(
+                held.values(), count_retry=count_retry, reason="worker shut down"
+            )
+        if following is not None:
+            with contextlib.suppress(Exception):
+                queued = await following
+                if queued is not None:
+                    await self._hand_back(queued)
 
     async def _store_all(
         self, finished: list[tuple[ClaimedJob, list[GeneratedImage]]], leases: asyncio.Future[None]
@@ -248,8 +335,10 @@ class Worker:
         batch_id: str,
         held: dict[str, ClaimedJob],
         finished: list[tuple[ClaimedJob, list[GeneratedImage]]],
-    ) -> None:
-        """Follow the batch until it ends; finished images are handed back in `finished`."""
+        on_last_step: Callable[[], None],
+    ) -> bool:
+        """Follow the batch until it ends; finished images are handed back in `finished`.
+        False when the child died or hung (it has been restarted) instead of finishing."""
         deadline = time.monotonic() + self.settings.job_timeout_seconds
         last_check = time.monotonic()
         last_progress = 0.0
@@ -275,7 +364,7 @@ class Worker:
                     reason=f"the model process hung for {self.settings.job_timeout_seconds:.0f} s",
                 )
                 await self._restart_child()
-                return
+                return False
             if isinstance(message, ChildExited):
                 await self.queue.release(
                     held.values(),
@@ -283,9 +372,11 @@ class Worker:
                     reason=f"the model process died (exit code {message.exitcode})",
                 )
                 await self._restart_child()
-                return
-            if isinstance(message, Progress) and message.batch_id == batch_id and held:
-                if time.monotonic() - last_progress >= PROGRESS_INTERVAL:
+                return False
+            if isinstance(message, Progress) and message.batch_id == batch_id:
+                if message.step >= message.total - 1:
+                    on_last_step()
+                if held and time.monotonic() - last_progress >= PROGRESS_INTERVAL:
                     last_progress = time.monotonic()
                     await self.queue.report_progress(held.values(), message.step, message.total)
             elif isinstance(message, Preview) and message.job_id in held:
@@ -299,7 +390,7 @@ class Worker:
                     await self.queue.release(
                         held.values(), count_retry=True, reason="no result for the job"
                     )
-                return
+                return True
 
     async def _drop_cancelled(self, held: dict[str, ClaimedJob]) -> int:
         """Forget jobs cancelled (or re-queued) while they ran; their results will be discarded."""

@@ -28,7 +28,7 @@ from imagesmith.api.uploads import limited_form, multipart_body
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
 from imagesmith.catalog.params import MAX_PREVIEWS
-from imagesmith.errors import ImagesmithError, NotFound
+from imagesmith.errors import Conflict, ImagesmithError, NotFound
 from imagesmith.generation.parameters import ParamError
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService, OnTimeout
@@ -230,6 +230,7 @@ class StreamOptions:
     compression: int | None
     quality: str | None
     background: str | None
+    kind: Literal["image_generation", "image_edit"] = "image_generation"  # the events' prefix
 
 
 def stream_response(
@@ -273,9 +274,9 @@ async def image_events(
                 if stored is not None:
                     image = await asyncio.to_thread(transcode, stored.data, fmt, compression)
                     yield sse(
-                        "image_generation.partial_image",
+                        f"{options.kind}.partial_image",
                         {
-                            "type": "image_generation.partial_image",
+                            "type": f"{options.kind}.partial_image",
                             "b64_json": base64.b64encode(image).decode(),
                             "created_at": int(time.time()),
                             "partial_image_index": index,
@@ -288,9 +289,9 @@ async def image_events(
                 ended = True
                 for image in await encoded(runtime, view, fmt, compression):
                     yield sse(
-                        "image_generation.completed",
+                        f"{options.kind}.completed",
                         {
-                            "type": "image_generation.completed",
+                            "type": f"{options.kind}.completed",
                             "b64_json": base64.b64encode(image).decode(),
                             "created_at": int(time.time()),
                             "usage": NO_TOKENS,
@@ -303,8 +304,11 @@ async def image_events(
                 yield stream_error(g.error_message or f"The generation was {g.status.value}")
                 return
             if time.monotonic() >= deadline:
+                try:
+                    await service.cancel(project_id, generation_id)
+                except Conflict:  # it ended this moment: the next read answers with it
+                    continue
                 ended = True
-                await service.cancel(project_id, generation_id)
                 yield stream_error(
                     f"The images were not ready within {wait:g} s; the request was cancelled "
                     "and refunded",
@@ -316,11 +320,24 @@ async def image_events(
             if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
+    except ImagesmithError as exc:  # the headers are sent: the error travels as an event
+        ended = True
+        yield stream_error(exc.message, code=exc.code)
+    except Exception as exc:
+        ended = True
+        log.exception("openai.stream_failed generation_id=%s", generation_id)
+        yield stream_error(f"The stream failed: {type(exc).__name__}")
+        cancel_later(service, project_id, generation_id)
     finally:
         if not ended:  # the client went away (the response was cancelled) before the images
-            task = asyncio.ensure_future(cancel_quietly(service, project_id, generation_id))
-            _cancelling.add(task)
-            task.add_done_callback(_cancelling.discard)
+            cancel_later(service, project_id, generation_id)
+
+
+def cancel_later(service: GenerationService, project_id: str, generation_id: str) -> None:
+    """Cancel (and refund) in a task of its own: the stream's task is being torn down."""
+    task = asyncio.ensure_future(cancel_quietly(service, project_id, generation_id))
+    _cancelling.add(task)
+    task.add_done_callback(_cancelling.discard)
 
 
 # GPT image models report tokens; ours have none to report, so the counts are zero.
@@ -441,7 +458,11 @@ async def image_to_image(
             principal, core, images, {"via": "openai", "edit": True}
         )
         options = StreamOptions(
-            output_format, compression, form_text(form, "quality"), form_text(form, "background")
+            output_format,
+            compression,
+            form_text(form, "quality"),
+            form_text(form, "background"),
+            "image_edit",
         )
         return stream_response(runtime, view, options)
     return await respond(
