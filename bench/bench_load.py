@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -106,27 +107,36 @@ async def run_phase(
     ) as api:
         start = time.monotonic()
         stop = start + seconds
-        await asyncio.gather(
-            prober(api, probe_id, stop, phase, pid),
-            *(client_loop(api, body, stop, phase) for _ in range(clients)),
-        )
+        tasks = [asyncio.ensure_future(prober(api, probe_id, stop, phase, pid))]
+        tasks += [
+            asyncio.ensure_future(client_loop(api, body, stop, phase)) for _ in range(clients)
+        ]
+        await asyncio.wait(tasks, timeout=seconds)
+        for task in tasks:  # clients mid-long-poll leave at the end of the window
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.monotonic() - start
     return phase, elapsed
 
 
-def drain(url: str, key: str, ids: list[str], timeout: float = 600) -> int:
-    """Wait until every job created is terminal; returns how many are not."""
+def drain(url: str, key: str, ids: list[str], timeout: float = 900) -> tuple[int, list[float]]:
+    """Wait until every job created is terminal; returns how many are not, and when (server
+    clock, epoch seconds) each successful one completed."""
     deadline = time.monotonic() + timeout
     left = set(ids)
+    completed: list[float] = []
     with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as api:
         while left and time.monotonic() < deadline:
             for generation_id in list(left)[:200]:
-                status = api.get(f"/api/v1/generations/{generation_id}").json()["data"]["status"]
-                if status in ("success", "failed", "cancelled"):
+                data = api.get(f"/api/v1/generations/{generation_id}").json()["data"]
+                if data["status"] in ("success", "failed", "cancelled"):
                     left.discard(generation_id)
+                    if data["status"] == "success":
+                        when = data["completedAt"].replace("Z", "+00:00")
+                        completed.append(datetime.fromisoformat(when).timestamp())
             if left:
                 time.sleep(1)
-    return len(left)
+    return len(left), completed
 
 
 def p99(values: list[float]) -> float:
@@ -165,16 +175,20 @@ def main() -> None:
             probe_id = probe.json()["data"]["id"]
         results = {}
         for clients in (1, args.clients):
+            window_start = time.time()
             phase, elapsed = asyncio.run(
                 run_phase(server.url, key, clients, args.seconds, body, probe_id, server.pid)
             )
-            left = drain(server.url, key, phase.created)
-            rate = phase.finished / elapsed
+            left, completed = drain(server.url, key, phase.created)
+            # The worker's throughput: jobs the server completed inside the window.
+            inside = sum(1 for t in completed if window_start <= t <= window_start + elapsed)
+            rate = inside / elapsed
             results[clients] = rate
             line = (
-                f"{clients:>5} clients: {phase.finished} jobs done in {elapsed:.0f} s = "
-                f"{rate:.2f} jobs/s; created {len(phase.created)}, not terminal after drain "
-                f"{left}, errors {len(phase.errors)}; GET p50 "
+                f"{clients:>5} clients: {inside} jobs completed in the {elapsed:.0f} s window = "
+                f"{rate:.2f} jobs/s ({phase.finished} seen done by their client); created "
+                f"{len(phase.created)}, not terminal after drain {left}, errors "
+                f"{len(phase.errors)}; GET p50 "
                 f"{statistics.median(phase.latencies or [0]):.1f} ms p99 "
                 f"{p99(phase.latencies):.1f} ms; API RSS peak {phase.peak_rss:.0f} MB"
             )

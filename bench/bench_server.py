@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from tests.serverproc import Server, create_key  # noqa: E402
 
 SIZES = [(64, 4), (64, 10), (128, 4), (128, 10)]
+# What the worker logs per batch: claim (with the requeue sweep), waiting in the child's queue,
+# setup before the pipeline call, the call itself, PNG encoding, and storing the results.
+PARTS = ("claim_ms", "queued_ms", "prepare_ms", "pipeline_ms", "encode_ms", "store_ms")
 
 
 def raw_loop(models_dir: Path, size: int, steps: int, count: int) -> float:
@@ -76,6 +80,21 @@ def server_throughput(server: Server, key: str, size: int, steps: int, count: in
     return count / elapsed
 
 
+TIMING = re.compile(r"(\w+_ms)=([0-9.]+)")
+
+
+def breakdown(log: str) -> dict[str, float]:
+    """Median milliseconds per batch of each part the worker logs (batch.done, batch.stored),
+    skipping the warm-up batch."""
+    parts: dict[str, list[float]] = {}
+    done = [line for line in log.splitlines() if "batch.done" in line][1:]
+    stored = [line for line in log.splitlines() if "batch.stored" in line][1:]
+    for line in done + stored:
+        for name, value in TIMING.findall(line):
+            parts.setdefault(name, []).append(float(value))
+    return {name: statistics.median(values) for name, values in parts.items()}
+
+
 def latency(
     server: Server, key: str, generation_id: str, samples: int = 200
 ) -> tuple[float, float]:
@@ -96,7 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imagesmith-bench-"))
     models = work / "models"
-    lines = []
+    lines: list[str] = []
+    costs: list[str] = []
     for size, steps in SIZES:
         raw = raw_loop(models, size, steps, args.jobs)
         results = {}
@@ -111,6 +131,14 @@ def main() -> None:
             try:
                 key = create_key(srv.env, "bench", "run")
                 results[batch] = server_throughput(srv, key, size, steps, args.jobs)
+                if batch == 1:
+                    parts = breakdown(srv.log())
+                    per_job = 1000 / results[1]
+                    costs.append(
+                        f"| {size} px | {steps} | {per_job:.1f} | "
+                        + " | ".join(f"{parts.get(name, float('nan')):.1f}" for name in PARTS)
+                        + f" | {per_job - parts.get('pipeline_ms', 0):.1f} |"
+                    )
                 if batch == 1 and (size, steps) == (64, 10):
                     with srv.client(key) as api:
                         probe = api.post(
@@ -155,6 +183,14 @@ def main() -> None:
         *table,
         "",
         *notes,
+        "",
+        "Per job at batch size 1, milliseconds (medians of the worker's `batch.done` and "
+        "`batch.stored` lines; claim and store overlap other work, so they are not all on the "
+        "critical path; wall = 1000 / server img/s):",
+        "",
+        "| size | steps | wall | " + " | ".join(PARTS) + " | wall - pipeline |",
+        "|---|---|---|" + "---|" * len(PARTS) + "---|",
+        *costs,
         "",
     ]
     args.out.write_text("\n".join(report))

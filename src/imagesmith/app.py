@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from imagesmith.api.dialects import DIALECTS
 from imagesmith.api.middleware import BodyLimit, RateHeaders
 from imagesmith.config import Settings
 from imagesmith.db import migrate
+from imagesmith.generation.watch import ChangeSweep
 from imagesmith.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,49 @@ Native API: send your project key in `X-API-Key`. Create a generation with
 `GET /api/v1/generations/{id}`, or send `Prefer: wait=30` to get the finished record in one call.
 Images are served at `/cdn/{org}/{project}/img/{imageId}`.
 """
+
+
+class EmbeddedWorker:
+    """`imagesmith serve`'s worker, on a thread with an event loop of its own: a thousand
+    requests queued on the API's loop never delay the worker's claims, leases and results, and a
+    slow batch bookkeeping step never delays a request. Wake-ups cross between the loops
+    (the notifiers share their waiters); each loop has its own database pool."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.thread = threading.Thread(target=self._main, name="imagesmith-worker", daemon=True)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self.thread.start()
+        await asyncio.to_thread(self._started.wait)
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        from imagesmith.worker.supervisor import Worker
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        runtime = self.runtime.for_another_loop()
+        self._started.set()
+        try:
+            await Worker(runtime).run(self._stop)
+        except Exception:
+            log.exception("worker.crashed")
+        finally:
+            await runtime.notifier.drain()
+            await runtime.db.dispose()
+
+    async def stop(self, timeout: float) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.to_thread(self.thread.join, timeout)
+        if self.thread.is_alive():
+            log.error("worker.stop_failed: still running after %.0f s", timeout)
 
 
 def create_app(
@@ -49,21 +94,19 @@ def create_app(
             )
         app.state.runtime = runtime
         stop = asyncio.Event()
-        worker_task: asyncio.Task[None] | None = None
+        sweeping = asyncio.create_task(ChangeSweep(runtime).run(stop))
+        worker: EmbeddedWorker | None = None
         if embedded_worker:
-            from imagesmith.worker.supervisor import Worker
-
-            worker_task = asyncio.create_task(Worker(runtime).run(stop))
+            worker = EmbeddedWorker(runtime)
+            await worker.start()
         try:
             async with runtime.listening():
                 yield
         finally:
             stop.set()
-            if worker_task is not None:
-                try:
-                    await asyncio.wait_for(worker_task, settings.shutdown_grace_seconds + 15)
-                except (TimeoutError, Exception):
-                    log.exception("worker.stop_failed")
+            if worker is not None:
+                await worker.stop(settings.shutdown_grace_seconds + 15)
+            await sweeping
             await runtime.close()
 
     app = FastAPI(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from imagesmith.catalog.models import ModelRegistry
 from imagesmith.config import Settings
@@ -28,18 +30,22 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         db = Database(settings)
-        publisher = None
-        if not settings.is_sqlite:
-            from imagesmith.db.listen import PgPublisher
-
-            publisher = PgPublisher(db.engine)
         return cls(
             settings=settings,
             db=db,
             store=open_store(settings),
             registry=ModelRegistry.load(settings.models_file),
-            notifier=Notifier(publisher, settings.wait_recheck_seconds),
+            notifier=Notifier(publisher_for(settings, db), settings.wait_recheck_seconds),
             rate_limiter=RateLimiter(settings),
+        )
+
+    def for_another_loop(self) -> Runtime:
+        """The same process's runtime for a thread with its own event loop (the embedded
+        worker): its own database pool (connections belong to the loop that opened them), and a
+        notifier that shares this one's waiters, so wake-ups cross between the loops."""
+        db = Database(self.settings, priority=True)
+        return dataclasses.replace(
+            self, db=db, notifier=self.notifier.sibling(publisher_for(self.settings, db))
         )
 
     @contextlib.asynccontextmanager
@@ -63,3 +69,12 @@ class Runtime:
     async def close(self) -> None:
         await self.notifier.drain()
         await self.db.dispose()
+
+
+def publisher_for(settings: Settings, db: Database) -> Any:
+    """On PostgreSQL, wake-ups go to the other processes by NOTIFY over this pool."""
+    if settings.is_sqlite:
+        return None
+    from imagesmith.db.listen import PgPublisher
+
+    return PgPublisher(db.engine)

@@ -204,6 +204,20 @@ class KeyService:
         raise NotFound(f"No API key with id or prefix '{ident}'", code="KEY_NOT_FOUND")
 
     async def authenticate(self, secret: str | None, header: str = "X-API-Key") -> Principal:
+        """Who holds this key (in a write transaction: last-used is recorded here)."""
+        principal, stale = await self.identify(secret, header)
+        if stale:
+            await self.touch(principal.api_key_id)
+        return principal
+
+    async def touch(self, key_id: str) -> None:
+        await self.repo.touch_key(key_id, utcnow())
+
+    async def identify(
+        self, secret: str | None, header: str = "X-API-Key"
+    ) -> tuple[Principal, bool]:
+        """Who holds this key, reading only (a read transaction will do); True when the key's
+        last-used time is older than its resolution and should be recorded with `touch`."""
         if not secret:
             raise Unauthorized(f"Missing API key: send it in the {header} header")
         key = await self.repo.key_by_hash(hash_secret(secret.strip()))
@@ -214,11 +228,10 @@ class KeyService:
             raise Unauthorized("This API key was revoked")
         if key.expires_at is not None and key.expires_at <= now:
             raise Unauthorized(f"This API key expired at {key.expires_at.isoformat()}")
-        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-            await self.repo.touch_key(key.id, now)
+        stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
         org = await self.repo.org_by_id(key.organization_id) if key.organization_id else None
         project = await self.repo.project_by_id(key.project_id) if key.project_id else None
-        return Principal(
+        principal = Principal(
             api_key_id=key.id,
             key_type=key.key_type,
             organization_id=org.id if org else None,
@@ -226,6 +239,7 @@ class KeyService:
             project_id=project.id if project else None,
             project_slug=project.slug if project else None,
         )
+        return principal, stale
 
 
 async def developer_of(

@@ -1,8 +1,11 @@
 """The async engine and session factories; SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE
-for writes and a plain BEGIN for reads."""
+for writes and a plain BEGIN for reads, and its writers queue in the process (the write gate)
+rather than in SQLite's busy handler."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -59,8 +62,45 @@ def configure_sqlite(engine: Any) -> None:
 READ_ONLY = "imagesmith_read_only"
 
 
+class _WriteGate:
+    """SQLite has one write lock, and a writer that finds it taken sleeps in the busy handler
+    (1, 2, 5 … 100 ms) and retries: with a thousand requests writing at once the lock goes to
+    whoever retries at the right moment, creates crawl, and the worker's claims and results
+    wait seconds. In one process writers queue here instead: the API's writers one at a time
+    (FIFO), and a priority writer (the embedded worker, on its own loop and pool) ahead of any
+    API writer that has not begun yet, so it waits at most one short transaction."""
+
+    def __init__(self) -> None:
+        self.priority_waiting = 0
+        self.guard = threading.Lock()
+
+    @asynccontextmanager
+    async def priority(self) -> AsyncIterator[None]:
+        with self.guard:
+            self.priority_waiting += 1
+        try:
+            yield
+        finally:
+            with self.guard:
+                self.priority_waiting -= 1
+
+    async def yield_to_priority(self) -> None:
+        while self.priority_waiting:
+            await asyncio.sleep(0.001)
+
+
+_GATES: dict[str, _WriteGate] = {}
+_GATES_GUARD = threading.Lock()
+
+
+def write_gate(url: str) -> _WriteGate:
+    with _GATES_GUARD:
+        return _GATES.setdefault(url, _WriteGate())
+
+
 class Database:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, priority: bool = False):
+        """`priority`: this pool's writers go ahead of the process's other writers (SQLite)."""
         url = settings.resolved_database_url
         if settings.is_sqlite:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,12 +115,30 @@ class Database:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self.is_sqlite = settings.is_sqlite
+        self.priority = priority
+        self._gate = write_gate(url) if settings.is_sqlite else None
+        self._turn: asyncio.Lock | None = None  # the API's writers, one at a time (its loop)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One short unit of work: commit on success, roll back on error."""
-        async with self.sessionmaker() as session, session.begin():
+        async with self._write_turn(), self.sessionmaker() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        if self._gate is None:  # PostgreSQL takes concurrent writers as they come
+            yield
+            return
+        if self.priority:
+            async with self._gate.priority():
+                yield
+            return
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            await self._gate.yield_to_priority()
+            yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -3,13 +3,15 @@
 In one process these are asyncio events. On PostgreSQL every process also publishes them with
 NOTIFY and a listener turns other processes' notifications into local wake-ups, so an API can
 answer `Prefer: wait` the moment a remote worker finishes, and idle remote workers start at once.
-Waiters re-read the database when woken, and every `recheck_seconds` without a wake-up, so a
-lost notification costs at most that much delay — and a thousand idle waiters cost no reads."""
+Waiters re-read the database only when woken. What a wake-up could miss (another process's
+worker on SQLite, a NOTIFY lost while the listener reconnects) one sweep per process catches
+every `recheck_seconds` (generation/watch.py): a thousand idle waiters cost one query."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,13 +22,50 @@ CHANGED_CHANNEL = "imagesmith_generation"
 Publisher = Callable[[str, str], Coroutine[Any, Any, None]]
 
 
+Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+
+
+class _Waiters:
+    """Who waits for what, shared by the notifiers of one process's threads (the API's event
+    loop and the embedded worker's): a wake-up from either loop reaches a waiter on the other."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed: dict[str, set[Waiter]] = defaultdict(set)
+        self.work: set[Waiter] = set()
+        self.work_pending = False
+
+
+def _set(waiter: Waiter) -> None:
+    loop, event = waiter
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        event.set()
+    else:
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits there
+            loop.call_soon_threadsafe(event.set)
+
+
 class Notifier:
-    def __init__(self, publish: Publisher | None = None, recheck_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        publish: Publisher | None = None,
+        recheck_seconds: float = 5.0,
+        *,
+        waiters: _Waiters | None = None,
+    ) -> None:
         self.recheck_seconds = recheck_seconds
-        self._changed: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._work = asyncio.Event()
+        self._waiters = waiters or _Waiters()
         self._publish = publish
         self._pending: set[asyncio.Task[None]] = set()
+
+    def sibling(self, publish: Publisher | None) -> Notifier:
+        """A notifier for another thread's event loop of this process: the same waiters, its
+        own publisher (a database connection belongs to the loop that opened it)."""
+        return Notifier(publish, self.recheck_seconds, waiters=self._waiters)
 
     def _broadcast(self, channel: str, payload: str) -> None:
         if self._publish is None:
@@ -41,11 +80,17 @@ class Notifier:
     # Local wake-ups (also what the listener calls for other processes' notifications).
 
     def wake_changed(self, generation_id: str) -> None:
-        for event in self._changed.get(generation_id, ()):
-            event.set()
+        with self._waiters.lock:
+            waiting = list(self._waiters.changed.get(generation_id, ()))
+        for waiter in waiting:
+            _set(waiter)
 
     def wake_work(self) -> None:
-        self._work.set()
+        with self._waiters.lock:
+            self._waiters.work_pending = True
+            waiting = list(self._waiters.work)
+        for waiter in waiting:
+            _set(waiter)
 
     # Announcements: wake this process and tell the others.
 
@@ -57,24 +102,43 @@ class Notifier:
         self.wake_work()
         self._broadcast(JOBS_CHANNEL, "")
 
+    def watched(self) -> list[str]:
+        """The generations someone in this process is waiting on."""
+        with self._waiters.lock:
+            return list(self._waiters.changed)
+
     async def wait_changed(self, generation_id: str, timeout: float) -> None:
         """Return when the generation may have changed, or after `timeout` seconds."""
-        event = asyncio.Event()
-        self._changed[generation_id].add(event)
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._waiters.lock:
+            self._waiters.changed[generation_id].add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                await asyncio.wait_for(waiter[1].wait(), timeout)
         finally:
-            waiters = self._changed.get(generation_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._changed[generation_id]
+            with self._waiters.lock:
+                waiting = self._waiters.changed.get(generation_id)
+                if waiting is not None:
+                    waiting.discard(waiter)
+                    if not waiting:
+                        del self._waiters.changed[generation_id]
 
     async def wait_for_work(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout)
-        self._work.clear()
+        """Return when work may have been queued (also if it was before this call), or after
+        `timeout` seconds."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._waiters.lock:
+            if self._waiters.work_pending:
+                self._waiters.work_pending = False
+                return
+            self._waiters.work.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter[1].wait(), timeout)
+        finally:
+            with self._waiters.lock:
+                self._waiters.work.discard(waiter)
+                self._waiters.work_pending = False
 
     async def drain(self) -> None:
         """Let announcements already made reach the database before shutdown."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,8 @@ class DiffusersEngine:
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._sizes: dict[str, int] = {}
         self.memory_budget = int(config.model_cache_gb * 1024**3)
+        # Milliseconds the last batch spent in each part (for the worker's batch.done line).
+        self.last_timings: dict[str, float] = {}
 
     # Load --------------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class DiffusersEngine:
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for the whole batch; per job, `num_outputs` images seeded
         seed, seed+1, … so output 0 is the image the same seed gives alone."""
+        started = time.perf_counter()
         head = jobs[0].params
         pipe = self.pipeline(head.model_id)
         scheduler = fresh_scheduler(pipe.scheduler, head.scheduler)
@@ -192,9 +196,16 @@ class DiffusersEngine:
             kwargs.update(image=init_images, strength=head.prompt_strength)
         else:
             kwargs.update(width=head.width, height=head.height)
+        called = time.perf_counter()
         with torch.inference_mode():
             result = runner(**kwargs)
+        returned = time.perf_counter()
         encoded = [encode_png(image) for image in result.images]
+        self.last_timings = {
+            "prepare_ms": (called - started) * 1000,
+            "pipeline_ms": (returned - called) * 1000,
+            "encode_ms": (time.perf_counter() - returned) * 1000,
+        }
         out: list[list[GeneratedImage]] = []
         for job in jobs:
             out.append(encoded[: job.params.num_outputs])

@@ -325,8 +325,8 @@ class GenerationService:
                 return view
             if remaining <= 0 or (abandoned is not None and await abandoned()):
                 break
-            wait = min(remaining, self.rt.notifier.recheck_seconds)
-            await self.rt.notifier.wait_changed(generation_id, wait)
+            # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
+            await self.rt.notifier.wait_changed(generation_id, remaining)
         if on_timeout is OnTimeout.CANCEL:
             try:
                 view = await self.cancel(project_id, generation_id)

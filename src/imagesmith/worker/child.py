@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import warnings
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
@@ -64,6 +65,7 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
 
     batches: queue.Queue[RunBatch | None] = queue.Queue()
     cancelled: set[str] = set()
+    received: dict[str, float] = {}
 
     def read() -> None:
         while True:
@@ -78,11 +80,14 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
                 batches.put(None)
                 return
             elif isinstance(message, RunBatch):
+                received[message.batch_id] = time.perf_counter()
                 batches.put(message)
 
     threading.Thread(target=read, daemon=True, name="pipe-reader").start()
     conn.send(Ready(pid=os.getpid(), device=engine.device))
     while (batch := batches.get()) is not None:
+        queued_ms = (time.perf_counter() - received.pop(batch.batch_id, time.perf_counter())) * 1000
+        engine.last_timings = {}
 
         def on_step(step: int, total: int, batch_id: str = batch.batch_id) -> None:
             conn.send(Progress(batch_id, step, total))
@@ -107,7 +112,7 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
             for job in batch.jobs:
                 conn.send(JobFailed(job.job_id, text))
         cancelled.discard(batch.batch_id)
-        conn.send(BatchDone(batch.batch_id))
+        conn.send(BatchDone(batch.batch_id, {"queued_ms": queued_ms, **engine.last_timings}))
 
 
 def _describe(exc: Exception) -> str:

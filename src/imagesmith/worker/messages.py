@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imagesmith.engines.base import EngineJob, GeneratedImage
 
@@ -67,6 +67,8 @@ class JobFailed:
 @dataclass(frozen=True)
 class BatchDone:
     batch_id: str
+    # Milliseconds: queued (received → started), prepare, pipeline, encode.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

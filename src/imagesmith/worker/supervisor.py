@@ -91,6 +91,7 @@ class Batch:
     id: str
     jobs: list[ClaimedJob]
     leases: asyncio.Future[None] = field(repr=False)
+    claim_ms: float = 0.0  # requeue-expired sweep + claim + init images, before the send
 
 
 class Worker:
@@ -181,11 +182,17 @@ class Worker:
 
     async def _claim_and_send(self) -> Batch | None:
         """Claim the next batch and hand it to the child (which queues it behind a running one)."""
+        started = time.perf_counter()
         await self.queue.requeue_expired()
         jobs = await self.queue.claim(self.settings.worker_batch_size)
         if not jobs:
             return None
-        batch = Batch(str(uuid.uuid4()), jobs, asyncio.ensure_future(self._renew_leases(jobs)))
+        batch = Batch(
+            str(uuid.uuid4()),
+            jobs,
+            asyncio.ensure_future(self._renew_leases(jobs)),
+            (time.perf_counter() - started) * 1000,
+        )
         try:
             self.child.send(RunBatch(batch.id, [engine_job(job) for job in jobs]))
         except Exception:  # the child is gone; its restart comes with the current batch's end
@@ -247,7 +254,7 @@ class Worker:
 
         self._become(WorkerState.BUSY)
         try:
-            healthy = await self._collect(batch.id, held, finished, claim_following)
+            healthy = await self._collect(batch, held, finished, claim_following)
         except asyncio.CancelledError:
             # Shutdown past the grace period: stop the child and hand the jobs back unharmed.
             batch.leases.cancel()
@@ -304,6 +311,7 @@ class Worker:
     async def _store_all(
         self, finished: list[tuple[ClaimedJob, list[GeneratedImage]]], leases: asyncio.Future[None]
     ) -> None:
+        started = time.perf_counter()
         try:
             for job, images in finished:
                 try:
@@ -316,6 +324,12 @@ class Worker:
                     )
         finally:
             leases.cancel()
+            if finished:
+                log.info(
+                    "batch.stored jobs=%d store_ms=%.1f",
+                    len(finished),
+                    (time.perf_counter() - started) * 1000,
+                )
 
     async def _drain_storing(self) -> None:
         if self._storing:
@@ -332,13 +346,14 @@ class Worker:
 
     async def _collect(
         self,
-        batch_id: str,
+        batch: Batch,
         held: dict[str, ClaimedJob],
         finished: list[tuple[ClaimedJob, list[GeneratedImage]]],
         on_last_step: Callable[[], None],
     ) -> bool:
         """Follow the batch until it ends; finished images are handed back in `finished`.
         False when the child died or hung (it has been restarted) instead of finishing."""
+        batch_id = batch.id
         deadline = time.monotonic() + self.settings.job_timeout_seconds
         last_check = time.monotonic()
         last_progress = 0.0
@@ -386,6 +401,13 @@ class Worker:
             elif isinstance(message, JobFailed) and message.job_id in held:
                 await self.queue.fail(held.pop(message.job_id), message.message)
             elif isinstance(message, BatchDone) and message.batch_id == batch_id:
+                log.info(
+                    "batch.done batch_id=%s jobs=%d claim_ms=%.1f %s",
+                    batch_id,
+                    len(batch.jobs),
+                    batch.claim_ms,
+                    " ".join(f"{name}={value:.1f}" for name, value in message.timings.items()),
+                )
                 if held:
                     await self.queue.release(
                         held.values(), count_retry=True, reason="no result for the job"

@@ -38,7 +38,7 @@ class GenerationFailed(ImagesmithError):
 
 
 async def find_project(runtime: Runtime, org: str, project: str) -> tuple[Organization, Project]:
-    async with runtime.db.transaction() as session:
+    async with runtime.db.read() as session:
         return await KeyService(session).project(org, project)
 
 

@@ -299,10 +299,8 @@ async def generation_events(
                 last, last_sent = state, time.monotonic()
             if view.generation.status.is_terminal or await request.is_disconnected():
                 return
-            # Woken by this process or by NOTIFY; the periodic re-read covers everything else.
-            await runtime.notifier.wait_changed(
-                generation_id, min(runtime.notifier.recheck_seconds, KEEPALIVE_SECONDS)
-            )
+            # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
+            await runtime.notifier.wait_changed(generation_id, KEEPALIVE_SECONDS)
             if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"

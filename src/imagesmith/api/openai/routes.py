@@ -315,7 +315,8 @@ async def image_events(
                     code="TIMEOUT",
                 )
                 return
-            pause = min(runtime.notifier.recheck_seconds, max(deadline - time.monotonic(), 0.01))
+            # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
+            pause = min(KEEPALIVE_SECONDS, max(deadline - time.monotonic(), 0.01))
             await runtime.notifier.wait_changed(generation_id, pause)
             if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                 last_sent = time.monotonic()

@@ -1,0 +1,70 @@
+"""One sweep for every waiter in a process. Waiters (`Prefer: wait`, the synchronous dialects,
+event streams) sleep until the notifier wakes them; wake-ups from this process are never lost,
+and other processes' arrive by NOTIFY. What could still be missed — a worker in another process
+on SQLite, a NOTIFY lost while the listener reconnects — this sweep catches: every interval, one
+query reads the state of every generation someone here waits on, and wakes the waiters of those
+that changed. A thousand waiters cost one query an interval, not a thousand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from imagesmith.models import Generation
+from imagesmith.runtime import Runtime
+
+log = logging.getLogger(__name__)
+CHUNK = 500
+
+
+class ChangeSweep:
+    def __init__(self, runtime: Runtime):
+        self.rt = runtime
+        self._seen: dict[str, tuple[Any, ...]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.rt.notifier.recheck_seconds)
+            if stop.is_set():
+                return
+            try:
+                await self.sweep()
+            except Exception as exc:  # the database blipped: the next sweep tries again
+                log.warning("wait.sweep_failed error=%r", exc)
+
+    async def sweep(self) -> None:
+        watched = self.rt.notifier.watched()
+        if not watched:
+            self._seen.clear()
+            return
+        state: dict[str, tuple[Any, ...]] = {}
+        async with self.rt.db.read() as session:
+            for start in range(0, len(watched), CHUNK):
+                rows = await session.execute(
+                    select(
+                        Generation.id,
+                        Generation.status,
+                        Generation.job_version,
+                        Generation.progress_step,
+                        Generation.previews_ready,
+                        Generation.retry_count,
+                    ).where(Generation.id.in_(watched[start : start + CHUNK]))
+                )
+                for row in rows:
+                    state[row[0]] = tuple(row[1:])
+        for generation_id in watched:
+            now = state.get(generation_id)
+            before = self._seen.get(generation_id)
+            if before is None:
+                # First sight: the waiter has just read it. Wake it only for an ending (or a
+                # deletion) it may have missed; a missed step shows with the next change.
+                if now is None or now[0].is_terminal:
+                    self.rt.notifier.wake_changed(generation_id)
+            elif now != before:
+                self.rt.notifier.wake_changed(generation_id)
+        self._seen = {gid: value for gid, value in state.items()}
