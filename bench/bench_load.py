@@ -4,7 +4,7 @@ clients is compared with one client in the same run; every job must end terminal
 
     .venv/bin/python bench/bench_load.py [--clients 1000] [--seconds 60] [--steps 2]
         [--no-worker-api]   # API with --no-worker + a separate `imagesmith worker` process
-        [--backend postgres]  # the database/Redis/S3 from .ci/services.sh env (must be running)
+        [--backend postgres]  # PostgreSQL, Redis and S3 from `.ci/services.sh` (start it, eval env)
 
 Bounded: 127.0.0.1 only, at most --seconds per phase plus the drain. Prints one line per phase and
 a summary; `--out` appends the summary to a file."""
@@ -154,11 +154,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imagesmith-load-"))
-    backend = None
-    if args.backend == "postgres":
-        backend = {k: v for k, v in os.environ.items() if k.startswith("IMAGESMITH_")}
-        assert "IMAGESMITH_DATABASE_URL" in backend, 'eval "$(bash .ci/services.sh env)" first'
-    server = Server(work / "srv", work / "models", backend=backend, lease_seconds=30)
+    # The test helpers give the server a fresh PostgreSQL database (and bucket, Redis) when
+    # IMAGESMITH_TEST_POSTGRES is set (`eval "$(bash .ci/services.sh env)"`), SQLite otherwise.
+    postgres = bool(os.environ.get("IMAGESMITH_TEST_POSTGRES"))
+    assert postgres == (args.backend == "postgres"), "--backend postgres iff services env is set"
+    server = Server(work / "srv", work / "models", lease_seconds=30)
     worker = None
     if args.no_worker_api:
         server.start("--no-worker")

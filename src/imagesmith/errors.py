@@ -66,3 +66,16 @@ class Conflict(ImagesmithError):
 
 class AliasConflict(Conflict):
     code = "ALIAS_CONFLICT"
+
+
+class Overloaded(ImagesmithError):
+    """Every database connection stayed busy past the pool's timeout: retry, it is not a bug."""
+
+    status_code = 503
+    code = "SERVER_BUSY"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is too busy to take this request now; retry in a few seconds",
+            headers={"Retry-After": "5"},
+        )

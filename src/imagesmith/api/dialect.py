@@ -259,5 +259,6 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
             return render(
                 request, ValidationFailed("Text must not contain NUL (\\u0000) characters")
             )
+
         log.exception("request.crashed method=%s path=%s", request.method, request.url.path)
         return render(request, InternalError("Internal server error; see the server log"))

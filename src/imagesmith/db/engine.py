@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from imagesmith.config import Settings
+from imagesmith.errors import Overloaded
 
 
 def async_url(url: str) -> str:
@@ -60,6 +62,8 @@ def configure_sqlite(engine: Any) -> None:
 
 
 READ_ONLY = "imagesmith_read_only"
+POOL_SIZE, POOL_OVERFLOW = 10, 10
+WRITERS = 12  # PostgreSQL write transactions at once per pool; the other 8 connections read
 
 
 class _WriteGate:
@@ -108,7 +112,7 @@ class Database:
             configure_sqlite(self.engine.sync_engine)
         else:
             self.engine = create_async_engine(
-                async_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True
+                async_url(url), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True
             )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessionmaker = async_sessionmaker(
@@ -118,17 +122,26 @@ class Database:
         self.priority = priority
         self._gate = write_gate(url) if settings.is_sqlite else None
         self._turn: asyncio.Lock | None = None  # the API's writers, one at a time (its loop)
+        self._writers: asyncio.Semaphore | None = None  # PostgreSQL: writers at once
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One short unit of work: commit on success, roll back on error."""
-        async with self._write_turn(), self.sessionmaker() as session, session.begin():
-            yield session
+        try:
+            async with self._write_turn(), self.sessionmaker() as session, session.begin():
+                yield session
+        except PoolTimeout:
+            raise Overloaded() from None
 
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
-        if self._gate is None:  # PostgreSQL takes concurrent writers as they come
-            yield
+        if self._gate is None:
+            # PostgreSQL takes concurrent writers, but a writer waiting for a row lock holds a
+            # connection: cap them below the pool, so reads always find one.
+            if self._writers is None:
+                self._writers = asyncio.Semaphore(WRITERS)
+            async with self._writers:
+                yield
             return
         if self.priority:
             async with self._gate.priority():
@@ -144,8 +157,11 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work: one consistent snapshot, no write lock (SQLite); closing
         the session ends it (the pool rolls the connection back). Never write in it."""
-        async with self.read_sessionmaker() as session:
-            yield session
+        try:
+            async with self.read_sessionmaker() as session:
+                yield session
+        except PoolTimeout:
+            raise Overloaded() from None
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -107,14 +107,15 @@ class Notifier:
         with self._waiters.lock:
             return list(self._waiters.changed)
 
-    async def wait_changed(self, generation_id: str, timeout: float) -> None:
-        """Return when the generation may have changed, or after `timeout` seconds."""
+    async def wait_changed(self, generation_id: str, timeout: float) -> bool:
+        """Return True when the generation may have changed, False after `timeout` seconds."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._waiters.lock:
             self._waiters.changed[generation_id].add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter[1].wait(), timeout)
+            return waiter[1].is_set()
         finally:
             with self._waiters.lock:
                 waiting = self._waiters.changed.get(generation_id)

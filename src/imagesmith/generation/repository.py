@@ -50,6 +50,15 @@ class GenerationRepository:
             query = query.with_for_update()
         return (await self.session.execute(query)).scalar_one_or_none()
 
+    async def status_of(self, project_id: str, generation_id: str) -> GenerationStatus | None:
+        """Just the status (what a waiter checks on each wake-up), None when it is gone."""
+        result = await self.session.execute(
+            select(Generation.status).where(
+                Generation.id == generation_id, Generation.project_id == project_id
+            )
+        )
+        return result.scalar_one_or_none()
+
     async def get_any(self, generation_id: str) -> Generation | None:
         return await self.session.get(Generation, generation_id)
 
