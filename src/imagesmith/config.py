@@ -79,9 +79,10 @@ class Settings(BaseSettings):
     wait_recheck_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="How often a waiting request re-reads its job when no wake-up came. Wake-ups "
-        "reach it from every worker on PostgreSQL (NOTIFY) and from the embedded worker on "
-        "SQLite; a SQLite API started with --no-worker re-reads every poll_seconds instead.",
+        description="How often one sweep per process re-reads the jobs its waiting requests and "
+        "event streams wait on, for what a wake-up could miss (waiters wake on the notifier: "
+        "in-process, or NOTIFY on PostgreSQL). A SQLite API started with --no-worker sweeps "
+        "every poll_seconds instead: SQLite carries no wake-ups between processes.",
     )
     max_retries: int = Field(default=3, ge=0)
     job_timeout_seconds: float = Field(default=600.0, gt=0)
