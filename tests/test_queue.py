@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from imagesmith.auth.service import KeyService
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.db.base import utcnow
 from imagesmith.db.engine import Database
+from imagesmith.errors import Overloaded
 from imagesmith.generation.jobs import JobQueue
 from imagesmith.generation.repository import Claim, GenerationRepository
 from imagesmith.image.repository import ImageRepository
@@ -250,3 +253,28 @@ async def test_lease_renewal_survives_a_failing_database_call(runtime: Runtime) 
     await asyncio.sleep(1.0)
     task.cancel()
     assert calls[0] == "fail" and calls.count("ok") >= 2
+
+
+async def test_a_pool_that_stays_busy_is_overload_not_a_crash(runtime: Runtime) -> None:
+    """Every connection held past the pool's timeout (a burst on PostgreSQL did this): the caller
+    gets Overloaded — 503 SERVER_BUSY with Retry-After in every dialect — not a 500."""
+    small = create_async_engine(
+        runtime.db.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    database = runtime.db
+    saved = database.read_sessionmaker, database.sessionmaker
+    database.read_sessionmaker = async_sessionmaker(small, expire_on_commit=False)
+    database.sessionmaker = async_sessionmaker(small, expire_on_commit=False)
+    try:
+        async with database.read() as holder:
+            await holder.execute(text("SELECT 1"))  # takes the only connection
+            with pytest.raises(Overloaded) as busy:
+                async with database.read() as other:
+                    await other.execute(text("SELECT 1"))
+            assert busy.value.status_code == 503 and busy.value.headers["Retry-After"] == "5"
+            with pytest.raises(Overloaded):
+                async with database.transaction() as writer:
+                    await writer.execute(text("SELECT 1"))
+    finally:
+        database.read_sessionmaker, database.sessionmaker = saved
+        await small.dispose()
