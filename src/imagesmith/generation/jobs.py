@@ -27,7 +27,7 @@ from imagesmith.image.service import ensure_flow
 from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation, GenerationStatus, Image, ImageSource
 from imagesmith.runtime import Runtime
-from imagesmith.storage.base import image_key, preview_key
+from imagesmith.storage.base import delete_quietly, image_key, preview_key
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class JobQueue:
                     self.worker_id, job.claim, index + 1
                 )
             if not counted:  # lost the job between the check and the write
-                await self._delete_objects([key])
+                await delete_quietly(self.rt.store, [key])
         except Exception as exc:
             log.warning("preview.store_failed generation_id=%s error=%r", job.generation_id, exc)
             return
@@ -278,7 +278,7 @@ class JobQueue:
                 )
         # After commit: the objects nothing points at any more (the previous run's, or ours if
         # this attempt lost the job meanwhile).
-        await self._delete_objects(keys if generation is None else replaced)
+        await delete_quietly(self.rt.store, keys if generation is None else replaced)
         if generation is None:
             return
         log.info(
@@ -295,13 +295,6 @@ class JobQueue:
             log.info("generation.result_discarded generation_id=%s", claim.generation_id)
             return None
         return generation
-
-    async def _delete_objects(self, keys: list[str]) -> None:
-        for key in keys:
-            try:
-                await self.rt.store.delete(key)
-            except Exception as exc:  # an orphaned object is harmless; the log has it
-                log.warning("image.delete_object_failed key=%s error=%r", key, exc)
 
     async def _record_image(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,9 +41,7 @@ from imagesmith.limits.credits import Credits
 from imagesmith.limits.quotas import Quotas
 from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
 from imagesmith.runtime import Runtime
-from imagesmith.storage.base import preview_keys
-
-log = logging.getLogger(__name__)
+from imagesmith.storage.base import delete_quietly, preview_keys
 
 MAX_REFERENCES = 3
 
@@ -458,7 +455,7 @@ class GenerationService:
             view = await self._view(session, generation)
         if prompt_changed or ratio_changed:
             self.rt.notifier.work_queued()
-        await self._delete_objects(stale)
+        await delete_quietly(self.rt.store, stale)
         return view
 
     async def regenerate(self, project_id: str, generation_id: str) -> GenerationView:
@@ -472,15 +469,8 @@ class GenerationService:
             stale = await self._requeue(session, generation)
             view = await self._view(session, generation)
         self.rt.notifier.work_queued()
-        await self._delete_objects(stale)
+        await delete_quietly(self.rt.store, stale)
         return view
-
-    async def _delete_objects(self, keys: list[str]) -> None:
-        for key in keys:
-            try:
-                await self.rt.store.delete(key)
-            except Exception as exc:  # an orphaned preview is harmless; the log has it
-                log.warning("object.delete_failed key=%s error=%r", key, exc)
 
     async def _requeue(self, session: AsyncSession, generation: Generation) -> list[str]:
         """Back to pending under a new job version, so a still-running old attempt is discarded.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from imagesmith.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,15 @@ def image_key(org_slug: str, project_slug: str, image_id: str, attempt: str | No
     the success: a stale attempt can then never overwrite the bytes of the run that won."""
     base = f"{org_slug}/{project_slug}/img/{image_id}"
     return f"{base}.{attempt}" if attempt else base
+
+
+async def delete_quietly(store: ObjectStore, keys: list[str]) -> None:
+    """Delete objects nothing points at any more; a failure leaves a harmless orphan, logged."""
+    for key in keys:
+        try:
+            await store.delete(key)
+        except Exception as exc:
+            log.warning("object.delete_failed key=%s error=%r", key, exc)
 
 
 def preview_key(org_slug: str, project_slug: str, generation_id: str, index: int) -> str:
