@@ -155,7 +155,7 @@ class GenerationService:
                 raise
             return replay, False
         self.rt.notifier.work_queued()
-        view = GenerationView(generation, None, org_slug, project_slug)
+        view = GenerationView(generation, None, org_slug, project_slug, references=references)
         view.remaining_credits = remaining
         return view, True
 

@@ -50,12 +50,15 @@ UPLOAD_BODY = multipart_body(
 
 def parse_instructions(text: str) -> tuple[dict[str, Any], str]:
     """(the instruction keys, the prompt). JSON with a `prompt`, or plain text as the prompt
-    (the starter kit sends text); text that starts with `{` must be valid JSON."""
+    (the starter kit sends text); text that starts with `{` or `[` is meant as JSON, so it must
+    be a valid JSON object."""
     if not 1 <= len(text) <= INSTRUCTIONS_MAX:
         raise ValidationFailed(
             f"instructions must be 1 to {INSTRUCTIONS_MAX} characters (got {len(text)})"
         )
-    if not text.lstrip().startswith("{"):
+    if not text.strip():
+        raise ValidationFailed("instructions must contain a prompt (got only whitespace)")
+    if not text.lstrip().startswith(("{", "[")):
         return {"prompt": text.strip()}, text.strip()
     try:
         keys = json.loads(text)

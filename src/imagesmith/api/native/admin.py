@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
 from imagesmith.api.deps import RuntimeDep
@@ -139,7 +139,7 @@ async def set_credits(
 class LiveBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    enabled: bool = Field(description="Whether the project's live URLs may generate at all")
+    enabled: StrictBool = Field(description="Whether the project's live URLs may generate at all")
     open_scopes: list[str] | None = Field(
         None,
         alias="openScopes",

@@ -57,15 +57,20 @@ async def respond(
     status_code: int,
     prefer: str | None,
     headers: dict[str, str] | None = None,
+    failure_is_error: bool = True,
 ) -> JSONResponse:
-    """Render one generation, first waiting for it when the client asked with `Prefer: wait`."""
+    """Render one generation, first waiting for it when the client asked with `Prefer: wait`.
+    A request that started the work (create, update, regenerate) and waited for it answers a
+    failure as `500 GENERATION_FAILED`, as the synchronous original does; a read (GET) answers
+    what it read, as it would without the wait (RFC 7240: a preference does not change the
+    outcome)."""
     headers = dict(headers or {})
     wait = wait_seconds(prefer)
     if wait is not None:
         g = view.generation
         view = await GenerationService(runtime).wait(g.project_id, g.id, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
-        if view.generation.status is GenerationStatus.FAILED:
+        if failure_is_error and view.generation.status is GenerationStatus.FAILED:
             # Clients written for the synchronous original expect the failure as an error.
             out = render_generation(view, image_links(request, runtime))
             return native_error(
@@ -144,7 +149,7 @@ async def get_generation(
 ) -> JSONResponse:
     """One generation with its output image, progress and timings."""
     view = await GenerationService(runtime).get(principal.require_project(), generation_id)
-    return await respond(request, runtime, view, 200, prefer)
+    return await respond(request, runtime, view, 200, prefer, failure_is_error=False)
 
 
 UPDATE_DOC = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from imagesmith.api.deps import RuntimeDep
 from imagesmith.api.dialect import keyed_responses
@@ -35,7 +35,7 @@ def render_scope(scope: LiveScope) -> dict[str, Any]:
 
 class ScopeFields(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    allow_new_generations: bool | None = Field(None, alias="allowNewGenerations")
+    allow_new_generations: StrictBool | None = Field(None, alias="allowNewGenerations")
     new_generations_limit: int | None = Field(None, alias="newGenerationsLimit", ge=0, le=1_000_000)
     meta: Meta | None = None
 

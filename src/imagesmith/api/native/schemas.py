@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -82,7 +83,8 @@ class GenerationCreate(_PromptFields):
 
     prompt: str = Field(description="Text description of the image to generate")
     aspect_ratio: str = Field("1:1", description=f"One of: {', '.join(ASPECT_RATIOS)}")
-    auto_enhance: bool = Field(True, description="Rewrite the prompt with the template first")
+    # JSON booleans only: pydantic's lax mode would read "yes" or 1 as true.
+    auto_enhance: StrictBool = Field(True, description="Rewrite the prompt with the template first")
     enhancement_options: EnhancementOptions | None = None
     meta: Meta = Field(default_factory=dict, description="Free JSON stored with the record")
     flow_id: str | None = Field(
