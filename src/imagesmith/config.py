@@ -11,6 +11,25 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def warmup_buckets(value: str) -> tuple[tuple[int, int, int], ...]:
+    """'1x1024x1024,4x768x1024' → ((1, 1024, 1024), (4, 768, 1024)): batch, width, height."""
+    buckets = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        pieces = part.strip().lower().split("x")
+        if len(pieces) != 3 or not all(piece.isdigit() for piece in pieces):
+            raise ValueError(f"compile_warmup part '{part.strip()}' is not BATCHxWIDTHxHEIGHT")
+        batch, width, height = (int(piece) for piece in pieces)
+        if not 1 <= batch <= 64 or width % 8 or height % 8 or not width or not height:
+            raise ValueError(
+                f"compile_warmup part '{part.strip()}': batch must be 1-64 and the sides "
+                "positive multiples of 8"
+            )
+        buckets.append((batch, width, height))
+    return tuple(buckets)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESMITH_", extra="ignore")
 
@@ -90,6 +109,41 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="On stop, how long a running batch may finish."
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    # Speed on a GPU: each "auto" is on (or half precision) on CUDA and as before on CPU.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Weights' dtype. auto: float32 on CPU; on CUDA and MPS float16, or "
+        "bfloat16 for a model whose variant is bf16.",
+    )
+    attention: Literal["auto", "sdpa", "default"] = Field(
+        default="auto",
+        description="UNet and VAE attention: sdpa (torch's scaled_dot_product_attention, "
+        "what auto means) or default (diffusers' plain eager processor).",
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="UNet and VAE in channels-last memory format. auto: on for CUDA only.",
+    )
+    compile: Literal["off", "on"] = Field(
+        default="off",
+        description="torch.compile the UNet at load (minutes per bucket on first use).",
+    )
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = Field(default="default", description="torch.compile mode when compile is on.")
+    compile_warmup: str = Field(
+        default="",
+        description="With compile on, the BATCHxWIDTHxHEIGHT buckets to compile right after "
+        "a model loads, e.g. '1x1024x1024,4x1024x1024' (the batch is the images per "
+        "pipeline call). Empty: each compiles on its first job.",
+    )
+
+    @field_validator("compile_warmup")
+    @classmethod
+    def _buckets(cls, value: str) -> str:
+        warmup_buckets(value)  # ValueError names the bad part
+        return value
+
     model_cache_gb: float = Field(
         default=12.0,
         gt=0,
@@ -184,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def resolved_compile_warmup(self) -> tuple[tuple[int, int, int], ...]:
+        return warmup_buckets(self.compile_warmup)
 
     @property
     def is_sqlite(self) -> bool:

@@ -17,6 +17,13 @@ class EngineConfig:
     allow_downloads: bool
     models: list[dict[str, Any]] = field(default_factory=list)  # ModelSpec dicts
     model_cache_gb: float = 12.0
+    # Speed settings (see Settings for what each value means; "auto" is resolved per device).
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    attention: str = "auto"  # auto | sdpa | default
+    channels_last: str = "auto"  # auto | on | off
+    compile: bool = False
+    compile_mode: str = "default"
+    compile_warmup: tuple[tuple[int, int, int], ...] = ()  # (batch, width, height) buckets
 
 
 @dataclass(frozen=True)

@@ -32,17 +32,32 @@ from imagesmith.engines.tiny import builtin_folder
 log = logging.getLogger(__name__)
 
 
-def pick_device(requested: str) -> tuple[str, torch.dtype]:
-    """cuda (fp16) > mps (fp16) > cpu (fp32), unless the operator names one."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            requested = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            requested = "mps"
-        else:
-            requested = "cpu"
-    dtype = torch.float32 if requested == "cpu" else torch.float16
-    return requested, dtype
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Hub weight variants and the dtype they are stored in: a variant loads only when it matches.
+VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(requested: str) -> str:
+    """cuda > mps > cpu, unless the operator names one."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str, variant: str | None) -> torch.dtype:
+    """The operator's dtype; for "auto", float32 on CPU (half precision there is slow and
+    partly emulated) and half precision on a GPU: bfloat16 for a model whose hub weights are a
+    `bf16` variant (trained and published in it), float16 otherwise (every SD 1.x/2.x/SDXL
+    family publishes fp16 weights and runs in them; SDXL's VAE overflow is handled at decode)."""
+    if requested != "auto":
+        return DTYPES[requested]
+    if device == "cpu":
+        return torch.float32
+    return VARIANT_DTYPES.get(variant or "", torch.float16)
 
 
 class DiffusersEngine:
@@ -50,11 +65,26 @@ class DiffusersEngine:
         self.models_dir = Path(config.models_dir)
         self.allow_downloads = config.allow_downloads
         self.specs = {entry["id"]: ModelSpec(**entry) for entry in config.models}
-        self.device, self.dtype = pick_device(config.device)
+        self.device = pick_device(config.device)
+        self.config = config
+        on_cuda = self.device.startswith("cuda")
+        if config.dtype != "auto" and config.dtype not in DTYPES:
+            raise ValueError(f"dtype '{config.dtype}' is not one of auto, {', '.join(DTYPES)}")
+        if config.attention not in ("auto", "sdpa", "default"):
+            raise ValueError(f"attention '{config.attention}' is not one of auto, sdpa, default")
+        # torch 2's scaled_dot_product_attention is what diffusers picks by default on every
+        # device; "auto" states it explicitly so the log says what ran.
+        self.attention = "sdpa" if config.attention == "auto" else config.attention
+        if config.channels_last not in ("auto", "on", "off"):
+            raise ValueError(f"channels_last '{config.channels_last}' is not one of auto, on, off")
+        self.channels_last = config.channels_last == "on" or (
+            config.channels_last == "auto" and on_cuda
+        )
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._sizes: dict[str, int] = {}
         self.memory_budget = int(config.model_cache_gb * 1024**3)
-        # Milliseconds the last batch spent in each part (for the worker's batch.done line).
+        # Milliseconds the last batch spent in each part (for the worker's batch.done line),
+        # and on CUDA the peak memory torch has allocated in this process so far.
         self.last_timings: dict[str, float] = {}
 
     # Load --------------------------------------------------------------------------------
@@ -74,12 +104,13 @@ class DiffusersEngine:
         while len(self._loaded) > 1 and sum(self._sizes.values()) > self.memory_budget:
             evicted, _ = self._loaded.popitem(last=False)
             log.info("model.evicted model_id=%s bytes=%d", evicted, self._sizes.pop(evicted))
-            if self.device == "cuda":
+            if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         return pipe
 
     def _load(self, spec: ModelSpec) -> Any:
-        kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+        dtype = pick_dtype(self.config.dtype, self.device, spec.variant)
+        kwargs: dict[str, Any] = {"torch_dtype": dtype}
         if spec.source.startswith("builtin:"):
             source = str(builtin_folder(spec.source.removeprefix("builtin:"), self.models_dir))
             kwargs["local_files_only"] = True
@@ -90,7 +121,7 @@ class DiffusersEngine:
             source = spec.source
             kwargs["local_files_only"] = not self.allow_downloads
             kwargs["cache_dir"] = str(self.models_dir / "hub")
-            if spec.variant and self.dtype == torch.float16:
+            if spec.variant and VARIANT_DTYPES.get(spec.variant) == dtype:
                 kwargs["variant"] = spec.variant
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
@@ -116,8 +147,79 @@ class DiffusersEngine:
             ) from exc
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        log.info("model.loaded model_id=%s device=%s", spec.id, self.device)
+        self._speed_up(pipe)
+        log.info(
+            "model.loaded model_id=%s device=%s dtype=%s attention=%s channels_last=%s "
+            "compile=%s vae_dtype=%s",
+            spec.id,
+            self.device,
+            str(dtype).removeprefix("torch."),
+            self.attention,
+            "on" if self.channels_last else "off",
+            self.config.compile_mode if self.config.compile else "off",
+            str(pipe.vae.dtype).removeprefix("torch."),
+        )
+        if self.config.compile:
+            self._warm_up(spec, pipe)
         return pipe
+
+    def _speed_up(self, pipe: Any) -> None:
+        """Attention kernel and memory layout for the UNet and VAE, then the optional compile.
+
+        The VAE keeps the pipeline's dtype. In float16, SDXL's VAE overflows: its config says
+        `force_upcast`, and diffusers' SDXL pipelines move it to float32 for the decode and back
+        (`decode_preview` does the same). We rely on that instead of keeping it in float32,
+        since those pipelines cast latents to the VAE's dtype only in that upcast path: a
+        float32 VAE with float16 latents fails there. bfloat16 has float32's range: no upcast."""
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        for module in (pipe.unet, pipe.vae):
+            if self.attention == "sdpa":
+                module.set_attn_processor(AttnProcessor2_0())
+            else:
+                module.set_default_attn_processor()
+            if self.channels_last:
+                module.to(memory_format=torch.channels_last)
+        if self.config.compile:
+            # Static shapes: one graph per (batch, size) bucket, each tuned for its shape
+            # (dynamic shapes would trade that away after the second size).
+            pipe.unet.compile(mode=self.config.compile_mode, dynamic=False)
+
+    def _warm_up(self, spec: ModelSpec, pipe: Any) -> None:
+        """Compile now, per (batch, width, height) bucket the worker will see, so the first
+        jobs do not wait for it. Jobs with classifier-free guidance off (guidance 1) run the
+        UNet at half the batch: a bucket of their own, compiled on first use."""
+        for batch, width, height in self.config.compile_warmup:
+            if not spec.min_side <= min(width, height) <= max(width, height) <= spec.max_side:
+                log.info(
+                    "model.warmup_skipped model_id=%s size=%dx%d allowed_sides=%d-%d",
+                    spec.id,
+                    width,
+                    height,
+                    spec.min_side,
+                    spec.max_side,
+                )
+                continue
+            started = time.perf_counter()
+            runner = pipe.__class__(**pipeline_parts(pipe, fresh_scheduler(pipe.scheduler, None)))
+            runner.set_progress_bar_config(disable=True)
+            with torch.inference_mode():
+                runner(
+                    prompt=["warm-up"] * batch,
+                    num_inference_steps=2,
+                    guidance_scale=spec.default_guidance,
+                    width=width,
+                    height=height,
+                    output_type="latent",
+                )
+            log.info(
+                "model.warmed model_id=%s batch=%d size=%dx%d ms=%.0f",
+                spec.id,
+                batch,
+                width,
+                height,
+                (time.perf_counter() - started) * 1000,
+            )
 
     # Generate ----------------------------------------------------------------------------
 
@@ -206,6 +308,8 @@ class DiffusersEngine:
             "pipeline_ms": (returned - called) * 1000,
             "encode_ms": (time.perf_counter() - returned) * 1000,
         }
+        if self.device.startswith("cuda"):
+            self.last_timings["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out: list[list[GeneratedImage]] = []
         for job in jobs:
             out.append(encoded[: job.params.num_outputs])

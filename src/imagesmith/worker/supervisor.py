@@ -71,6 +71,12 @@ def engine_config(runtime: Runtime) -> EngineConfig:
         allow_downloads=settings.allow_downloads,
         model_cache_gb=settings.model_cache_gb,
         models=[spec.to_dict() for spec in runtime.registry.all()],
+        dtype=settings.dtype,
+        attention=settings.attention,
+        channels_last=settings.channels_last,
+        compile=settings.compile == "on",
+        compile_mode=settings.compile_mode,
+        compile_warmup=settings.resolved_compile_warmup,
     )
 
 

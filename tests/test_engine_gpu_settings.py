@@ -1,0 +1,145 @@
+"""The GPU-path settings (dtype, attention, channels-last, compile warm-up), checked on CPU with
+the tiny pipeline: each explicit value is really applied to the loaded modules, a job still
+makes a picture, and the defaults leave CPU as it was. torch.compile itself is not run here:
+compiling even the tiny UNet takes minutes on two cores (bench/bench_sdxl.py --compile on)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from imagesmith.catalog.models import ModelRegistry
+from imagesmith.catalog.params import EngineParams
+from imagesmith.config import Settings
+from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
+
+
+def engine(models_dir: Path, **speed: Any) -> Any:
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    return DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()], **speed))
+
+
+def run(engine: Any, previews: int = 0) -> tuple[Image.Image, list[GeneratedImage]]:
+    params = EngineParams("tiny-sd", 64, 64, 4, 7.5, "K_EULER", 5, previews=previews)
+    partial: list[GeneratedImage] = []
+    [[image]] = engine.generate(
+        [EngineJob("g", "a red circle", None, params)],
+        lambda *_: None,
+        lambda: False,
+        lambda _job, _index, preview: partial.append(preview),
+    )
+    picture = Image.open(io.BytesIO(image.png))
+    picture.load()
+    return picture, partial
+
+
+def processors(module: Any) -> set[str]:
+    return {type(p).__name__ for p in module.attn_processors.values()}
+
+
+def is_channels_last(module: Any) -> bool:
+    import torch
+
+    weight = module.conv_in.weight
+    return bool(weight.is_contiguous(memory_format=torch.channels_last)) and not (
+        weight.is_contiguous()
+    )
+
+
+def test_defaults_on_cpu_are_float32_sdpa_contiguous(models_dir: Path) -> None:
+    import torch
+
+    pipe = engine(models_dir).pipeline("tiny-sd")
+    assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}
+    assert processors(pipe.unet) == processors(pipe.vae) == {"AttnProcessor2_0"}
+    assert not is_channels_last(pipe.unet)
+    assert not is_channels_last(pipe.vae.decoder)
+
+
+def test_bfloat16_channels_last_default_attention_are_applied(models_dir: Path) -> None:
+    import numpy as np
+    import torch
+
+    bf16 = engine(models_dir, dtype="bfloat16", channels_last="on", attention="default")
+    pipe = bf16.pipeline("tiny-sd")
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        assert {p.dtype for p in part.parameters()} == {torch.bfloat16}
+    assert is_channels_last(pipe.unet)
+    assert is_channels_last(pipe.vae.decoder)
+    assert processors(pipe.unet) == processors(pipe.vae) == {"AttnProcessor"}
+    picture, _ = run(bf16)
+    assert (picture.format, picture.size, picture.mode) == ("PNG", (64, 64), "RGB")
+    pixels = np.asarray(picture)
+    assert pixels.std() > 5  # a picture (noise, from random weights), not a blank or NaN image
+
+
+def test_float16_decode_keeps_the_vae_in_float16_and_previews_decode(models_dir: Path) -> None:
+    import numpy as np
+    import torch
+
+    fp16 = engine(models_dir, dtype="float16", attention="sdpa")
+    pipe = fp16.pipeline("tiny-sd")
+    assert pipe.vae.config.force_upcast  # so decode_preview upcasts around its decode
+    picture, previews = run(fp16, previews=2)
+    assert pipe.vae.dtype == torch.float16  # upcast for the decode, then put back
+    assert processors(pipe.unet) == {"AttnProcessor2_0"}
+    assert len(previews) == 2
+    for image in [picture, *(Image.open(io.BytesIO(p.png)) for p in previews)]:
+        assert image.size == (64, 64)
+        assert np.asarray(image).std() > 5
+
+
+def test_auto_dtype_per_device_and_variant() -> None:
+    import torch
+
+    from imagesmith.engines.diffusers_engine import pick_dtype
+
+    assert pick_dtype("auto", "cpu", "fp16") == torch.float32
+    assert pick_dtype("auto", "cuda", None) == torch.float16
+    assert pick_dtype("auto", "cuda:1", "fp16") == torch.float16
+    assert pick_dtype("auto", "cuda", "bf16") == torch.bfloat16
+    assert pick_dtype("auto", "mps", None) == torch.float16
+    assert pick_dtype("float32", "cuda", "fp16") == torch.float32
+
+
+def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagesmith.worker.supervisor import engine_config
+
+    monkeypatch.setenv("IMAGESMITH_DTYPE", "bfloat16")
+    monkeypatch.setenv("IMAGESMITH_CHANNELS_LAST", "off")
+    monkeypatch.setenv("IMAGESMITH_COMPILE", "on")
+    monkeypatch.setenv("IMAGESMITH_COMPILE_MODE", "max-autotune-no-cudagraphs")
+    monkeypatch.setenv("IMAGESMITH_COMPILE_WARMUP", "1x1024x1024, 4x768x1024")
+    runtime: Any = SimpleNamespace(settings=Settings(), registry=ModelRegistry.load())
+    config = engine_config(runtime)
+    assert (config.dtype, config.attention, config.channels_last) == ("bfloat16", "auto", "off")
+    assert (config.compile, config.compile_mode) == (True, "max-autotune-no-cudagraphs")
+    assert config.compile_warmup == ((1, 1024, 1024), (4, 768, 1024))
+    runtime.settings = Settings(compile="off")
+    assert engine_config(runtime).compile is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("dtype", "fp16", "'auto', 'float32', 'float16' or 'bfloat16'"),
+        ("attention", "flash", "'auto', 'sdpa' or 'default'"),
+        ("channels_last", "yes", "'auto', 'on' or 'off'"),
+        ("compile", "true", "'off' or 'on'"),
+        ("compile_warmup", "4x1024", "'4x1024' is not BATCHxWIDTHxHEIGHT"),
+        ("compile_warmup", "1x1020x1024", "positive multiples of 8"),
+    ],
+)
+def test_bad_values_are_refused_with_the_choices(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**{name: value})
+    text = str(caught.value)
+    assert name in text and message in text, text
