@@ -30,10 +30,12 @@ SIZES = [(64, 4), (64, 10), (128, 4), (128, 10)]
 PARTS = ("claim_ms", "queued_ms", "prepare_ms", "pipeline_ms", "encode_ms", "store_ms")
 
 
-def raw_loop(models_dir: Path, size: int, steps: int, count: int) -> float:
+def raw_loop(models_dir: Path, size: int, steps: int, count: int, threads: int | None) -> float:
     """Images/s of a plain, unbatched diffusers loop (one warm-up call first)."""
     code = f"""
 import time, torch
+if {threads!r} is not None:
+    torch.set_num_threads({threads!r})
 from diffusers import StableDiffusionPipeline
 from imagesmith.engines.tiny import ensure_tiny_sd
 from pathlib import Path
@@ -115,13 +117,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for the raw loop and the server's model child "
+        "(IMAGESMITH_TORCH_THREADS); default: torch's own",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imagesmith-bench-"))
     models = work / "models"
     lines: list[str] = []
     costs: list[str] = []
     for size, steps in SIZES:
-        raw = raw_loop(models, size, steps, args.jobs)
+        raw = raw_loop(models, size, steps, args.jobs, args.threads)
         results = {}
         for batch in (1, 16):
             srv = Server(
@@ -129,6 +138,7 @@ def main() -> None:
                 models,
                 worker_batch_size=batch,
                 lease_seconds=60,
+                **({"torch_threads": args.threads} if args.threads else {}),
             )
             srv.start()
             try:
@@ -177,7 +187,7 @@ def main() -> None:
     report = [
         "# Benchmark results",
         "",
-        f"Command: `.venv/bin/python bench/bench_server.py --jobs {args.jobs}` "
+        f"Command: `.venv/bin/python bench/bench_server.py {' '.join(sys.argv[1:])}` "
         f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, no GPU, tiny-sd, CPU fp32).",
         "",
         "| size | steps | raw loop img/s | server b=1 img/s | (a) ratio | server b=16 img/s "

@@ -110,6 +110,16 @@ def test_auto_dtype_per_device_and_variant() -> None:
     assert pick_dtype("float32", "cuda", "fp16") == torch.float32
 
 
+def test_auto_threads_leave_the_api_a_core_on_cpu() -> None:
+    from imagesmith.engines.diffusers_engine import pick_threads
+
+    assert pick_threads(None, "cpu", 2) == 1
+    assert pick_threads(None, "cpu", 16) == 15
+    assert pick_threads(None, "cpu", 1) == 1
+    assert pick_threads(None, "cuda", 16) is None  # torch's own
+    assert pick_threads(3, "cpu", 2) == 3 and pick_threads(4, "cuda", 16) == 4
+
+
 def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from imagesmith.worker.supervisor import engine_config
 
@@ -118,11 +128,13 @@ def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("IMAGESMITH_COMPILE", "on")
     monkeypatch.setenv("IMAGESMITH_COMPILE_MODE", "max-autotune-no-cudagraphs")
     monkeypatch.setenv("IMAGESMITH_COMPILE_WARMUP", "1x1024x1024, 4x768x1024")
+    monkeypatch.setenv("IMAGESMITH_TORCH_THREADS", "1")
     runtime: Any = SimpleNamespace(settings=Settings(), registry=ModelRegistry.load())
     config = engine_config(runtime)
     assert (config.dtype, config.attention, config.channels_last) == ("bfloat16", "auto", "off")
     assert (config.compile, config.compile_mode) == (True, "max-autotune-no-cudagraphs")
     assert config.compile_warmup == ((1, 1024, 1024), (4, 768, 1024))
+    assert config.threads == 1
     runtime.settings = Settings(compile="off")
     assert engine_config(runtime).compile is False
 

@@ -132,8 +132,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterato
     data = tmp_path_factory.mktemp("seeds")
     models_file = data / "models.toml"
     models_file.write_text(MODELS_TOML.format(folder=models_dir / "tiny-sd"))
-    srv = Server(data, models_dir, lease_seconds=5, models_file=models_file).start()
+    # One torch thread: on a 2-core machine tiny-sd runs faster so, and the API keeps a core.
+    srv = Server(data, models_dir, lease_seconds=5, models_file=models_file, torch_threads=1)
+    srv.start()
     try:
+        assert "device=cpu threads=1" in srv.log()  # the setting reaches the model child
         master = httpx.post(f"{srv.url}/api/bootstrap/initial-key").json()["data"]["key"]
         app = App(srv, "seedkit", "shop")
         token = app.user("ada@example.com")["access_token"]

@@ -144,6 +144,14 @@ class Settings(BaseSettings):
         warmup_buckets(value)  # ValueError names the bad part
         return value
 
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="CPU threads torch uses in the model child (intra-op). Default: on CPU one "
+        "fewer than the cores the process may use (at least 1), so the API and the supervisor "
+        "keep a core; on a GPU torch's own.",
+    )
     model_cache_gb: float = Field(
         default=12.0,
         gt=0,

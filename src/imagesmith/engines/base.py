@@ -24,6 +24,7 @@ class EngineConfig:
     compile: bool = False
     compile_mode: str = "default"
     compile_warmup: tuple[tuple[int, int, int], ...] = ()  # (batch, width, height) buckets
+    threads: int | None = None  # torch's intra-op threads in the child; None: pick_threads
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,14 @@ if TYPE_CHECKING:
     from imagesmith.engines.diffusers_engine import DiffusersEngine
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def child_main(conn: Connection, config: EngineConfig) -> None:
     # Set before huggingface_hub is imported: without downloads allowed, never touch the network.
     os.environ["HF_HUB_OFFLINE"] = "0" if config.allow_downloads else "1"
@@ -46,12 +54,16 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(message)s")
 
     import diffusers
+    import torch
 
-    from imagesmith.engines.diffusers_engine import DiffusersEngine
+    from imagesmith.engines.diffusers_engine import DiffusersEngine, pick_threads
 
     diffusers.utils.logging.disable_progress_bar()
 
-    engine = DiffusersEngine(config)
+    engine = DiffusersEngine(config)  # loads nothing yet: the thread count comes first
+    threads = pick_threads(config.threads, engine.device, available_cores())
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         serve(conn, engine)
     except (BrokenPipeError, EOFError, ConnectionResetError):
@@ -61,6 +73,8 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
 def serve(conn: Connection, engine: DiffusersEngine) -> None:
     """Run batches one at a time. A reader thread keeps listening while a batch runs, so a
     CancelBatch can stop it at its next step."""
+    import torch
+
     from imagesmith.engines.base import ModelUnavailable
 
     batches: queue.Queue[RunBatch | None] = queue.Queue()
@@ -84,7 +98,7 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
                 batches.put(message)
 
     threading.Thread(target=read, daemon=True, name="pipe-reader").start()
-    conn.send(Ready(pid=os.getpid(), device=engine.device))
+    conn.send(Ready(pid=os.getpid(), device=engine.device, threads=torch.get_num_threads()))
     while (batch := batches.get()) is not None:
         queued_ms = (time.perf_counter() - received.pop(batch.batch_id, time.perf_counter())) * 1000
         engine.last_timings = {}

@@ -34,6 +34,7 @@ class Shutdown:
 class Ready:
     pid: int
     device: str
+    threads: int = 0  # torch's intra-op threads in the child
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class ModelProcess:
         if not isinstance(first, Ready):
             raise ChildStartFailed(f"model process exited while starting: {first}")
         self.device = first.device
-        log.info("child.ready pid=%s device=%s", first.pid, first.device)
+        log.info("child.ready pid=%s device=%s threads=%d", first.pid, first.device, first.threads)
         return first
 
     @staticmethod

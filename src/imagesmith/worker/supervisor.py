@@ -77,6 +77,7 @@ def engine_config(runtime: Runtime) -> EngineConfig:
         compile=settings.compile == "on",
         compile_mode=settings.compile_mode,
         compile_warmup=settings.resolved_compile_warmup,
+        threads=settings.torch_threads,
     )
 
 
@@ -362,7 +363,9 @@ class Worker:
         batch_id = batch.id
         deadline = time.monotonic() + self.settings.job_timeout_seconds
         last_check = time.monotonic()
-        last_progress = 0.0
+        # The first progress write comes PROGRESS_INTERVAL into the batch: a batch shorter than
+        # that goes from processing (its claim) to success without one, a write saved per job.
+        last_progress = time.monotonic()
         stop_sent = False
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), CANCEL_CHECK_SECONDS)
