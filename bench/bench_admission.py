@@ -1,16 +1,16 @@
 """Head-of-line wait: what a job that arrives while a batch denoises waits, and what joining the
 running batch at the next step (step-level admission) could save — measured, not assumed.
 
-    .venv/bin/python bench/bench_admission.py [--steps 40] [--size 64] [--batch 4] [--repeats 3]
+    .venv/bin/python bench/bench_admission.py [--steps 50] [--size 128] [--batch 4] [--repeats 3]
 
-For each repeat: `batch` compatible jobs are queued at once on a server whose worker batches up
-to `batch` jobs; when the running batch is half way (progress step ≥ steps/2), one more
-compatible job X arrives. X waits for the whole batch (arrival → its own start), then runs alone
-(a batch of one). Step-level admission would start X at the running batch's next step instead.
-Printed: X's head-of-line wait, one step of the running batch (what X would wait with
-step-level admission), X's own run, and the batch fill of a saturated queue (jobs per batch
-from the worker's `batch.done` lines): under saturation every batch is already full, so
-admission mid-batch has no free slot to fill and cannot add throughput. Not a test."""
+For each repeat: one job, then `batch` compatible jobs are queued on a server whose worker
+batches up to `batch` jobs (they are claimed together while the first runs); when the running
+batch is half way (progress step >= steps/2; progress is written every 0.5 s), one more
+compatible job X arrives. X waits for the whole batch (arrival -> its own start), then runs
+alone (a batch of one). Step-level admission would start X at the running batch's next step
+instead, and X would then run its steps at the batch's pace. Printed: X's head-of-line wait, one
+step of the running batch, X's own run, the batch's run, and the batch fill of a saturated
+queue (jobs per batch from the worker's `batch.done` lines). Not a test."""
 
 from __future__ import annotations
 
@@ -37,15 +37,17 @@ def seconds(iso: str) -> float:
 
 
 def one_repeat(api: httpx.Client, body: dict[str, Any], batch: int, steps: int) -> dict[str, float]:
+    # One job first, alone: the `batch` jobs queue behind it and are claimed together.
+    api.post("/api/v1/generations", json=body)
     ids = [api.post("/api/v1/generations", json=body).json()["data"]["id"] for _ in range(batch)]
-    while True:  # wait until the batch is half way
+    while True:  # wait until the batch is half way (progress is written every 0.5 s)
         data = api.get(f"/api/v1/generations/{ids[0]}").json()["data"]
         progress = data.get("progress") or {}
         if data["status"] == "processing" and progress.get("step", 0) >= steps // 2:
             break
         if data["status"] in ("success", "failed"):
             raise SystemExit("the batch ended before it was half way: raise --steps")
-        time.sleep(0.005)
+        time.sleep(0.02)
     late = api.post("/api/v1/generations", json=body).json()["data"]["id"]
     records = [
         api.get(f"/api/v1/generations/{gid}", headers={"Prefer": "wait=300"}).json()["data"]
@@ -74,8 +76,8 @@ def saturated_fill(server: Server, api: httpx.Client, body: dict[str, Any], jobs
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
