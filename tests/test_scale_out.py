@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from imagesmith.worker.supervisor import HEARTBEAT_SECONDS
 from tests.backends import POSTGRES, REDIS, S3_ENDPOINT
 from tests.serverproc import Server, WorkerProcess, create_key
 
@@ -61,6 +63,7 @@ def test_many_workers_one_killed_every_job_runs_once(
                 assert time.monotonic() < deadline, victim.log()
                 time.sleep(0.05)
             victim.kill()
+            killed_at = datetime.now(UTC)
             rows = wait_all(api, ids, timeout=300)
         by_id = {row["id"]: row for row in rows}
         assert sorted(by_id) == sorted(ids)
@@ -79,10 +82,16 @@ def test_many_workers_one_killed_every_job_runs_once(
         for generation_id in ids:
             expected = 1 + by_id[generation_id]["retryCount"]
             assert claims[generation_id] == expected, generation_id
-        # The survivors did the work; readiness sees them and an empty queue.
+        # The survivors did the work; readiness sees an empty queue, and only the survivors keep
+        # sending heartbeats (a dead worker stays listed until its last one is 30 s old).
+        since_kill = (datetime.now(UTC) - killed_at).total_seconds()
+        time.sleep(max(0.0, HEARTBEAT_SECONDS + 1 - since_kill))
         ready = httpx.get(f"{api_server.url}/health/ready").json()
         assert ready["status"] == "ready" and ready["queue"] == {"pending": 0, "processing": 0}
-        assert len(ready["workers"]) == 2
+        beating = [
+            w for w in ready["workers"] if datetime.fromisoformat(w["heartbeatAt"]) > killed_at
+        ]
+        assert len(beating) == 2, ready["workers"]
     finally:
         for worker in workers:
             worker.stop()
