@@ -81,15 +81,10 @@ class DiffusersEngine:
         self.device = pick_device(config.device)
         self.config = config
         on_cuda = self.device.startswith("cuda")
-        if config.dtype != "auto" and config.dtype not in DTYPES:
-            raise ValueError(f"dtype '{config.dtype}' is not one of auto, {', '.join(DTYPES)}")
-        if config.attention not in ("auto", "sdpa", "default"):
-            raise ValueError(f"attention '{config.attention}' is not one of auto, sdpa, default")
+        # The values were checked once, by Settings (config.py): here they are only read.
         # torch 2's scaled_dot_product_attention is what diffusers picks by default on every
         # device; "auto" states it explicitly so the log says what ran.
         self.attention = "sdpa" if config.attention == "auto" else config.attention
-        if config.channels_last not in ("auto", "on", "off"):
-            raise ValueError(f"channels_last '{config.channels_last}' is not one of auto, on, off")
         self.channels_last = config.channels_last == "on" or (
             config.channels_last == "auto" and on_cuda
         )
