@@ -15,7 +15,9 @@ from pathlib import Path
 import imagesmith
 
 ROOT = Path(imagesmith.__file__).parent
-CORE = {"auth", "generation", "image", "flow", "live", "limits", "models", "db", "storage"}
+CORE = {
+    "auth", "generation", "image", "flow", "live", "limits", "models", "db", "storage", "webhooks",
+}  # fmt: skip
 INFRA = {"config", "errors", "logging", "runtime", "catalog"}
 HEAVY = ("torch", "diffusers", "transformers", "accelerate")
 

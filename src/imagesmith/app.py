@@ -20,6 +20,7 @@ from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.generation.watch import ChangeSweep
 from imagesmith.runtime import Runtime
+from imagesmith.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ def create_app(
         app.state.runtime = runtime
         stop = asyncio.Event()
         sweeping = asyncio.create_task(ChangeSweep(runtime).run(stop))
+        # Every API process sends webhooks (its own cancels, its embedded worker's events, and
+        # what a dead process left); a separate `imagesmith worker` sends its own too.
+        sending = asyncio.create_task(WebhookSender(runtime).run(stop))
         worker: EmbeddedWorker | None = None
         if embedded_worker:
             worker = EmbeddedWorker(runtime)
@@ -107,6 +111,7 @@ def create_app(
             if worker is not None:
                 await worker.stop(settings.shutdown_grace_seconds + 15)
             await sweeping
+            await sending
             await runtime.close()
 
     app = FastAPI(

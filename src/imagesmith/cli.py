@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from imagesmith.config import Settings
     from imagesmith.limits.quotas import Limits
     from imagesmith.models import Project
+    from imagesmith.runtime import Runtime
 
 # Modules only the server extra installs: a server command without them says how to get them.
 SERVER_MODULES = {
@@ -50,6 +51,11 @@ anonymous_app = typer.Typer(
 app.add_typer(anonymous_app, name="anonymous")
 live_app = typer.Typer(help="Live URLs: public generate-on-first-GET links.", no_args_is_help=True)
 app.add_typer(live_app, name="live")
+webhooks_app = typer.Typer(
+    help="Webhooks: a project's endpoints, its signing secret, delivery logs.",
+    no_args_is_help=True,
+)
+app.add_typer(webhooks_app, name="webhooks")
 console = Console(stderr=True)
 add_client_commands(app)
 
@@ -101,6 +107,7 @@ def worker(log_level: Annotated[str, typer.Option()] = "info") -> None:
     """Run a worker only: it needs just the database and storage settings."""
     from imagesmith.db import migrate
     from imagesmith.runtime import Runtime
+    from imagesmith.webhooks.sender import WebhookSender
     from imagesmith.worker.supervisor import Worker
 
     configure_logging(log_level)
@@ -115,7 +122,12 @@ def worker(log_level: Annotated[str, typer.Option()] = "info") -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             async with runtime.listening():
-                await Worker(runtime).run(stop)
+                sending = asyncio.create_task(WebhookSender(runtime).run(stop))
+                try:
+                    await Worker(runtime).run(stop)
+                finally:
+                    stop.set()
+                    await sending
         finally:
             await runtime.close()
 
@@ -428,6 +440,180 @@ def _set_live(org: str, project: str, enabled: bool, scopes: list[str] | None) -
         return f"{org}/{project}: {set_project_live(found, enabled, scopes)}"
 
     return _with_project(org, project, change)
+
+
+OrgOption = Annotated[str, typer.Option(help="Organization slug")]
+ProjectOption = Annotated[str, typer.Option(help="Project slug")]
+EventsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--event",
+        help="An event to send (repeat): started, completed, failed, cancelled, progress. "
+        "Default: all but progress",
+    ),
+]
+
+
+def _with_runtime(org: str, project: str, action: Callable[[Runtime, str], Awaitable[Any]]) -> Any:
+    """Run `action(runtime, project_id)` against the server's database and store; an expected
+    error is printed and exits with 2."""
+    from imagesmith.auth.service import KeyService
+    from imagesmith.db import migrate
+    from imagesmith.errors import ImagesmithError
+    from imagesmith.runtime import Runtime
+
+    settings = load_settings()
+    migrate.upgrade(settings)
+
+    async def main() -> Any:
+        runtime = Runtime.open(settings)
+        try:
+            async with runtime.db.read() as session:
+                _org, found = await KeyService(session).project(org, project)
+            return await action(runtime, found.id)
+        finally:
+            await runtime.db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ImagesmithError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@webhooks_app.command("secret")
+def webhooks_secret(
+    org: OrgOption,
+    project: ProjectOption,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Make a new secret; the old one signs for a while too")
+    ] = False,
+) -> None:
+    """Print the project's signing secret (`whsec_…`, its last line); made on first use."""
+    from imagesmith.webhooks.service import WebhookService
+
+    async def action(runtime: Runtime, project_id: str) -> tuple[str, list[str]]:
+        return await WebhookService(runtime).secret(project_id, rotate=rotate)
+
+    secret, signing = _with_runtime(org, project, action)
+    if rotate:
+        hours = load_settings().webhook_secret_overlap_hours
+        console.print(f"rotated: the previous secret also signs for {hours:g} h")
+    elif len(signing) > 1:
+        console.print("a rotation is under way: the previous secret also signs")
+    print(secret)
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    org: OrgOption,
+    project: ProjectOption,
+    url: Annotated[str, typer.Option(help="Where deliveries are POSTed")],
+    event: EventsOption = None,
+    description: Annotated[str | None, typer.Option(help="A note for people")] = None,
+) -> None:
+    """Add an endpoint that receives the project's generation events; prints its id last."""
+    from imagesmith.webhooks.service import WebhookService
+
+    async def action(runtime: Runtime, project_id: str) -> Any:
+        return await WebhookService(runtime).create(project_id, url, event, description)
+
+    endpoint = _with_runtime(org, project, action)
+    console.print(f"endpoint for {', '.join(endpoint.events)} → {endpoint.url}")
+    print(endpoint.id)
+
+
+@webhooks_app.command("list")
+def webhooks_list(org: OrgOption, project: ProjectOption) -> None:
+    """The project's endpoints."""
+    from imagesmith.webhooks.service import WebhookService
+
+    async def action(runtime: Runtime, project_id: str) -> Any:
+        return await WebhookService(runtime).endpoints(project_id)
+
+    table = Table("id", "url", "events", "enabled", "note")
+    for endpoint in _with_runtime(org, project, action):
+        table.add_row(
+            endpoint.id,
+            endpoint.url,
+            ",".join(e.removeprefix("generation.") for e in endpoint.events),
+            "yes" if endpoint.enabled else f"no ({endpoint.disabled_reason or 'disabled'})",
+            endpoint.description or "",
+        )
+    table_console().print(table)
+
+
+@webhooks_app.command("update")
+def webhooks_update(
+    org: OrgOption,
+    project: ProjectOption,
+    endpoint_id: Annotated[str, typer.Argument(help="Endpoint id")],
+    url: Annotated[str | None, typer.Option(help="A new URL")] = None,
+    event: EventsOption = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enable/--disable", help="Resume or stop deliveries")
+    ] = None,
+) -> None:
+    """Change an endpoint's URL, events, note, or whether it receives anything."""
+    from imagesmith.webhooks.service import EndpointChange, WebhookService
+
+    change = EndpointChange(url, event, description, enabled)
+
+    async def action(runtime: Runtime, project_id: str) -> Any:
+        return await WebhookService(runtime).update(project_id, endpoint_id, change)
+
+    endpoint = _with_runtime(org, project, action)
+    state = "enabled" if endpoint.enabled else "disabled"
+    print(f"{endpoint.id}: {state}, {', '.join(endpoint.events)} → {endpoint.url}")
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(
+    org: OrgOption,
+    project: ProjectOption,
+    endpoint_id: Annotated[str, typer.Argument(help="Endpoint id")],
+) -> None:
+    """Delete an endpoint (its pending deliveries are marked failed)."""
+    from imagesmith.webhooks.service import WebhookService
+
+    async def action(runtime: Runtime, project_id: str) -> None:
+        await WebhookService(runtime).delete(project_id, endpoint_id)
+
+    _with_runtime(org, project, action)
+    print(f"deleted {endpoint_id}")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    org: OrgOption,
+    project: ProjectOption,
+    endpoint: Annotated[str | None, typer.Option(help="Only this endpoint's")] = None,
+    generation: Annotated[str | None, typer.Option(help="Only this generation's")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+) -> None:
+    """The delivery log, newest first."""
+    from imagesmith.webhooks.repository import WebhookRepository
+
+    async def action(runtime: Runtime, project_id: str) -> Any:
+        async with runtime.db.read() as session:
+            rows, _total = await WebhookRepository(session).deliveries(
+                project_id, generation_id=generation, endpoint_id=endpoint, limit=limit
+            )
+            return rows
+
+    table = Table("webhook id", "event", "status", "attempts", "last code", "next", "url")
+    for row in _with_runtime(org, project, action):
+        table.add_row(
+            row.message_id,
+            row.event_type,
+            row.status.value,
+            str(row.attempts),
+            str(row.last_status_code or row.last_error or "-"),
+            row.next_attempt_at.isoformat(timespec="seconds") if row.next_attempt_at else "-",
+            row.url,
+        )
+    table_console().print(table)
 
 
 @models_app.command("list")

@@ -30,6 +30,28 @@ def warmup_buckets(value: str) -> tuple[tuple[int, int, int], ...]:
     return tuple(buckets)
 
 
+def retry_delays(value: str) -> tuple[float, ...]:
+    """'5,300,1800' → (5.0, 300.0, 1800.0): seconds before each retry."""
+    delays = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        try:
+            delay = float(part)
+        except ValueError:
+            raise ValueError(
+                f"webhook_retry_schedule part '{part.strip()}' is not seconds"
+            ) from None
+        if not 0 <= delay <= 7 * 24 * 3600:
+            raise ValueError(
+                f"webhook_retry_schedule part '{part.strip()}' must be 0 to 604800 seconds"
+            )
+        delays.append(delay)
+    if len(delays) > 50:
+        raise ValueError("webhook_retry_schedule has more than 50 retries")
+    return tuple(delays)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESMITH_", extra="ignore")
 
@@ -202,6 +224,42 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(part.strip(), strict=False)  # ValueError names the part
         return value
 
+    # Webhooks (Standard Webhooks signatures; a durable outbox, webhooks/).
+    webhook_retry_schedule: str = Field(
+        default="5,300,1800,7200,18000,36000,36000",
+        description="Seconds to wait before each retry of a failed delivery, comma-separated "
+        "(Standard Webhooks' 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after the last one "
+        "the delivery is marked failed.",
+    )
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        retry_delays(value)  # ValueError names the bad part
+        return value
+
+    webhook_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="One delivery attempt's deadline, in all."
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Deliveries one process sends at once."
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a sender looks for due retries and deliveries a dead process "
+        "left (new deliveries written in the process wake it at once).",
+    )
+    webhook_progress_seconds: float = Field(
+        default=2.0, gt=0, description="At most one generation.progress event per this."
+    )
+    webhook_secret_overlap_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="After a secret rotation, how long the previous secret also signs.",
+    )
+    webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="Per project.")
+
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)
     stablecog_wait_seconds: float = Field(
@@ -250,6 +308,10 @@ class Settings(BaseSettings):
     @property
     def resolved_compile_warmup(self) -> tuple[tuple[int, int, int], ...]:
         return warmup_buckets(self.compile_warmup)
+
+    @property
+    def resolved_retry_delays(self) -> tuple[float, ...]:
+        return retry_delays(self.webhook_retry_schedule)
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,4 +1,4 @@
-"""Wake-ups: a generation changed, or new work is queued.
+"""Wake-ups: a generation changed, new work is queued, or webhook deliveries are due.
 
 In one process these are asyncio events. On PostgreSQL every process also publishes them with
 NOTIFY and a listener turns other processes' notifications into local wake-ups, so an API can
@@ -25,6 +25,14 @@ Publisher = Callable[[str, str], Coroutine[Any, Any, None]]
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 
 
+class _Signal:
+    """A level-triggered wake-up: a set that nobody waited for is kept for the next waiter."""
+
+    def __init__(self) -> None:
+        self.waiters: set[Waiter] = set()
+        self.pending = False
+
+
 class _Waiters:
     """Who waits for what, shared by the notifiers of one process's threads (the API's event
     loop and the embedded worker's): a wake-up from either loop reaches a waiter on the other."""
@@ -32,8 +40,10 @@ class _Waiters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.changed: dict[str, set[Waiter]] = defaultdict(set)
-        self.work: set[Waiter] = set()
-        self.work_pending = False
+        self.work = _Signal()
+        # Webhook deliveries written in this process (each process that writes them sends
+        # them; other processes' leftovers are found by the sender's poll).
+        self.webhooks = _Signal()
 
 
 def _set(waiter: Waiter) -> None:
@@ -86,9 +96,12 @@ class Notifier:
             _set(waiter)
 
     def wake_work(self) -> None:
+        self._raise(self._waiters.work)
+
+    def _raise(self, signal: _Signal) -> None:
         with self._waiters.lock:
-            self._waiters.work_pending = True
-            waiting = list(self._waiters.work)
+            signal.pending = True
+            waiting = list(signal.waiters)
         for waiter in waiting:
             _set(waiter)
 
@@ -101,6 +114,9 @@ class Notifier:
     def work_queued(self) -> None:
         self.wake_work()
         self._broadcast(JOBS_CHANNEL, "")
+
+    def webhooks_queued(self) -> None:
+        self._raise(self._waiters.webhooks)
 
     def watched(self) -> list[str]:
         """The generations someone in this process is waiting on."""
@@ -127,19 +143,27 @@ class Notifier:
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may have been queued (also if it was before this call), or after
         `timeout` seconds."""
+        await self._wait(self._waiters.work, timeout)
+
+    async def wait_for_webhooks(self, timeout: float) -> None:
+        """Return when deliveries may have been written (also before this call), or after
+        `timeout` seconds."""
+        await self._wait(self._waiters.webhooks, timeout)
+
+    async def _wait(self, signal: _Signal, timeout: float) -> None:
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._waiters.lock:
-            if self._waiters.work_pending:
-                self._waiters.work_pending = False
+            if signal.pending:
+                signal.pending = False
                 return
-            self._waiters.work.add(waiter)
+            signal.waiters.add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter[1].wait(), timeout)
         finally:
             with self._waiters.lock:
-                self._waiters.work.discard(waiter)
-                self._waiters.work_pending = False
+                signal.waiters.discard(waiter)
+                signal.pending = False
 
     async def drain(self) -> None:
         """Let announcements already made reach the database before shutdown."""

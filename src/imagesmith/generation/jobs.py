@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.catalog.params import EngineParams
 from imagesmith.db.base import new_id, utcnow
+from imagesmith.generation.announce import announce
 from imagesmith.generation.repository import Claim, GenerationRepository
 from imagesmith.generation.workers import WorkerRepository
 from imagesmith.image.repository import ImageRepository
@@ -28,6 +30,7 @@ from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation, GenerationStatus, Image, ImageSource
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import delete_quietly, image_key, preview_key
+from imagesmith.webhooks import events
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class JobQueue:
         self.rt = runtime
         self.worker_id = worker_id
         self.settings = runtime.settings
+        self._progress_sent: dict[str, float] = {}  # generation id → monotonic time
 
     def _lease_until(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.settings.lease_seconds)
@@ -95,11 +99,15 @@ class JobQueue:
             repo = GenerationRepository(session)
             claims = await repo.claim_next_batch(self.worker_id, limit, now, self._lease_until(now))
             rows: list[tuple[Claim, Generation, str, str]] = []
+            hooks = False
             for claim in claims:
                 generation = await repo.get_any(claim.generation_id)
                 if generation is not None:
                     org_slug, project_slug = await repo.project_slugs(generation.project_id)
                     rows.append((claim, generation, org_slug, project_slug))
+                    hooks |= await announce(self.rt, session, claim.generation_id, events.STARTED)
+        if hooks:
+            self.rt.notifier.webhooks_queued()
         for claim in claims:
             log.info(
                 "generation.claimed generation_id=%s worker_id=%s",
@@ -136,12 +144,26 @@ class JobQueue:
 
     async def report_progress(self, jobs: Iterable[ClaimedJob], step: int, total: int) -> None:
         jobs = list(jobs)
+        # generation.progress for those who asked, at most one per webhook_progress_seconds.
+        clock = time.monotonic()
+        every = self.settings.webhook_progress_seconds
+        hooked = [
+            job
+            for job in jobs
+            if step < total and clock - self._progress_sent.get(job.generation_id, 0.0) >= every
+        ]
+        hooks = False
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             for job in jobs:
                 await repo.set_progress(self.worker_id, job.claim, step, total)
+            for job in hooked:
+                self._progress_sent[job.generation_id] = clock
+                hooks |= await announce(self.rt, session, job.generation_id, events.PROGRESS)
         for job in jobs:
             self.rt.notifier.generation_changed(job.generation_id)
+        if hooks:
+            self.rt.notifier.webhooks_queued()
 
     async def store_preview(self, job: ClaimedJob, index: int, image: ImageBytes) -> None:
         """Keep a partial image where streaming readers find it (`previews_ready` counts them).
@@ -175,8 +197,10 @@ class JobQueue:
         """Hand jobs back to the queue (a job out of retries fails, and is refunded)."""
         claims = [(self.worker_id, job.claim) for job in jobs]
         async with self.rt.db.transaction() as session:
-            await self._release(session, claims, count_retry=count_retry, reason=lambda _: reason)
-        self._announce_released(claims)
+            hooks = await self._release(
+                session, claims, count_retry=count_retry, reason=lambda _: reason
+            )
+        self._announce_released(claims, hooks)
 
     async def requeue_expired(self) -> None:
         """Jobs whose worker stopped renewing its lease go back to pending (or fail)."""
@@ -184,7 +208,7 @@ class JobQueue:
             expired = await GenerationRepository(session).expired_claims(utcnow())
             for _worker_id, claim in expired:
                 log.warning("generation.lease_expired generation_id=%s", claim.generation_id)
-            await self._release(
+            hooks = await self._release(
                 session,
                 expired,
                 count_retry=True,
@@ -193,7 +217,7 @@ class JobQueue:
                 ),
             )
         if expired:
-            self._announce_released(expired)
+            self._announce_released(expired, hooks)
 
     async def _release(
         self,
@@ -202,8 +226,10 @@ class JobQueue:
         *,
         count_retry: bool,
         reason: Callable[[str], str],
-    ) -> None:
+    ) -> bool:
+        """Release each claim; True when a webhook delivery was written (a job failed)."""
         repo = GenerationRepository(session)
+        hooks = False
         for worker_id, claim in claims:
             status = await repo.release(
                 worker_id,
@@ -217,17 +243,22 @@ class JobQueue:
                 generation = await repo.get_any(claim.generation_id)
                 if generation is not None:
                     await Credits(session).refund_run(generation)
+                hooks |= await announce(self.rt, session, claim.generation_id, events.FAILED)
             log.warning(
                 "generation.released generation_id=%s status=%s reason=%s",
                 claim.generation_id,
                 status,
                 reason(worker_id),
             )
+        return hooks
 
-    def _announce_released(self, claims: list[tuple[str, Claim]]) -> None:
+    def _announce_released(self, claims: list[tuple[str, Claim]], hooks: bool) -> None:
         for _worker_id, claim in claims:
             self.rt.notifier.generation_changed(claim.generation_id)
+            self._progress_sent.pop(claim.generation_id, None)
         self.rt.notifier.work_queued()
+        if hooks:
+            self.rt.notifier.webhooks_queued()
 
     # Outcomes -----------------------------------------------------------------------------
 
@@ -276,6 +307,7 @@ class JobQueue:
                     progress_total=job.params.steps,
                     error_message=None,
                 )
+                hooks = await announce(self.rt, session, claim.generation_id, events.COMPLETED)
         # After commit: the objects nothing points at any more (the previous run's, or ours if
         # this attempt lost the job meanwhile).
         await delete_quietly(self.rt.store, keys if generation is None else replaced)
@@ -286,7 +318,10 @@ class JobQueue:
             claim.generation_id,
             ",".join(image_ids),
         )
+        self._progress_sent.pop(claim.generation_id, None)
         self.rt.notifier.generation_changed(claim.generation_id)
+        if hooks:
+            self.rt.notifier.webhooks_queued()
 
     async def _held(self, repo: GenerationRepository, claim: Claim) -> Generation | None:
         """The generation, if this worker still holds this version of it (else: discard)."""
@@ -352,10 +387,15 @@ class JobQueue:
                 error_message=message,
                 processing_time_ms=elapsed_ms(generation, now),
             )
+            hooks = False
             if finished and generation is not None:
                 await Credits(session).refund_run(generation)
+                hooks = await announce(self.rt, session, job.generation_id, events.FAILED)
         log.warning("generation.failed generation_id=%s error=%s", job.generation_id, message)
+        self._progress_sent.pop(job.generation_id, None)
         self.rt.notifier.generation_changed(job.generation_id)
+        if hooks:
+            self.rt.notifier.webhooks_queued()
 
 
 def output_slots(generation: Generation, count: int) -> list[str]:

@@ -52,6 +52,8 @@ class GenerationRequest:
     previews: int = 0  # partial images for a streaming client (at most MAX_PREVIEWS)
     dialect: str = "native"
     instructions: str | None = None  # what the caller sent, as sent (devkit4ai)
+    webhook_url: str | None = None  # this generation's own webhook, besides the project's
+    webhook_events: list[str] | None = None  # None: the default events (webhooks/events.py)
     # How this dialect names the core fields, so errors speak the caller's language.
     field_names: dict[str, str] = field(default_factory=dict)
 

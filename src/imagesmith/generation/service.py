@@ -20,6 +20,7 @@ from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
 from imagesmith.db.base import storable_text, utcnow
 from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ImageNotFound
+from imagesmith.generation.announce import announce
 from imagesmith.generation.aspect import size_for
 from imagesmith.generation.enhance import PromptEnhancer
 from imagesmith.generation.init_image import InitImages
@@ -32,6 +33,7 @@ from imagesmith.generation.schemas import (
     OutputFilter,
     OutputsPage,
 )
+from imagesmith.generation.views import build_view
 from imagesmith.generation.workers import WorkerRepository
 from imagesmith.image.aliases import aliases_in_prompt, resolve_image
 from imagesmith.image.names import NEW_FLOW
@@ -42,6 +44,9 @@ from imagesmith.limits.quotas import Quotas
 from imagesmith.models import Generation, GenerationStatus, Image, WorkerRecord
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import delete_quietly, preview_keys
+from imagesmith.webhooks import events
+from imagesmith.webhooks.events import parse_events
+from imagesmith.webhooks.service import check_target
 
 MAX_REFERENCES = 3
 
@@ -83,6 +88,7 @@ class GenerationService:
             ("instructions", request.instructions),
         ):
             storable_text(text, request.field_names.get(name, name))
+        webhook_url, webhook_events = await self._webhook(request)
         fingerprint = request_fingerprint(request)
         if idempotency_key is not None:
             replay = await self._replay(project_id, idempotency_key, fingerprint)
@@ -126,6 +132,8 @@ class GenerationService:
             dialect=request.dialect,
             end_user_id=principal.end_user_id,
             instructions=request.instructions,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
             alias=request.alias,
             flow_alias=request.flow_alias,
             meta=dict(request.meta),
@@ -158,6 +166,16 @@ class GenerationService:
         view = GenerationView(generation, None, org_slug, project_slug, references=references)
         view.remaining_credits = remaining
         return view, True
+
+    async def _webhook(self, request: GenerationRequest) -> tuple[str | None, list[str] | None]:
+        names = request.field_names
+        events = parse_events(request.webhook_events, names.get("webhook_events", "webhookEvents"))
+        if request.webhook_url is None:
+            return None, events
+        url = await check_target(
+            self.rt, request.webhook_url, names.get("webhook_url", "webhookUrl")
+        )
+        return url, events
 
     async def _replay(self, project_id: str, key: str, fingerprint: str) -> GenerationView | None:
         async with self.rt.db.transaction() as session:
@@ -216,22 +234,7 @@ class GenerationService:
     # Read --------------------------------------------------------------------------------
 
     async def _view(self, session: AsyncSession, generation: Generation) -> GenerationView:
-        repo = GenerationRepository(session)
-        ids = generation.output_ids()
-        refs = generation.reference_ids()
-        found = await ImageRepository(session).by_ids(ids + refs)
-        images = [found[i] for i in ids if i in found]
-        org_slug, project_slug = await repo.project_slugs(generation.project_id)
-        view = GenerationView(
-            generation,
-            images[0] if images else None,
-            org_slug,
-            project_slug,
-            images,
-            [found[i] for i in refs if i in found],
-        )
-        view.remaining_credits = await Credits(session).balance(generation.project_id)
-        return view
+        return await build_view(session, generation)
 
     async def create_with_images(
         self,
@@ -514,8 +517,11 @@ class GenerationService:
                     code="GENERATION_ALREADY_FINISHED",
                 )
             await Credits(session).refund_run(generation)
+            hooks = await announce(self.rt, session, generation_id, events.CANCELLED)
             view = await self._view(session, generation)
         self.rt.notifier.generation_changed(generation_id)
+        if hooks:
+            self.rt.notifier.webhooks_queued()
         return view
 
     # Delete ------------------------------------------------------------------------------

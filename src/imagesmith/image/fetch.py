@@ -66,26 +66,35 @@ def allow_all(_address: IPAddress) -> bool:
     return True
 
 
-async def pinned_target(url: str, resolve: Resolver, allowed: Policy) -> tuple[str, str, str]:
-    """(the URL rewritten to a checked address, the Host header, the TLS server name)."""
+async def pinned_target(
+    url: str,
+    resolve: Resolver,
+    allowed: Policy,
+    *,
+    what: str = "image URL",
+    error: type[ValidationFailed] = UnsafeUrl,
+) -> tuple[str, str, str]:
+    """(the URL rewritten to a checked address, the Host header, the TLS server name); `what`
+    names the URL in errors of type `error` (image URLs here, webhook targets elsewhere)."""
+    named = what[:1].upper() + what[1:]
     parts = urlsplit(url)
     host = parts.hostname
     if parts.scheme not in ("http", "https") or not host:
-        raise UnsafeUrl(f"Image URL must be http(s) with a host, got {url[:200]!r}")
+        raise error(f"{named} must be http(s) with a host, got {url[:200]!r}")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UnsafeUrl("Image URL has an invalid port") from None
+        raise error(f"{named} has an invalid port") from None
     try:
         answers = [ipaddress.ip_address(a.split("%")[0]) for a in await resolve(host, port)]
     except (OSError, ValueError):
-        raise UnsafeUrl(f"Cannot resolve image URL host '{host[:100]}'") from None
+        raise error(f"Cannot resolve {what} host '{host[:100]}'") from None
     if not answers:
-        raise UnsafeUrl(f"Cannot resolve image URL host '{host[:100]}'")
+        raise error(f"Cannot resolve {what} host '{host[:100]}'")
     if not all(allowed(address) for address in answers):
-        raise UnsafeUrl(
-            f"Image URL host '{host[:100]}' resolves to a non-public address; only public "
-            "http(s) URLs are fetched"
+        raise error(
+            f"{named} host '{host[:100]}' resolves to a non-public address; only public "
+            "http(s) URLs are allowed"
         )
     address = answers[0]
     literal = f"[{address}]" if address.version == 6 else str(address)

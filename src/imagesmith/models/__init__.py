@@ -9,12 +9,14 @@ from imagesmith.models.image import Image, ImageSource
 from imagesmith.models.live import LiveScope, PromptCacheEntry
 from imagesmith.models.tenancy import Organization, Project
 from imagesmith.models.usage import UsageCounter
+from imagesmith.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from imagesmith.models.worker import WorkerRecord
 
 __all__ = [
     "ApiKey",
     "CreditEntry",
     "CreditKind",
+    "DeliveryStatus",
     "EndUser",
     "Flow",
     "Generation",
@@ -28,5 +30,7 @@ __all__ = [
     "PromptCacheEntry",
     "RefreshToken",
     "UsageCounter",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerRecord",
 ]

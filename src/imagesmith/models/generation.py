@@ -117,6 +117,11 @@ class Generation(IdMixin, TimestampMixin, Base):
     is_public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
 
+    # This generation's own webhook (besides the project's endpoints): where, and which events
+    # (None: the default set, webhooks/events.py).
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
     @property
     def params(self) -> EngineParams:
         """The engine parameters, read off the columns of the same names."""

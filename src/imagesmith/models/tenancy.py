@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from imagesmith.db.base import Base, IdMixin, TimestampMixin
+from imagesmith.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
 
 
 class Organization(IdMixin, TimestampMixin, Base):
@@ -38,3 +48,8 @@ class Project(IdMixin, TimestampMixin, Base):
     # devkit4ai's anonymous generation: off until enabled, then limited per client IP per day.
     anonymous_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     anonymous_daily_limit: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    # Webhook signing (Standard Webhooks `whsec_…`), made on first use. After a rotation the
+    # previous secret also signs until webhook_previous_until.
+    webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_previous_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

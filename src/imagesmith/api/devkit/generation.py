@@ -31,7 +31,16 @@ FILE_MAX_BYTES = 10 * 1024 * 1024
 TOTAL_MAX_BYTES = 50 * 1024 * 1024
 INSTRUCTIONS_MAX = 1000
 # Instruction keys the engine understands; every other key stays on the record.
-ENGINE_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "model")
+ENGINE_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "model",
+    "webhook_url",
+    "webhook_events",
+)
 STATUS = {
     GenerationStatus.PENDING: "pending",
     GenerationStatus.PROCESSING: "processing",
@@ -84,6 +93,16 @@ def engine_request(keys: dict[str, Any], prompt: str, instructions: str) -> Gene
         return kind(value)
 
     extra = {k: v for k, v in keys.items() if k not in ENGINE_KEYS and k != "aspect_ratio"}
+    webhook_url = keys.get("webhook_url")
+    if webhook_url is not None and not isinstance(webhook_url, str):
+        raise ValidationFailed("instructions.webhook_url must be a URL string")
+    webhook_events = keys.get("webhook_events")
+    if webhook_events is not None and (
+        not isinstance(webhook_events, list)
+        or len(webhook_events) > 10
+        or not all(isinstance(event, str) for event in webhook_events)
+    ):
+        raise ValidationFailed("instructions.webhook_events must be a list of event names")
     model = keys.get("model")
     ratio = keys.get("aspect_ratio")
     negative = keys.get("negative_prompt")
@@ -100,7 +119,12 @@ def engine_request(keys: dict[str, Any], prompt: str, instructions: str) -> Gene
         meta={"instructions": extra} if extra else {},
         dialect="devkit4ai",
         instructions=instructions,
-        field_names={k: f"instructions.{k}" for k in ("steps", "guidance_scale", "model")}
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
+        field_names={
+            k: f"instructions.{k}"
+            for k in ("steps", "guidance_scale", "model", "webhook_url", "webhook_events")
+        }
         | {"aspect_ratio": "instructions.aspect_ratio"},
     )
 

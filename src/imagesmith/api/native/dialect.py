@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from imagesmith.api.dialect import Dialect
-from imagesmith.api.native import admin, cdn, flows, generations, health, images, live
+from imagesmith.api.native import (
+    admin,
+    cdn,
+    flows,
+    generations,
+    health,
+    images,
+    live,
+    webhooks,
+)
 from imagesmith.api.native.errors import ERROR_TEXT, ErrorEnvelope, render_native_error
 
 NATIVE = Dialect(
@@ -15,6 +24,8 @@ NATIVE = Dialect(
         images.router,
         flows.router,
         live.router,
+        webhooks.router,
+        webhooks.admin_router,
         cdn.router,
     ),
     render_error=render_native_error,

@@ -25,9 +25,11 @@ from imagesmith.api.native.render import (
     render_generation,
 )
 from imagesmith.api.native.schemas import GenerationCreate, GenerationUpdate
+from imagesmith.api.native.webhooks import render_delivery
 from imagesmith.generation.schemas import GenerationView, ListFilter
 from imagesmith.generation.service import GenerationService
 from imagesmith.models import GenerationStatus
+from imagesmith.webhooks.service import WebhookService
 
 router = APIRouter(prefix="/api/v1/generations", tags=["generations"])
 
@@ -315,3 +317,19 @@ async def generation_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get("/{generation_id}/webhooks", responses=keyed_responses(400, 404))
+async def generation_webhooks(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    generation_id: str,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> dict[str, Any]:
+    """The generation's webhook deliveries (its own webhookUrl and the project's endpoints),
+    newest first: status, attempts, last status code and the next attempt."""
+    rows, total = await WebhookService(runtime).generation_deliveries(
+        principal.require_project(), generation_id, limit, offset
+    )
+    return paginated([render_delivery(d) for d in rows], total, limit, offset)

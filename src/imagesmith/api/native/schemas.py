@@ -34,6 +34,8 @@ NATIVE_NAMES = {
     "prompt_strength": "promptStrength",
     "init_image": "initImage",
     "model": "model",
+    "webhook_url": "webhookUrl",
+    "webhook_events": "webhookEvents",
 }
 
 
@@ -126,6 +128,18 @@ class GenerationCreate(_PromptFields):
     prompt_strength: float | None = Field(
         None, description="img2img: 0 keeps the init image, 1 follows only the prompt (0.5)"
     )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Also POST this generation's events here, signed with the project's "
+        "webhook secret (Standard Webhooks)",
+    )
+    webhook_events: list[str] | None = Field(
+        None,
+        max_length=10,
+        description="Events for webhookUrl: generation.started, .completed, .failed, "
+        ".cancelled (the default), .progress (only when asked for)",
+    )
 
     @field_validator("alias")
     @classmethod
@@ -164,6 +178,8 @@ class GenerationCreate(_PromptFields):
             alias=self.alias,
             flow_alias=self.flow_alias,
             reference_images=self.reference_images,
+            webhook_url=self.webhook_url,
+            webhook_events=self.webhook_events,
         )
 
 

@@ -44,6 +44,8 @@ SC_NAMES = {
     "prompt_strength": "prompt_strength",
     "width": "width",
     "height": "height",
+    "webhook_url": "webhook_url",
+    "webhook_events": "webhook_events",
 }
 UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 ERRORS = error_responses(400, 401, 413, 429, 500)
@@ -87,6 +89,9 @@ class StablecogCreate(BaseModel):
     prompt_strength: float | None = Field(
         None, validation_alias=AliasChoices("prompt_strength", "prompt_strengtht")
     )
+    # Ours (Stablecog has none): this generation's events, signed (Standard Webhooks).
+    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_events: list[str] | None = Field(None, max_length=10)
 
     def to_request(self, registry: ModelRegistry) -> GenerationRequest:
         if not self.prompt.strip():
@@ -110,6 +115,8 @@ class StablecogCreate(BaseModel):
             flow_id=None,
             dialect="stablecog",
             field_names=SC_NAMES,
+            webhook_url=self.webhook_url,
+            webhook_events=self.webhook_events,
         )
 
 

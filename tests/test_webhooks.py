@@ -1,0 +1,333 @@
+"""Webhooks, end to end: a real server sends to a local receiver on 127.0.0.1 that checks every
+delivery with the `standardwebhooks` library and the secret the CLI printed; receivers that
+fail, vanish (410) or ask to wait; a rotation; another tenant; a server killed between two
+attempts of one delivery."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from tests.pictures import png
+from tests.serverproc import Server, create_key, run_cli, wait_terminal
+from tests.stubs import QuietHandler, local_server
+from tests.test_devkit import App
+
+ORG, PROJECT = "hookco", "site"
+Call = tuple[dict[str, str], bytes]  # one delivery as received: headers, body
+
+
+class Receiver:
+    """Records every POST; answers each path from its script (status, headers), then 200."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, dict[str, str], bytes]] = []
+        self.scripts: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.url = ""
+
+    def script(self, path: str, *answers: int | tuple[int, dict[str, str]]) -> str:
+        with self.lock:
+            self.scripts[path] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
+        return self.url + path
+
+    def at(self, path: str) -> list[Call]:
+        with self.lock:
+            return [(headers, body) for p, headers, body in self.calls if p == path]
+
+    def wait(
+        self, path: str, count: int, timeout: float = 60
+    ) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            calls = self.at(path)
+            if len(calls) >= count:
+                return calls
+            time.sleep(0.05)
+        raise AssertionError(f"{path}: {len(self.at(path))} deliveries, expected {count}")
+
+    def handler(self) -> type[QuietHandler]:
+        receiver = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.calls.append((self.path, headers, body))
+                    script = receiver.scripts.get(self.path, [])
+                    status, extra = script.pop(0) if script else (200, {})
+                self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        return Handler
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    with local_server(found.handler()) as url:
+        found.url = url
+        yield found
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    srv = Server(
+        tmp_path_factory.mktemp("webhooks"),
+        models_dir,
+        allow_private_urls="true",
+        webhook_retry_schedule="0.3,0.3,0.3",
+        webhook_poll_seconds=0.2,
+        webhook_progress_seconds=0.1,
+        public_url="http://images.example.test",
+    ).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def key(server: Server) -> str:
+    return create_key(server.env, ORG, PROJECT)
+
+
+@pytest.fixture(scope="module")
+def secret(server: Server, key: str) -> str:
+    printed = run_cli(server.env, "webhooks", "secret", "--org", ORG, "--project", PROJECT)
+    assert printed.returncode == 0, printed.stderr
+    value = printed.stdout.strip().splitlines()[-1]
+    assert value.startswith("whsec_")
+    return value
+
+
+def verified(secret: str, delivery: Call) -> dict[str, Any]:
+    headers, body = delivery
+    payload: dict[str, Any] = Webhook(secret).verify(body, headers)
+    return payload
+
+
+def create(server: Server, key: str, **body: Any) -> dict[str, Any]:
+    with server.client(key) as client:
+        made = client.post(
+            "/api/v1/generations", json={"prompt": "a red circle", "autoEnhance": False, **body}
+        )
+        assert made.status_code == 201, made.text
+        return dict(made.json()["data"])
+
+
+def test_a_generations_own_webhook_is_signed_and_carries_the_native_record(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    url = receiver.script("/own")
+    made = create(server, key, webhookUrl=url, seed=3)
+    started, completed = receiver.wait("/own", 2)
+    first, last = verified(secret, started), verified(secret, completed)
+    assert first["type"] == "generation.started" and first["data"]["status"] == "processing"
+    assert last["type"] == "generation.completed" and last["data"]["id"] == made["id"]
+    data = last["data"]
+    assert data["status"] == "success" and data["seed"] == 3
+    assert data["outputImage"]["storageUrl"].startswith("http://images.example.test/cdn/")
+    assert last["timestamp"].endswith("Z")
+    assert started[0]["webhook-id"] != completed[0]["webhook-id"]
+    with pytest.raises(Exception):  # noqa: B017 - a forged body does not verify
+        Webhook(secret).verify(completed[1].replace(b"success", b"failure"), completed[0])
+    with server.client(key) as client:
+        log = client.get(f"/api/v1/generations/{made['id']}/webhooks").json()
+    assert log["pagination"]["total"] == 2
+    assert {(d["eventType"], d["status"], d["attempts"]) for d in log["data"]} == {
+        ("generation.started", "delivered", 1),
+        ("generation.completed", "delivered", 1),
+    }
+
+
+def test_a_failing_receiver_gets_the_same_webhook_id_until_it_answers(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    url = receiver.script("/flaky", 500, 500)
+    with server.client(key) as client:
+        made = client.post("/api/v1/webhooks", json={"url": url, "events": ["completed"]})
+        assert made.status_code == 201, made.text
+        endpoint = made.json()["data"]
+        assert endpoint["events"] == ["generation.completed"] and endpoint["enabled"] is True
+        generation = create(server, key)
+        calls = receiver.wait("/flaky", 3)
+        assert len({headers["webhook-id"] for headers, _ in calls}) == 1
+        assert all(verified(secret, call)["data"]["id"] == generation["id"] for call in calls)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = client.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries").json()["data"]
+            if rows and rows[0]["status"] == "delivered":
+                break
+            time.sleep(0.1)
+        row = rows[0]
+        assert row["status"] == "delivered" and row["attempts"] == 3, row
+        assert [a["statusCode"] for a in row["attemptLog"]] == [500, 500, 200]
+        assert row["webhookId"] == calls[0][0]["webhook-id"] and row["nextAttemptAt"] is None
+        assert client.delete(f"/api/v1/webhooks/{endpoint['id']}").status_code == 200
+
+
+def test_410_disables_the_endpoint_and_a_dead_one_fails_after_the_schedule(
+    server: Server, key: str, receiver: Receiver
+) -> None:
+    gone = receiver.script("/gone", 410)
+    down = receiver.script("/down", 500, 500, 500, 500, 500)
+    with server.client(key) as client:
+        ids = [
+            client.post("/api/v1/webhooks", json={"url": u, "events": ["completed"]}).json()[
+                "data"
+            ]["id"]
+            for u in (gone, down)
+        ]
+        create(server, key)
+        receiver.wait("/down", 4)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            dead = client.get(f"/api/v1/webhooks/{ids[1]}/deliveries").json()["data"][0]
+            if dead["status"] == "failed":
+                break
+            time.sleep(0.1)
+        assert (
+            dead["status"] == "failed" and dead["attempts"] == 4 and dead["lastStatusCode"] == 500
+        )
+        disabled = client.get(f"/api/v1/webhooks/{ids[0]}").json()["data"]
+        assert disabled["enabled"] is False and "410" in disabled["disabledReason"]
+        create(server, key)
+        receiver.wait("/down", 5)  # the next event still reaches the live one …
+        assert len(receiver.at("/gone")) == 1  # … and never the one that said Gone
+        retried = client.post(f"/api/v1/webhooks/deliveries/{dead['id']}/retry")
+        assert retried.status_code == 200 and retried.json()["data"]["status"] == "pending"
+        assert receiver.wait("/down", 6)[-1][0]["webhook-id"] == dead["webhookId"]
+        for endpoint_id in ids:
+            client.delete(f"/api/v1/webhooks/{endpoint_id}")
+
+
+def test_during_a_rotation_both_secrets_sign(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    url = receiver.script("/rotated")
+    rotated = run_cli(
+        server.env, "webhooks", "secret", "--org", ORG, "--project", PROJECT, "--rotate"
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip().splitlines()[-1]
+    assert new.startswith("whsec_") and new != secret
+    create(server, key, webhookUrl=url, webhookEvents=["generation.completed"])
+    (delivery,) = receiver.wait("/rotated", 1)
+    assert len(delivery[0]["webhook-signature"].split()) == 2
+    assert verified(secret, delivery) == verified(new, delivery)
+    with server.client(key) as client:
+        shown = client.get("/api/v1/webhooks/secret").json()["data"]
+    assert shown == {"secret": new, "signingSecrets": 2}
+
+
+def test_progress_only_when_asked_and_other_dialects_name_a_webhook_too(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    url = receiver.script("/progress")
+    create(
+        server, key, webhookUrl=url, webhookEvents=["progress", "completed"], steps=50, width=256,
+        height=256,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    kinds: list[str] = []
+    while "generation.completed" not in kinds and time.monotonic() < deadline:
+        kinds = [verified(secret, call)["type"] for call in receiver.at("/progress")]
+        time.sleep(0.05)
+    assert kinds[-1] == "generation.completed" and "generation.progress" in kinds, kinds
+    assert "generation.started" not in kinds
+    stablecog = receiver.script("/stablecog")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as sc:
+        made = sc.post(
+            "/v1/image/generation/create",
+            json={
+                "prompt": "a blue square",
+                "webhook_url": stablecog,
+                "webhook_events": ["completed"],
+            },
+            timeout=120,
+        )
+    assert made.status_code == 200, made.text
+    (done,) = receiver.wait("/stablecog", 1)
+    assert verified(secret, done)["data"]["status"] == "success"
+    app = App(server, "hookdev", "shop")
+    token = app.user("hook@example.com")["access_token"]
+    devkit = receiver.script("/devkit")
+    instructions = json.dumps({"prompt": "a green square", "webhook_url": devkit})
+    made = app.generate(token, [("a.png", png(), "image/png")], instructions)
+    assert made.status_code == 200, made.text
+    done = [call[1] for call in receiver.wait("/devkit", 2)]
+    assert json.loads(done[-1])["type"] == "generation.completed"
+    assert json.loads(done[-1])["data"]["id"] == made.json()["id"]
+
+
+def test_strangers_and_bad_input_get_a_clear_4xx(
+    server: Server, key: str, receiver: Receiver
+) -> None:
+    other = create_key(server.env, "othercorp", "app")
+    with server.client(key) as client:
+        mine = client.post("/api/v1/webhooks", json={"url": receiver.url + "/x"}).json()["data"]
+        generation = create(server, key)
+        bad = [
+            client.post("/api/v1/webhooks", json={"url": "ftp://example.com/x"}),
+            client.post("/api/v1/webhooks", json={"url": "http://"}),
+            client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["sold"]}),
+            client.post("/api/v1/webhooks", json={"url": receiver.url, "events": []}),
+            client.post("/api/v1/webhooks", json={"url": "http://x.test/" + "a" * 3000}),
+            client.patch(f"/api/v1/webhooks/{mine['id']}", json={"enabled": "yes"}),
+            client.post(
+                "/api/v1/generations", json={"prompt": "x", "webhookUrl": "javascript:alert(1)"}
+            ),
+        ]
+        for response in bad:
+            assert response.status_code in (400, 422), response.text
+            assert response.json()["success"] is False
+        client.delete(f"/api/v1/webhooks/{mine['id']}")
+    with server.client(other) as stranger:
+        for path in (
+            f"/api/v1/webhooks/{mine['id']}",
+            f"/api/v1/webhooks/{mine['id']}/deliveries",
+            f"/api/v1/generations/{generation['id']}/webhooks",
+        ):
+            assert stranger.get(path).status_code == 404
+        assert stranger.get("/api/v1/webhooks").json()["data"] == []
+        assert stranger.get("/api/v1/webhooks/secret").json()["data"]["secret"] != ""
+    closed = Server(server.data_dir.parent / "closed", server.data_dir.parent / "unused")
+    closed.env.update(server.env)  # the same database: only private URLs change
+    closed.env.pop("IMAGESMITH_ALLOW_PRIVATE_URLS")
+    closed.start("--no-worker")
+    try:
+        with closed.client(key) as client:
+            for url in (receiver.url, "http://169.254.169.254/latest/meta-data", "http://[::1]/"):
+                refused = client.post("/api/v1/webhooks", json={"url": url})
+                assert refused.status_code == 400, refused.text
+                assert "non-public" in refused.json()["error"]["message"]
+    finally:
+        closed.stop()
+
+
+def test_killing_the_server_between_attempts_loses_no_delivery(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    url = receiver.script("/durable", (503, {"Retry-After": "4"}))
+    generation = create(server, key, webhookUrl=url, webhookEvents=["completed"])
+    (first,) = receiver.wait("/durable", 1)
+    server.kill()  # the retry is due in 4 s; nothing of this process survives
+    server.start("--no-worker")  # the API alone: its sender finds the pending row
+    calls = receiver.wait("/durable", 2)
+    assert calls[1][0]["webhook-id"] == first[0]["webhook-id"]
+    assert verified(secret, calls[1])["data"]["id"] == generation["id"]
+    with server.client(key) as client:
+        data = client.get(f"/api/v1/generations/{generation['id']}").json()["data"]
+        assert wait_terminal(client, generation["id"])["status"] == "success" == data["status"]
