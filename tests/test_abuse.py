@@ -375,6 +375,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v1/live/scopes/{slug}"): {"meta": {"x": 1}},
     ("PUT", "/api/admin/projects/{org}/{project}/credits"): {"balance": 1},
     ("PUT", "/api/admin/projects/{org}/{project}/live"): {"enabled": True},
+    ("PUT", "/api/v1/webhooks/{endpoint_id}"): {"description": "x", "enabled": False},
+    ("PATCH", "/api/v1/webhooks/{endpoint_id}"): {"description": "x", "enabled": False},
+    ("PUT", "/api/admin/projects/{org}/{project}/webhooks/{endpoint_id}"): {"enabled": False},
+    ("PATCH", "/api/admin/projects/{org}/{project}/webhooks/{endpoint_id}"): {"enabled": False},
+    ("POST", "/api/admin/projects/{org}/{project}/webhooks"): {"url": "http://127.0.0.1:9/x"},
 }
 
 
@@ -383,8 +388,12 @@ def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -
     and no key get 401/403/404 — never the record, never a change to it."""
     owner = create_key(server.env, "matrix", "owner")
     with httpx.Client(base_url=server.url, headers={"X-API-Key": owner}, timeout=60) as api:
+        hook = api.post(
+            "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/owner-hook", "description": "o"}
+        ).json()["data"]
         made = api.post("/api/v1/generations", json={"prompt": "owner's secret", "steps": 2})
         generation = wait_terminal(api, made.json()["data"]["id"])
+        delivery = api.get(f"/api/v1/generations/{generation['id']}/webhooks").json()["data"][0]
         upload = api.post(
             "/api/v1/images/upload",
             files={"file": ("o.png", png(), "image/png")},
@@ -404,6 +413,8 @@ def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -
         "project": "owner",
         "project_id": key_id["projectId"],
         "api_key_id": owner_key_id,
+        "endpoint_id": hook["id"],
+        "delivery_id": delivery["id"],
     }
     revoked = create_key(server.env, "matrix", "owner", "--name", "revoked")
     assert run_cli(server.env, "keys", "revoke", revoked[:12]).returncode == 0
@@ -419,7 +430,14 @@ def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -
         "an expired key": expired,
         "no key": None,
     }
-    secrets = [generation["id"], upload["id"], "owner's secret", generation["flowId"]]
+    secrets = [
+        generation["id"],
+        upload["id"],
+        "owner's secret",
+        generation["flowId"],
+        "owner-hook",
+        delivery["webhookId"],
+    ]
     routes = keyed_routes()
     assert len(routes) >= 20
     for method, template in routes:
@@ -442,6 +460,8 @@ def test_no_route_gives_another_tenants_records_to_a_wrong_key(server: Server) -
         assert api.get(f"/api/v1/images/{upload['id']}").json()["data"]["alias"] == "@owned"
         assert api.get(f"/api/v1/flows/{generation['flowId']}").status_code == 200
         assert api.get("/api/v1/live/scopes/owned").json()["data"]["meta"] == {}
+        assert api.get(f"/api/v1/webhooks/{hook['id']}").json()["data"]["enabled"] is True
+        assert [e["id"] for e in api.get("/api/v1/webhooks").json()["data"]] == [hook["id"]]
     assert key_id["projectSlug"] == "owner"
 
 

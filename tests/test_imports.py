@@ -18,7 +18,7 @@ ROOT = Path(imagesmith.__file__).parent
 CORE = {
     "auth", "generation", "image", "flow", "live", "limits", "models", "db", "storage", "webhooks",
 }  # fmt: skip
-INFRA = {"config", "errors", "logging", "runtime", "catalog"}
+INFRA = {"config", "errors", "logging", "runtime", "catalog", "metrics"}
 HEAVY = ("torch", "diffusers", "transformers", "accelerate")
 
 

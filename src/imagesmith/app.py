@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from imagesmith import __version__
 from imagesmith.api.dialect import Dialect, Dialects
 from imagesmith.api.dialects import DIALECTS
-from imagesmith.api.middleware import BodyLimit, RateHeaders
+from imagesmith.api.middleware import BodyLimit, HttpMetrics, RateHeaders
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.generation.watch import ChangeSweep
@@ -123,6 +123,7 @@ def create_app(
 
     app.add_middleware(RateHeaders)
     app.add_middleware(BodyLimit)
+    app.add_middleware(HttpMetrics)  # outermost: it sees every answer, 413s included
     mounted = Dialects(dialects)
     mounted.mount(app)
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 SERVER_MODULES = {
     "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "torch", "diffusers",
     "transformers", "boto3", "redis", "limits", "jwt", "argon2", "PIL", "numpy", "multipart",
-    "aiosqlite", "psycopg", "accelerate", "safetensors", "scipy",
+    "aiosqlite", "psycopg", "accelerate", "safetensors", "scipy", "prometheus_client",
 }  # fmt: skip
 
 app = typer.Typer(
@@ -85,34 +85,51 @@ def serve(
 
     from imagesmith.app import create_app
 
-    configure_logging(log_level)
     settings = load_settings()
+    configure_logging(log_level, settings.log_format)
     console.print(f"imagesmith: database {settings.resolved_database_url}")
     console.print(f"imagesmith: images in {settings.resolved_storage_dir}")
     console.print(
         f"imagesmith: API on http://{host}:{port}  (docs: /docs)"
         + ("" if not no_worker else "  [no embedded worker]")
     )
+    from uvicorn.config import LOGGING_CONFIG
+
     uvicorn.run(
         create_app(settings, embedded_worker=not no_worker),
         host=host,
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        # JSON logs: uvicorn's loggers go through the root handler's formatter too.
+        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
     )
 
 
 @app.command()
-def worker(log_level: Annotated[str, typer.Option()] = "info") -> None:
+def worker(
+    log_level: Annotated[str, typer.Option()] = "info",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port")] = "127.0.0.1",
+) -> None:
     """Run a worker only: it needs just the database and storage settings."""
     from imagesmith.db import migrate
     from imagesmith.runtime import Runtime
     from imagesmith.webhooks.sender import WebhookSender
     from imagesmith.worker.supervisor import Worker
 
-    configure_logging(log_level)
     settings = load_settings()
+    configure_logging(log_level, settings.log_format)
     migrate.upgrade(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from imagesmith.metrics import REGISTRY
+
+        start_http_server(metrics_port, metrics_host, registry=REGISTRY)
+        console.print(f"imagesmith: worker metrics on http://{metrics_host}:{metrics_port}/metrics")
 
     async def main() -> None:
         runtime = Runtime.open(settings)

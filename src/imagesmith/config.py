@@ -260,6 +260,16 @@ class Settings(BaseSettings):
     )
     webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="Per project.")
 
+    # Operations.
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token that lets a scraper read /metrics from anywhere; without "
+        "it only loopback clients may.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, for log shippers."
+    )
+
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)
     stablecog_wait_seconds: float = Field(

@@ -5,13 +5,19 @@ group, which would turn a 413 into FastAPI's "error parsing the body").
   non-multipart body) at JSON_MAX_BYTES, multipart at MULTIPART_MAX_BYTES (each upload route
   keeps its own tighter file limit). The refusal is raised inside the route's body read, so it
   is rendered in the route's dialect like every other error.
-* RateHeaders adds the `X-RateLimit-*` headers the key's limiter left in the request state."""
+* RateHeaders adds the `X-RateLimit-*` headers the key's limiter left in the request state.
+* HttpMetrics counts every response by route template (never the raw path: ids would make a
+  label per request) and status, and times it to its last byte."""
 
 from __future__ import annotations
+
+import time
 
 from fastapi import HTTPException
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagesmith import metrics
 
 JSON_MAX_BYTES = 256 * 1024
 MULTIPART_MAX_BYTES = 51 * 1024 * 1024  # devkit4ai: 5 example images of 10 MB
@@ -77,3 +83,33 @@ class RateHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+class HttpMetrics:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers if the app raises before it starts a response
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            method = str(scope.get("method", ""))
+            method = method if method in METHODS else "OTHER"
+            metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith import metrics
 from imagesmith.catalog.params import EngineParams
 from imagesmith.db.base import new_id, utcnow
 from imagesmith.generation.announce import announce
@@ -116,6 +117,10 @@ class JobQueue:
             )
             self.rt.notifier.generation_changed(claim.generation_id)
         jobs: list[ClaimedJob] = []
+        for _claim, generation, _org, _project in rows:
+            if generation.job_version == 1 and generation.retry_count == 0:  # a first run
+                waited = (now - generation.created_at).total_seconds()
+                metrics.QUEUE_WAIT.labels(generation.model_id).observe(max(waited, 0.0))
         for claim, generation, org_slug, project_slug in rows:
             job = ClaimedJob(
                 claim,
@@ -243,6 +248,7 @@ class JobQueue:
                 generation = await repo.get_any(claim.generation_id)
                 if generation is not None:
                     await Credits(session).refund_run(generation)
+                    metrics.JOBS.labels(generation.model_id, "failed").inc()
                 hooks |= await announce(self.rt, session, claim.generation_id, events.FAILED)
             log.warning(
                 "generation.released generation_id=%s status=%s reason=%s",
@@ -319,6 +325,8 @@ class JobQueue:
             ",".join(image_ids),
         )
         self._progress_sent.pop(claim.generation_id, None)
+        metrics.JOBS.labels(job.params.model_id, "success").inc()
+        metrics.JOB_DURATION.labels(job.params.model_id).observe(elapsed_ms(generation, now) / 1000)
         self.rt.notifier.generation_changed(claim.generation_id)
         if hooks:
             self.rt.notifier.webhooks_queued()
@@ -391,6 +399,7 @@ class JobQueue:
             if finished and generation is not None:
                 await Credits(session).refund_run(generation)
                 hooks = await announce(self.rt, session, job.generation_id, events.FAILED)
+                metrics.JOBS.labels(job.params.model_id, "failed").inc()
         log.warning("generation.failed generation_id=%s error=%s", job.generation_id, message)
         self._progress_sent.pop(job.generation_id, None)
         self.rt.notifier.generation_changed(job.generation_id)

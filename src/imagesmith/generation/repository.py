@@ -418,6 +418,15 @@ class GenerationRepository:
             if worker_id is not None
         ]
 
+    async def queue_by_model(self) -> list[tuple[str, str, int]]:
+        """(status, model, jobs) for every pending and processing job, the whole fleet."""
+        rows = await self.session.execute(
+            select(Generation.status, Generation.model_id, func.count(Generation.id))
+            .where(Generation.status.in_([PENDING, PROCESSING]))
+            .group_by(Generation.status, Generation.model_id)
+        )
+        return [(GenerationStatus(s).value, str(m), int(n)) for s, m, n in rows.all()]
+
     async def status_counts(self) -> dict[str, int]:
         rows = await self.session.execute(
             select(Generation.status, func.count(Generation.id))

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesmith import metrics
 from imagesmith.auth.repository import TenancyRepository
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
@@ -391,6 +392,14 @@ class GenerationService:
             counts = await GenerationRepository(session).status_counts()
             return counts, await WorkerRepository(session).live(utcnow() - fresh)
 
+    async def gauges(
+        self, fresh: timedelta
+    ) -> tuple[list[tuple[str, str, int]], list[WorkerRecord]]:
+        """Queue depth by status and model, and the workers heard from within `fresh`."""
+        async with self.rt.db.read() as session:
+            depth = await GenerationRepository(session).queue_by_model()
+            return depth, await WorkerRepository(session).live(utcnow() - fresh)
+
     async def page(self, project_id: str, filters: ListFilter) -> tuple[list[GenerationView], int]:
         async with self.rt.db.read() as session:
             repo = GenerationRepository(session)
@@ -518,6 +527,7 @@ class GenerationService:
                 )
             await Credits(session).refund_run(generation)
             hooks = await announce(self.rt, session, generation_id, events.CANCELLED)
+            metrics.JOBS.labels(generation.model_id, "cancelled").inc()
             view = await self._view(session, generation)
         self.rt.notifier.generation_changed(generation_id)
         if hooks:

@@ -144,6 +144,12 @@ class WebhookRepository:
         )
         return list(rows.scalars())
 
+    async def pending_count(self) -> int:
+        count = await self.session.scalar(
+            select(func.count(WebhookDelivery.id)).where(WebhookDelivery.status == PENDING)
+        )
+        return int(count or 0)
+
     async def next_due(self) -> datetime | None:
         value: datetime | None = await self.session.scalar(
             select(func.min(WebhookDelivery.next_attempt_at)).where(

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from imagesmith import __version__
+from imagesmith import __version__, metrics
 from imagesmith.db.base import utcnow
 from imagesmith.image.fetch import allow_all, is_public, pinned_target, system_resolve
 from imagesmith.models import DeliveryStatus, WebhookDelivery
@@ -217,6 +217,7 @@ class WebhookSender:
         row.attempt_log = [*(row.attempt_log or []), entry][-ATTEMPTS_KEPT:]
         if outcome.delivered:
             row.status, row.delivered_at, row.next_attempt_at = DeliveryStatus.DELIVERED, now, None
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
             log.info(
                 "webhook.delivered delivery_id=%s webhook_id=%s event=%s status_code=%s attempt=%d",
                 row.id,
@@ -228,6 +229,7 @@ class WebhookSender:
             return
         if give_up or row.attempts >= row.max_attempts:
             row.status, row.next_attempt_at = DeliveryStatus.FAILED, None
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             log.warning(
                 "webhook.failed delivery_id=%s webhook_id=%s event=%s attempts=%d error=%s",
                 row.id,
@@ -242,6 +244,7 @@ class WebhookSender:
         if outcome.retry_after is not None:
             delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER))
         row.next_attempt_at = now + timedelta(seconds=delay)
+        metrics.WEBHOOK_DELIVERIES.labels("retrying").inc()
         log.info(
             "webhook.retrying delivery_id=%s webhook_id=%s attempt=%d in_seconds=%g error=%s",
             row.id,

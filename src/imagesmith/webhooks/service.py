@@ -165,6 +165,11 @@ class WebhookService:
         self.rt.notifier.webhooks_queued()
         return delivery
 
+    async def waiting(self) -> int:
+        """Deliveries of every project not yet delivered nor given up."""
+        async with self.rt.db.read() as session:
+            return await WebhookRepository(session).pending_count()
+
     # Secrets ------------------------------------------------------------------------------
 
     async def secret(self, project_id: str, *, rotate: bool = False) -> tuple[str, list[str]]:

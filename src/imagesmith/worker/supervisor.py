@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from imagesmith import metrics
 from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
 from imagesmith.generation.jobs import ClaimedJob, JobQueue
 from imagesmith.runtime import Runtime
@@ -410,6 +411,7 @@ class Worker:
             elif isinstance(message, JobFailed) and message.job_id in held:
                 await self.queue.fail(held.pop(message.job_id), message.message)
             elif isinstance(message, BatchDone) and message.batch_id == batch_id:
+                count_steps(batch.jobs, message.timings.get("pipeline_ms"))
                 log.info(
                     "batch.done batch_id=%s jobs=%d claim_ms=%.1f %s",
                     batch_id,
@@ -443,3 +445,15 @@ class Worker:
         await self.child.stop(timeout=1.0)
         await self._start_child(asyncio.Event())
         self._become(WorkerState.IDLE)
+
+
+def count_steps(jobs: list[ClaimedJob], pipeline_ms: float | None) -> None:
+    """Denoising steps of a finished batch, per image, into the gauges."""
+    if not jobs:
+        return
+    params = jobs[0].params
+    images = sum(job.params.num_outputs for job in jobs)
+    steps = params.denoising_steps
+    metrics.DENOISE_STEPS.labels(params.model_id).inc(steps * images)
+    if pipeline_ms:
+        metrics.DENOISE_RATE.labels(params.model_id).set(steps / (pipeline_ms / 1000))

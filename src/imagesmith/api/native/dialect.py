@@ -11,6 +11,7 @@ from imagesmith.api.native import (
     health,
     images,
     live,
+    metrics,
     webhooks,
 )
 from imagesmith.api.native.errors import ERROR_TEXT, ErrorEnvelope, render_native_error
@@ -26,10 +27,11 @@ NATIVE = Dialect(
         live.router,
         webhooks.router,
         webhooks.admin_router,
+        metrics.router,
         cdn.router,
     ),
     render_error=render_native_error,
     error_schema=ErrorEnvelope,
-    prefixes=("/api", "/cdn", "/health"),
+    prefixes=("/api", "/cdn", "/health", "/metrics"),
     error_text=ERROR_TEXT,
 )
