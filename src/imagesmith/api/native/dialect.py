@@ -12,6 +12,7 @@ from imagesmith.api.native import (
     images,
     live,
     metrics,
+    playground,
     webhooks,
 )
 from imagesmith.api.native.errors import ERROR_TEXT, ErrorEnvelope, render_native_error
@@ -28,10 +29,11 @@ NATIVE = Dialect(
         webhooks.router,
         webhooks.admin_router,
         metrics.router,
+        playground.router,
         cdn.router,
     ),
     render_error=render_native_error,
     error_schema=ErrorEnvelope,
-    prefixes=("/api", "/cdn", "/health", "/metrics"),
+    prefixes=("/api", "/cdn", "/health", "/metrics", "/playground"),
     error_text=ERROR_TEXT,
 )
