@@ -25,18 +25,29 @@ ORG, PROJECT = "hookco", "site"
 Call = tuple[dict[str, str], bytes]  # one delivery as received: headers, body
 
 
+Answer = tuple[int, dict[str, str], float]  # status, headers, seconds to stall first
+
+
 class Receiver:
-    """Records every POST; answers each path from its script (status, headers), then 200."""
+    """Records every POST; answers each path from its script, then 200."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, dict[str, str], bytes]] = []
-        self.scripts: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.scripts: dict[str, list[Answer]] = {}
         self.url = ""
 
-    def script(self, path: str, *answers: int | tuple[int, dict[str, str]]) -> str:
+    def script(self, path: str, *answers: int | tuple[int, dict[str, str]] | Answer) -> str:
+        script: list[Answer] = []
+        for answer in answers:
+            if isinstance(answer, int):
+                script.append((answer, {}, 0.0))
+            elif len(answer) == 2:
+                script.append((answer[0], answer[1], 0.0))
+            else:
+                script.append(answer)  # type: ignore[arg-type]
         with self.lock:
-            self.scripts[path] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
+            self.scripts[path] = script
         return self.url + path
 
     def at(self, path: str) -> list[Call]:
@@ -64,7 +75,8 @@ class Receiver:
                 with receiver.lock:
                     receiver.calls.append((self.path, headers, body))
                     script = receiver.scripts.get(self.path, [])
-                    status, extra = script.pop(0) if script else (200, {})
+                    status, extra, stall = script.pop(0) if script else (200, {}, 0.0)
+                time.sleep(stall)
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
@@ -92,6 +104,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
         webhook_retry_schedule="0.3,0.3,0.3",
         webhook_poll_seconds=0.2,
         webhook_progress_seconds=0.1,
+        webhook_timeout_seconds=2,
         public_url="http://images.example.test",
     ).start()
     yield srv
@@ -272,6 +285,66 @@ def test_progress_only_when_asked_and_other_dialects_name_a_webhook_too(
     assert json.loads(done[-1])["data"]["id"] == made.json()["id"]
 
 
+def test_slow_and_redirecting_receivers_are_failures_not_followed(
+    server: Server, key: str, receiver: Receiver
+) -> None:
+    slow = receiver.script("/slow", (200, {}, 3.0))  # answers only after the 2 s deadline
+    moved = receiver.script("/moved", *[(302, {"Location": receiver.url + "/own"})] * 4)
+    create(server, key, webhookUrl=slow, webhookEvents=["completed"])
+    generation = create(server, key, webhookUrl=moved, webhookEvents=["completed"])
+    assert len(receiver.wait("/slow", 2)) == 2  # the stalled attempt, then the retry
+    receiver.wait("/moved", 4)
+    with server.client(key) as client:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            (row,) = client.get(f"/api/v1/generations/{generation['id']}/webhooks").json()["data"]
+            if row["status"] == "failed":
+                break
+            time.sleep(0.1)
+    assert row["status"] == "failed" and row["lastStatusCode"] == 302
+    assert "redirects are not followed" in row["lastError"]
+    first = [e for e in row["attemptLog"] if e["statusCode"] == 302]
+    assert len(first) == 4
+    slow_rows = [
+        d
+        for d in server.sql("SELECT url, status, attempt_log FROM webhook_deliveries")
+        if d[0] == slow
+    ]
+    (slow_row,) = slow_rows
+    log = json.loads(slow_row[2]) if isinstance(slow_row[2], str) else slow_row[2]
+    assert slow_row[1] == "delivered" and "no answer within 2 s" in log[0]["error"]
+
+
+def test_a_master_key_manages_any_projects_endpoints(
+    server: Server, key: str, receiver: Receiver
+) -> None:
+    master = run_cli(
+        server.env, "keys", "create", "--org", ORG, "--project", PROJECT, "--type", "master"
+    )
+    assert master.returncode == 0, master.stderr
+    admin = master.stdout.strip().splitlines()[-1]
+    base = f"/api/admin/projects/{ORG}/{PROJECT}/webhooks"
+    with server.client(admin) as client:
+        made = client.post(base, json={"url": receiver.url + "/admin", "events": ["failed"]})
+        assert made.status_code == 201, made.text
+        endpoint = made.json()["data"]
+        assert client.get(f"/api/admin/projects/{ORG}/nope/webhooks").status_code == 404
+        listed = client.get(base).json()["data"]
+    with server.client(key) as client:  # the project's own key sees the same endpoint
+        assert [e["id"] for e in client.get("/api/v1/webhooks").json()["data"]] == [
+            e["id"] for e in listed
+        ]
+        assert client.get(base).status_code == 403  # … but not through the admin routes
+    listed_cli = run_cli(server.env, "webhooks", "list", "--org", ORG, "--project", PROJECT)
+    assert endpoint["id"] in listed_cli.stdout
+    removed = run_cli(
+        server.env, "webhooks", "delete", "--org", ORG, "--project", PROJECT, endpoint["id"]
+    )
+    assert removed.returncode == 0, removed.stderr
+    with server.client(admin) as client:
+        assert client.get(f"{base}/{endpoint['id']}").status_code == 404
+
+
 def test_strangers_and_bad_input_get_a_clear_4xx(
     server: Server, key: str, receiver: Receiver
 ) -> None:
@@ -323,6 +396,12 @@ def test_killing_the_server_between_attempts_loses_no_delivery(
     url = receiver.script("/durable", (503, {"Retry-After": "4"}))
     generation = create(server, key, webhookUrl=url, webhookEvents=["completed"])
     (first,) = receiver.wait("/durable", 1)
+    # A delivered row from long ago: the restarted sender prunes the log on its first round.
+    server.sql(
+        "UPDATE webhook_deliveries SET created_at = :old WHERE status = 'delivered' AND url = :u",
+        old="2020-01-01 00:00:00",
+        u=receiver.url + "/own",
+    )
     server.kill()  # the retry is due in 4 s; nothing of this process survives
     server.start("--no-worker")  # the API alone: its sender finds the pending row
     calls = receiver.wait("/durable", 2)
@@ -331,3 +410,7 @@ def test_killing_the_server_between_attempts_loses_no_delivery(
     with server.client(key) as client:
         data = client.get(f"/api/v1/generations/{generation['id']}").json()["data"]
         assert wait_terminal(client, generation["id"])["status"] == "success" == data["status"]
+    left = server.sql(
+        "SELECT count(*) FROM webhook_deliveries WHERE url = :u", u=receiver.url + "/own"
+    )
+    assert left == [(0,)]  # pruned: older than IMAGESMITH_WEBHOOK_RETENTION_DAYS

@@ -259,6 +259,11 @@ class Settings(BaseSettings):
         description="After a secret rotation, how long the previous secret also signs.",
     )
     webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="Per project.")
+    webhook_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Delivered and failed deliveries older than this are deleted (the log).",
+    )
 
     # Operations.
     metrics_token: str | None = Field(

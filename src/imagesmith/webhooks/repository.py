@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.models import (
@@ -143,6 +143,31 @@ class WebhookRepository:
             .execution_options(populate_existing=True)
         )
         return list(rows.scalars())
+
+    async def any_due(self, now: datetime) -> bool:
+        """Whether claim_due would find anything (a read: no write lock for an idle poll)."""
+        found = await self.session.scalar(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def prune(self, before: datetime) -> int:
+        """Delete finished deliveries created before `before`; returns how many."""
+        result = await self.session.execute(
+            delete(WebhookDelivery)
+            .where(
+                WebhookDelivery.status != PENDING,
+                WebhookDelivery.created_at < before,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def pending_count(self) -> int:
         count = await self.session.scalar(

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 RESPONSE_KEPT = 1024  # bytes of a receiver's answer kept in the delivery log
 ATTEMPTS_KEPT = 20
 MAX_RETRY_AFTER = 3600.0
+PRUNE_EVERY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class WebhookSender:
         self.delays = runtime.settings.resolved_retry_delays
         self._slots = asyncio.Semaphore(runtime.settings.webhook_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pruned = 0.0  # monotonic time of the last prune
 
     @property
     def _hold(self) -> timedelta:
@@ -94,6 +96,10 @@ class WebhookSender:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
             return 1
         now = utcnow()
+        await self._prune(now)
+        async with self.rt.db.read() as session:
+            if not await WebhookRepository(session).any_due(now):
+                return 0
         async with self.rt.db.transaction() as session:
             due = await WebhookRepository(session).claim_due(free, now, now + self._hold)
         for delivery in due:
@@ -101,6 +107,17 @@ class WebhookSender:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(due)
+
+    async def _prune(self, now: datetime) -> None:
+        """Finished deliveries older than the retention go, at most once an hour per process."""
+        if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
+            return
+        self._pruned = time.monotonic()
+        before = now - timedelta(days=self.settings.webhook_retention_days)
+        async with self.rt.db.transaction() as session:
+            gone = await WebhookRepository(session).prune(before)
+        if gone:
+            log.info("webhook.pruned deliveries=%d before=%s", gone, before.isoformat())
 
     async def _deliver(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
         try:
