@@ -58,8 +58,18 @@ def test_many_workers_one_killed_every_job_runs_once(
                 for i in range(120)
             ]
             victim = workers[0]
+            started = re.search(r"worker\.started worker_id=(\S+)", victim.log())
+            assert started, victim.log()
+            holding = (
+                "SELECT count(*) FROM generations WHERE status = 'processing' AND worker_id = :w"
+            )
             deadline = time.monotonic() + 60
-            while victim.log().count("generation.claimed") < 2:
+            # Killed while it holds jobs (read from the queue itself: on a loaded machine a log
+            # line can be seen after the batch it announces has already finished).
+            while (
+                victim.log().count("generation.claimed") < 2
+                or not api_server.sql(holding, w=started.group(1))[0][0]
+            ):
                 assert time.monotonic() < deadline, victim.log()
                 time.sleep(0.05)
             victim.kill()
