@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 from tests.pictures import png
 from tests.serverproc import Server, create_key, run_cli, wait_terminal
 from tests.stubs import QuietHandler, local_server
+from tests.test_abuse import BROKEN_MODEL
 from tests.test_devkit import App
 
 ORG, PROJECT = "hookco", "site"
@@ -97,9 +98,13 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("webhooks")
+    models_file = data / "models.toml"
+    models_file.write_text(BROKEN_MODEL)
     srv = Server(
-        tmp_path_factory.mktemp("webhooks"),
+        data,
         models_dir,
+        models_file=models_file,
         allow_private_urls="true",
         webhook_retry_schedule="0.3,0.3,0.3",
         webhook_poll_seconds=0.2,
@@ -224,6 +229,24 @@ def test_410_disables_the_endpoint_and_a_dead_one_fails_after_the_schedule(
         assert receiver.wait("/down", 6)[-1][0]["webhook-id"] == dead["webhookId"]
         for endpoint_id in ids:
             client.delete(f"/api/v1/webhooks/{endpoint_id}")
+
+
+def test_failed_and_cancelled_generations_say_so(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    failing = receiver.script("/failing")
+    broken = create(server, key, webhookUrl=failing, model="broken")
+    cancelling = receiver.script("/cancelling")
+    doomed = create(server, key, webhookUrl=cancelling, webhookEvents=["cancelled"], steps=50)
+    with server.client(key) as client:
+        assert client.post(f"/api/v1/generations/{doomed['id']}/cancel").status_code == 200
+    (cancelled,) = receiver.wait("/cancelling", 1)
+    event = verified(secret, cancelled)
+    assert event["type"] == "generation.cancelled" and event["data"]["status"] == "cancelled"
+    calls = receiver.wait("/failing", 2)
+    last = verified(secret, calls[-1])
+    assert last["type"] == "generation.failed" and last["data"]["id"] == broken["id"]
+    assert last["data"]["errorMessage"]
 
 
 def test_during_a_rotation_both_secrets_sign(
