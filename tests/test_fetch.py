@@ -82,12 +82,12 @@ def test_a_refused_address_is_never_connected_to_nor_named() -> None:
         port = base.rsplit(":", 1)[1]
         fetch(f"http://innocent.test:{port}/a.png", resolve=resolver)
     assert Stub.hits == [] and "127.0.0.1" not in refused.value.message
-    assert "non-public" in refused.value.message
+    assert "public address" in refused.value.message
 
 
 def test_a_redirect_into_a_private_range_is_refused_before_connecting() -> None:
     Stub.hits.clear()
-    with local_server(Stub) as base, pytest.raises(UnsafeUrl, match="non-public"):
+    with local_server(Stub) as base, pytest.raises(UnsafeUrl, match="public address"):
         fetch(f"{base}/to-metadata", allowed=only_loopback)
     assert len(Stub.hits) == 1  # the first hop only; 169.254.169.254 was never contacted
 
@@ -111,6 +111,11 @@ def test_a_redirect_into_a_private_range_is_refused_before_connecting() -> None:
         "[fe80::1]",
         "[fd00::1]",
         "224.0.0.1",
+        # Found by review: SIIT, IPv4-compatible, local-use NAT64 and site-local IPv6.
+        "[::ffff:0:a00:1]",
+        "[::a9fe:a9fe]",
+        "[64:ff9b:1::a00:1]",
+        "[fec0::1]",
     ],
 )
 def test_every_spelling_of_an_internal_address_is_refused(host: str) -> None:
@@ -123,6 +128,14 @@ def test_public_addresses_pass_the_policy_and_transition_forms_are_unwrapped() -
     assert is_public(ipaddress.ip_address("2606:4700::1111"))
     assert not is_public(ipaddress.ip_address("::ffff:10.0.0.1"))
     assert is_public(ipaddress.ip_address("::ffff:93.184.216.34"))
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://[zz]/", "http://\u2100/", "http://h:99999/"]
+)
+def test_a_malformed_url_is_refused_not_a_crash(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        fetch(url)
 
 
 def test_one_deadline_covers_a_slow_drip() -> None:

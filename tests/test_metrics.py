@@ -82,6 +82,8 @@ def test_only_loopback_or_the_token_may_read_metrics(server: Server) -> None:
     assert refused.status_code == 403 and "IMAGESMITH_METRICS_TOKEN" in refused.text
     wrong = httpx.get(f"{server.url}/metrics", headers={**proxied, "Authorization": "Bearer x"})
     assert wrong.status_code == 403
+    accented = {**proxied, "Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")}  # was a 500
+    assert httpx.get(f"{server.url}/metrics", headers=accented).status_code == 403
     allowed = httpx.get(
         f"{server.url}/metrics", headers={**proxied, "Authorization": f"Bearer {TOKEN}"}
     )

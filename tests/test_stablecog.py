@@ -204,7 +204,7 @@ def test_http_init_images_on_private_addresses_are_refused(sc: httpx.Client) -> 
         response = create(sc, init_image_url=url, prompt_strength=0.5, inference_steps=4)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_image_url"
-        assert "non-public address" in response.json()["description"]
+        assert "public address" in response.json()["description"]
         ftp = create(sc, init_image_url="ftp://example.com/a.png", inference_steps=4)
         assert ftp.json()["error"] == "invalid_image_url"
 

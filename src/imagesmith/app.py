@@ -54,13 +54,13 @@ class EmbeddedWorker:
         asyncio.run(self._run())
 
     async def _run(self) -> None:
-        from imagesmith.worker.supervisor import Worker
+        from imagesmith.worker.run import run_workers
 
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         runtime = self.runtime.for_another_loop()
         self._started.set()
         try:
-            await Worker(runtime).run(self._stop)
+            await run_workers(runtime, self._stop)
         except Exception:
             log.exception("worker.crashed")
         finally:

@@ -118,7 +118,7 @@ def worker(
     from imagesmith.db import migrate
     from imagesmith.runtime import Runtime
     from imagesmith.webhooks.sender import WebhookSender
-    from imagesmith.worker.supervisor import Worker
+    from imagesmith.worker.run import run_workers
 
     settings = load_settings()
     configure_logging(log_level, settings.log_format)
@@ -141,7 +141,7 @@ def worker(
             async with runtime.listening():
                 sending = asyncio.create_task(WebhookSender(runtime).run(stop))
                 try:
-                    await Worker(runtime).run(stop)
+                    await run_workers(runtime, stop)
                 finally:
                     stop.set()
                     await sending

@@ -184,6 +184,27 @@ class Settings(BaseSettings):
         description="Let the worker fetch missing model weights from the hub on first use.",
     )
 
+    # Remote providers (models with `provider = …` in the models file). Keys are never logged
+    # or returned.
+    replicate_api_token: str | None = None
+    replicate_base_url: str = "https://api.replicate.com"
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com"
+    openai_compatible_api_key: str | None = Field(
+        default=None, description="Bearer key for openai-compatible models (their base_url)."
+    )
+    gemini_api_key: str | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    remote_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Jobs one worker runs at once per provider."
+    )
+    remote_request_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="One HTTP call to a provider."
+    )
+    remote_max_output_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Largest image fetched from a provider."
+    )
+
     # Prompt enhancement through any OpenAI-compatible chat-completions endpoint (optional).
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -259,6 +280,13 @@ class Settings(BaseSettings):
         description="After a secret rotation, how long the previous secret also signs.",
     )
     webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="Per project.")
+    webhook_project_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Deliveries of one project a process sends at once (one tenant's slow "
+        "endpoints never hold every slot).",
+    )
     webhook_retention_days: float = Field(
         default=30.0,
         gt=0,

@@ -9,7 +9,9 @@ from typing import Any
 
 from imagesmith.catalog.schedulers import SCHEDULER_IDS, TURBO_SCHEDULERS
 
-FAMILIES = ("tiny", "sd15", "sd2", "sdxl", "sd-turbo", "sdxl-turbo")
+FAMILIES = ("tiny", "sd15", "sd2", "sdxl", "sd-turbo", "sdxl-turbo", "remote")
+# Models that run somewhere else, behind the same queue (engines/remote/): what `provider` names.
+PROVIDERS = ("replicate", "openai", "gemini", "openai-compatible")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,15 @@ class ModelSpec:
     max_guidance: float = 20.0
     variant: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A remote model: the provider that runs it (`source` is then its model name there, e.g.
+    # "stability-ai/sdxl", "gpt-image-1", "imagen-4.0-generate-001"), and for
+    # openai-compatible servers their base URL. None: local weights, run by diffusers.
+    provider: str | None = None
+    base_url: str | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        return self.provider is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +132,23 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+# What a remote entry starts from: providers take their own sizes and steps, so the bounds
+# are wide and the size is mapped to what the provider accepts (engines/remote/sizes.py).
+REMOTE_DEFAULTS: dict[str, Any] = {
+    "family": "remote",
+    "default_width": 1024,
+    "default_height": 1024,
+    "min_side": 64,
+    "max_side": 2048,
+    "default_steps": 30,
+    "min_steps": 1,
+    "max_steps": 500,
+    "default_guidance": 7.5,
+    "min_guidance": 0.0,
+    "max_guidance": 50.0,
+}
+
+
 class UnknownModel(LookupError):
     pass
 
@@ -146,12 +174,30 @@ class ModelRegistry:
     def all(self) -> list[ModelSpec]:
         return list(self._specs.values())
 
+    def local(self) -> list[ModelSpec]:
+        return [spec for spec in self._specs.values() if not spec.is_remote]
+
+    def remote(self) -> list[ModelSpec]:
+        return [spec for spec in self._specs.values() if spec.is_remote]
+
 
 def read_models_file(path: Path) -> list[ModelSpec]:
     """`[[models]]` tables with the ModelSpec fields; later entries override built-ins by id."""
     data = tomllib.loads(path.read_text())
     specs = []
     for entry in data.get("models", []):
+        provider = entry.get("provider")
+        if provider is not None:
+            if provider not in PROVIDERS:
+                raise ValueError(
+                    f"{path}: model {entry.get('id')!r} has provider {provider!r}; "
+                    f"use one of {', '.join(PROVIDERS)}"
+                )
+            if provider == "openai-compatible" and not entry.get("base_url"):
+                raise ValueError(
+                    f"{path}: model {entry.get('id')!r} is openai-compatible: give its base_url"
+                )
+            entry = {**REMOTE_DEFAULTS, **entry}
         if entry.get("family") not in FAMILIES:
             raise ValueError(
                 f"{path}: model {entry.get('id')!r} has family {entry.get('family')!r}; "

@@ -34,6 +34,7 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
     "sdxl": _SDXL,
     "sd-turbo": _SD15,
     "sdxl-turbo": _SD15,
+    "remote": _SDXL,  # a provider's engine maps these to the sizes it accepts
 }
 
 

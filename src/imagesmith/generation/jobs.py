@@ -12,10 +12,10 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,12 +93,15 @@ class JobQueue:
 
     # Claim, renew, release ---------------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[ClaimedJob]:
-        """Take up to `limit` compatible jobs; a job whose init image is gone fails here."""
+    async def claim(self, limit: int, model_ids: Collection[str] | None = None) -> list[ClaimedJob]:
+        """Take up to `limit` compatible jobs (only for `model_ids`, when given); a job whose
+        init image is gone fails here."""
         now = utcnow()
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
-            claims = await repo.claim_next_batch(self.worker_id, limit, now, self._lease_until(now))
+            claims = await repo.claim_next_batch(
+                self.worker_id, limit, now, self._lease_until(now), model_ids
+            )
             rows: list[tuple[Claim, Generation, str, str]] = []
             hooks = False
             for claim in claims:
@@ -268,9 +271,15 @@ class JobQueue:
 
     # Outcomes -----------------------------------------------------------------------------
 
-    async def succeed(self, job: ClaimedJob, images: Sequence[ImageBytes]) -> None:
+    async def succeed(
+        self,
+        job: ClaimedJob,
+        images: Sequence[ImageBytes],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         """Store the images under the generation's output ids, then record the success; a
-        result for a job that was cancelled or re-queued meanwhile is discarded."""
+        result for a job that was cancelled or re-queued meanwhile is discarded. `meta` is
+        merged into the record's (a remote provider's account of what it was sent)."""
         claim = job.claim
         async with self.rt.db.transaction() as session:
             generation = await self._held(GenerationRepository(session), claim)
@@ -288,6 +297,25 @@ class JobQueue:
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             generation = await self._held(repo, claim)
+            extra = {"meta": {**(generation.meta or {}), **meta}} if meta and generation else {}
+            # The terminal write first: it is conditional on this attempt still holding the job
+            # (and on PostgreSQL locks the row), so a cancel that committed first wins and
+            # nothing of this attempt is written.
+            if generation is not None and not await repo.finish(
+                self.worker_id,
+                claim,
+                now,
+                **extra,
+                status=GenerationStatus.SUCCESS,
+                output_image_id=image_ids[0],
+                output_image_ids=image_ids,
+                processing_time_ms=elapsed_ms(generation, now),
+                progress_step=job.params.steps,
+                progress_total=job.params.steps,
+                error_message=None,
+            ):
+                log.info("generation.result_discarded generation_id=%s", claim.generation_id)
+                generation = None
             if generation is not None:
                 images_repo = ImageRepository(session)
                 for index, (image_id, key, output) in enumerate(
@@ -301,23 +329,12 @@ class JobQueue:
                 if generation.flow_alias and generation.flow_id:
                     flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
                     flow.aliases = {**(flow.aliases or {}), generation.flow_alias: image_ids[0]}
-                await repo.finish(
-                    self.worker_id,
-                    claim,
-                    now,
-                    status=GenerationStatus.SUCCESS,
-                    output_image_id=image_ids[0],
-                    output_image_ids=image_ids,
-                    processing_time_ms=elapsed_ms(generation, now),
-                    progress_step=job.params.steps,
-                    progress_total=job.params.steps,
-                    error_message=None,
-                )
                 hooks = await announce(self.rt, session, claim.generation_id, events.COMPLETED)
         # After commit: the objects nothing points at any more (the previous run's, or ours if
         # this attempt lost the job meanwhile).
         await delete_quietly(self.rt.store, keys if generation is None else replaced)
         if generation is None:
+            self._progress_sent.pop(claim.generation_id, None)
             return
         log.info(
             "generation.succeeded generation_id=%s images=%s",

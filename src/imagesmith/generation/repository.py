@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -178,7 +179,12 @@ class GenerationRepository:
     # Queue --------------------------------------------------------------------------------
 
     async def claim_next_batch(
-        self, worker_id: str, limit: int, now: datetime, lease_until: datetime
+        self,
+        worker_id: str,
+        limit: int,
+        now: datetime,
+        lease_until: datetime,
+        model_ids: Collection[str] | None = None,
     ) -> list[Claim]:
         """Atomically move up to `limit` compatible pending jobs to processing for this worker.
 
@@ -186,8 +192,11 @@ class GenerationRepository:
         (every project's 1st job, then every project's 2nd, …), so one tenant's flood never
         starves another's job. The head job picks the batch key (`EngineParams.BATCH_KEY`);
         batch-mates are taken in the same fair order.
-        PostgreSQL skips rows other workers hold locked; SQLite runs this under its write lock."""
-        head = await self._lock_first(await self._fair_order(limit=CANDIDATES))
+        PostgreSQL skips rows other workers hold locked; SQLite runs this under its write lock.
+        `model_ids`: only jobs for these models (a local worker's, or the remote providers'
+        with a free slot); None: any."""
+        only = () if model_ids is None else (Generation.model_id.in_(list(model_ids)),)
+        head = await self._lock_first(await self._fair_order(*only, limit=CANDIDATES))
         if head is None:
             return []
         # Batch-mates agree on every batch-key column; None (txt2img strength) matches None.

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,16 @@ from imagesmith.errors import ValidationFailed
 
 MAX_REDIRECTS = 3
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 forms that carry an IPv4 address in their low 32 bits, or lead somewhere local:
+# IPv4-compatible (::a.b.c.d, deprecated), SIIT (::ffff:0:a.b.c.d), local-use NAT64.
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+DNS_SECONDS = 5.0
+# Lookups on their own threads: a slow DNS server never ties up the default executor that
+# the local store's file reads and writes run on.
+_DNS_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -36,7 +48,12 @@ class UnsafeUrl(ValidationFailed):
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        async with asyncio.timeout(DNS_SECONDS):
+            infos = await asyncio.get_running_loop().run_in_executor(_DNS_POOL, lookup)
+    except TimeoutError:
+        raise OSError(f"no DNS answer within {DNS_SECONDS:g} s") from None
     return [str(info[4][0]) for info in infos]
 
 
@@ -50,7 +67,7 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in NAT64:
+    if address in NAT64 or address in SIIT or (address in IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -59,6 +76,10 @@ def is_public(address: IPAddress) -> bool:
     inner = embedded_ipv4(address)
     if inner is not None:
         return is_public(inner)
+    if isinstance(address, ipaddress.IPv6Address) and (
+        address not in GLOBAL_UNICAST or address in LOCAL_NAT64
+    ):
+        return False  # only global unicast IPv6 is public (no site-local fec0::/10, …)
     return address.is_global and not address.is_multicast
 
 
@@ -77,25 +98,29 @@ async def pinned_target(
     """(the URL rewritten to a checked address, the Host header, the TLS server name); `what`
     names the URL in errors of type `error` (image URLs here, webhook targets elsewhere)."""
     named = what[:1].upper() + what[1:]
-    parts = urlsplit(url)
-    host = parts.hostname
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # "http://[::1", "http://℀/": not a URL a client could mean
+        raise error(f"{named} is not a valid URL: {url[:200]!r}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise error(f"{named} must be http(s) with a host, got {url[:200]!r}")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise error(f"{named} has an invalid port") from None
+    # One message whether the name does not resolve or resolves somewhere private: a caller
+    # must not learn which internal names exist.
+    refused = (
+        f"{named} host '{host[:100]}' does not resolve to a public address (only public, "
+        "non-private http(s) addresses are allowed)"
+    )
     try:
         answers = [ipaddress.ip_address(a.split("%")[0]) for a in await resolve(host, port)]
-    except (OSError, ValueError):
-        raise error(f"Cannot resolve {what} host '{host[:100]}'") from None
-    if not answers:
-        raise error(f"Cannot resolve {what} host '{host[:100]}'")
-    if not all(allowed(address) for address in answers):
-        raise error(
-            f"{named} host '{host[:100]}' resolves to a non-public address; only public "
-            "http(s) URLs are allowed"
-        )
+    except (OSError, ValueError, UnicodeError):
+        raise error(refused) from None
+    if not answers or not all(allowed(address) for address in answers):
+        raise error(refused)
     address = answers[0]
     literal = f"[{address}]" if address.version == 6 else str(address)
     netloc = f"{literal}:{port}"

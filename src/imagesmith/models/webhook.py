@@ -38,6 +38,7 @@ class WebhookDelivery(IdMixin, Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_generation", "generation_id"),
+        Index("ix_webhook_deliveries_finished", "status", "created_at"),
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from imagesmith.models import (
 from imagesmith.webhooks.signing import new_secret
 
 PENDING = DeliveryStatus.PENDING
+PROGRESS_EVENT = "generation.progress"
 
 
 class WebhookRepository:
@@ -45,6 +47,13 @@ class WebhookRepository:
 
     async def endpoint_any(self, endpoint_id: str) -> WebhookEndpoint | None:
         return await self.session.get(WebhookEndpoint, endpoint_id)
+
+    async def lock_project(self, project_id: str) -> None:
+        """Hold the project row to commit (PostgreSQL): endpoint limits and secret rotations
+        of one project happen one at a time."""
+        await self.session.execute(
+            select(Project.id).where(Project.id == project_id).with_for_update()
+        )
 
     async def count_endpoints(self, project_id: str) -> int:
         count = await self.session.scalar(
@@ -106,22 +115,46 @@ class WebhookRepository:
         return found is not None
 
     async def claim_due(
-        self, limit: int, now: datetime, locked_until: datetime
+        self,
+        limit: int,
+        now: datetime,
+        locked_until: datetime,
+        *,
+        per_project: int,
+        in_flight: Mapping[str, int],
     ) -> list[WebhookDelivery]:
-        """Take up to `limit` due deliveries that no live sender holds. PostgreSQL skips rows
-        another sender is claiming; SQLite runs this under its write lock."""
+        """Take up to `limit` due deliveries that no live sender holds, at most `per_project`
+        of one project in flight here (`in_flight` counts this sender's), so one tenant's slow
+        or flooded endpoints never hold every slot. PostgreSQL skips rows another sender is
+        claiming; SQLite runs this under its write lock."""
         due = and_(
             WebhookDelivery.status == PENDING,
             WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
         )
+        candidates = (
+            await self.session.execute(
+                select(WebhookDelivery.id, WebhookDelivery.project_id)
+                .where(due)
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.created_at)
+                .limit(limit * 8)
+            )
+        ).all()
+        counts = dict(in_flight)
+        chosen: list[str] = []
+        for delivery_id, project_id in candidates:
+            if len(chosen) >= limit:
+                break
+            if counts.get(project_id, 0) < per_project:
+                counts[project_id] = counts.get(project_id, 0) + 1
+                chosen.append(delivery_id)
+        if not chosen:
+            return []
         ids = list(
             (
                 await self.session.execute(
                     select(WebhookDelivery.id)
-                    .where(due)
-                    .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.created_at)
-                    .limit(limit)
+                    .where(WebhookDelivery.id.in_(chosen), due)
                     .with_for_update(skip_locked=True)
                 )
             ).scalars()
@@ -157,17 +190,33 @@ class WebhookRepository:
         )
         return found is not None
 
-    async def prune(self, before: datetime) -> int:
-        """Delete finished deliveries created before `before`; returns how many."""
-        result = await self.session.execute(
+    async def prune(self, before: datetime, progress_before: datetime, batch: int) -> int:
+        """Delete up to `batch` finished deliveries created before `before` (progress events
+        before `progress_before`: stale within minutes); returns how many."""
+        old = or_(
+            WebhookDelivery.created_at < before,
+            and_(
+                WebhookDelivery.event_type == PROGRESS_EVENT,
+                WebhookDelivery.created_at < progress_before,
+            ),
+        )
+        ids = list(
+            (
+                await self.session.execute(
+                    select(WebhookDelivery.id)
+                    .where(WebhookDelivery.status != PENDING, old)
+                    .limit(batch)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return 0
+        await self.session.execute(
             delete(WebhookDelivery)
-            .where(
-                WebhookDelivery.status != PENDING,
-                WebhookDelivery.created_at < before,
-            )
+            .where(WebhookDelivery.id.in_(ids))
             .execution_options(synchronize_session=False)
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        return len(ids)
 
     async def pending_count(self) -> int:
         count = await self.session.scalar(
@@ -208,6 +257,7 @@ class WebhookRepository:
         )
 
     async def rotate_secret(self, project_id: str, now: datetime, overlap: timedelta) -> str:
+        await self.lock_project(project_id)
         await self.ensure_secret(project_id)
         project = await self.session.get(Project, project_id, populate_existing=True)
         assert project is not None, project_id

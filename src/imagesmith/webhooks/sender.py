@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ RESPONSE_KEPT = 1024  # bytes of a receiver's answer kept in the delivery log
 ATTEMPTS_KEPT = 20
 MAX_RETRY_AFTER = 3600.0
 PRUNE_EVERY = 3600.0
+PRUNE_BATCH, PRUNE_BATCHES = 500, 200
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class WebhookSender:
         self._slots = asyncio.Semaphore(runtime.settings.webhook_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pruned = 0.0  # monotonic time of the last prune
+        self._in_flight: dict[str, int] = {}  # project id → attempts under way here
 
     @property
     def _hold(self) -> timedelta:
@@ -101,12 +104,28 @@ class WebhookSender:
             if not await WebhookRepository(session).any_due(now):
                 return 0
         async with self.rt.db.transaction() as session:
-            due = await WebhookRepository(session).claim_due(free, now, now + self._hold)
+            due = await WebhookRepository(session).claim_due(
+                free,
+                now,
+                now + self._hold,
+                per_project=self.settings.webhook_project_concurrency,
+                in_flight=self._in_flight,
+            )
         for delivery in due:
+            project = delivery.project_id
+            self._in_flight[project] = self._in_flight.get(project, 0) + 1
             task = asyncio.create_task(self._deliver(client, delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._release_slot, project))
         return len(due)
+
+    def _release_slot(self, project: str, _task: object = None) -> None:
+        left = self._in_flight.get(project, 0) - 1
+        if left > 0:
+            self._in_flight[project] = left
+        else:
+            self._in_flight.pop(project, None)
 
     async def _prune(self, now: datetime) -> None:
         """Finished deliveries older than the retention go, at most once an hour per process."""
@@ -114,8 +133,16 @@ class WebhookSender:
             return
         self._pruned = time.monotonic()
         before = now - timedelta(days=self.settings.webhook_retention_days)
-        async with self.rt.db.transaction() as session:
-            gone = await WebhookRepository(session).prune(before)
+        progress_before = now - timedelta(hours=1)
+        gone = 0
+        for _ in range(PRUNE_BATCHES):  # short transactions: the write lock is shared
+            async with self.rt.db.transaction() as session:
+                deleted = await WebhookRepository(session).prune(
+                    before, progress_before, PRUNE_BATCH
+                )
+            gone += deleted
+            if deleted < PRUNE_BATCH:
+                break
         if gone:
             log.info("webhook.pruned deliveries=%d before=%s", gone, before.isoformat())
 
@@ -123,8 +150,13 @@ class WebhookSender:
         try:
             async with self._slots:
                 await self._attempt(client, delivery)
-        except Exception:
+        except Exception as exc:
+            # Counted as an attempt, so no answer can keep a row pending (and re-claimed) forever.
             log.exception("webhook.attempt_crashed delivery_id=%s", delivery.id)
+            with contextlib.suppress(Exception):
+                async with self.rt.db.transaction() as session:
+                    outcome = Outcome(None, f"internal error ({type(exc).__name__})")
+                    await self._record(WebhookRepository(session), delivery, outcome, utcnow())
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
         now = utcnow()
@@ -146,8 +178,10 @@ class WebhookSender:
                 repo = WebhookRepository(session)
                 await repo.ensure_secret(delivery.project_id)
                 secrets = await repo.signing_secrets(delivery.project_id, now)
+        # An endpoint edited since the row was written: its new URL.
+        url = endpoint.url if endpoint is not None else delivery.url
         began = time.monotonic()
-        outcome = await self._post(client, delivery, secrets)
+        outcome = await self._post(client, delivery, url, secrets)
         took_ms = int((time.monotonic() - began) * 1000)
         async with self.rt.db.transaction() as session:
             repo = WebhookRepository(session)
@@ -162,7 +196,7 @@ class WebhookSender:
                     log.warning("webhook.endpoint_disabled endpoint_id=%s", endpoint.id)
 
     async def _post(
-        self, client: httpx.AsyncClient, delivery: WebhookDelivery, secrets: list[str]
+        self, client: httpx.AsyncClient, delivery: WebhookDelivery, url: str, secrets: list[str]
     ) -> Outcome:
         policy = allow_all if self.settings.allow_private_urls else is_public
         body = delivery.payload.encode()
@@ -170,7 +204,7 @@ class WebhookSender:
         try:
             async with asyncio.timeout(timeout):
                 pinned, host_header, server_name = await pinned_target(
-                    delivery.url,
+                    url,
                     system_resolve,
                     policy,
                     what="webhook URL",
@@ -248,7 +282,7 @@ class WebhookSender:
             row.status, row.next_attempt_at = DeliveryStatus.FAILED, None
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             log.warning(
-                "webhook.failed delivery_id=%s webhook_id=%s event=%s attempts=%d error=%s",
+                "webhook.failed delivery_id=%s webhook_id=%s event=%s attempts=%d error=%r",
                 row.id,
                 row.message_id,
                 row.event_type,
@@ -263,7 +297,7 @@ class WebhookSender:
         row.next_attempt_at = now + timedelta(seconds=delay)
         metrics.WEBHOOK_DELIVERIES.labels("retrying").inc()
         log.info(
-            "webhook.retrying delivery_id=%s webhook_id=%s attempt=%d in_seconds=%g error=%s",
+            "webhook.retrying delivery_id=%s webhook_id=%s attempt=%d in_seconds=%g error=%r",
             row.id,
             row.message_id,
             row.attempts,
@@ -278,11 +312,13 @@ async def _read_some(response: httpx.Response) -> str:
         kept += chunk
         if len(kept) >= RESPONSE_KEPT:
             break
-    return kept[:RESPONSE_KEPT].decode(errors="replace").strip()
+    text = kept[:RESPONSE_KEPT].decode(errors="replace")
+    # Stored and logged: no NUL (PostgreSQL text refuses it), no line breaks to forge log lines.
+    return "".join(c if c.isprintable() else " " for c in text).strip()
 
 
 def _retry_after(response: httpx.Response) -> float | None:
     if response.status_code not in (429, 503):
         return None
     value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else None
+    return float(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None

@@ -69,6 +69,7 @@ class WebhookService:
         limit = self.rt.settings.webhook_max_endpoints
         async with self.rt.db.transaction() as session:
             repo = WebhookRepository(session)
+            await repo.lock_project(project_id)
             if await repo.count_endpoints(project_id) >= limit:
                 raise ValidationFailed(
                     f"This project has {limit} webhook endpoints, the most it may have; "
@@ -157,11 +158,13 @@ class WebhookService:
             delivery = await WebhookRepository(session).delivery(project_id, delivery_id)
             if delivery is None:
                 raise DeliveryNotFound(f"No webhook delivery '{delivery_id[:64]}' in this project")
+            now = utcnow()
             if delivery.status is not DeliveryStatus.PENDING:
                 delivery.max_attempts = delivery.attempts + 1
             delivery.status = DeliveryStatus.PENDING
-            delivery.next_attempt_at = utcnow()
-            delivery.locked_until = None
+            delivery.next_attempt_at = now
+            if delivery.locked_until is not None and delivery.locked_until < now:
+                delivery.locked_until = None  # a live sender's hold stays: no second copy now
         self.rt.notifier.webhooks_queued()
         return delivery
 

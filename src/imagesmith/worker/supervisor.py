@@ -110,6 +110,8 @@ class Worker:
             f"{socket.gethostname()[:100]}-{os.getpid()}-{secrets.token_hex(3)}"
         )
         self.queue = JobQueue(runtime, self.worker_id)
+        # Local models only: remote ones run in worker/remote.py's RemoteRunner.
+        self.models = [spec.id for spec in runtime.registry.local()]
         self.child = ModelProcess(engine_config(runtime))
         self.state = WorkerState.STARTING
         self.batches_run = 0
@@ -192,7 +194,7 @@ class Worker:
         """Claim the next batch and hand it to the child (which queues it behind a running one)."""
         started = time.perf_counter()
         await self.queue.requeue_expired()
-        jobs = await self.queue.claim(self.settings.worker_batch_size)
+        jobs = await self.queue.claim(self.settings.worker_batch_size, self.models)
         if not jobs:
             return None
         batch = Batch(

@@ -30,7 +30,9 @@ def may_read(request: Request, token: str | None) -> bool:
     if token:
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token):
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
             return True
     settings = request.app.state.runtime.settings
     peer = request.client.host if request.client else ""

@@ -78,6 +78,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_deliveries_generation", "webhook_deliveries", ["generation_id"])
     op.create_index(
+        "ix_webhook_deliveries_finished", "webhook_deliveries", ["status", "created_at"]
+    )
+    op.create_index(
         "ix_webhook_deliveries_endpoint", "webhook_deliveries", ["endpoint_id", "created_at"]
     )
     with op.batch_alter_table("projects") as batch:
