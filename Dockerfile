@@ -1,4 +1,5 @@
 # One image for every role: `imagesmith serve`, `imagesmith serve --no-worker`, `imagesmith worker`.
+# A worker for remote models only needs no torch: `pip install "imagesmith[server]"`.
 # TORCH picks the build: the default CPU wheel, or e.g.
 #   --build-arg TORCH="torch --index-url https://download.pytorch.org/whl/cu124"  for NVIDIA GPUs.
 FROM python:3.11-slim
@@ -8,7 +9,7 @@ WORKDIR /app
 RUN pip install ${TORCH}
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[server]"
+RUN pip install ".[server,diffusers]"
 VOLUME /data
 EXPOSE 8000
 ENTRYPOINT ["imagesmith"]

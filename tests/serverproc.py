@@ -72,8 +72,10 @@ class Server:
         data_dir: Path,
         models_dir: Path,
         backend: dict[str, str] | None = None,
+        python: str = PYTHON,
         **settings: Any,
     ):
+        self.python = python  # another virtualenv's interpreter: a different install
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -99,7 +101,7 @@ class Server:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                PYTHON,
+                self.python,
                 "-m",
                 "imagesmith",
                 "serve",

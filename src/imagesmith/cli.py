@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 
 # Modules only the server extra installs: a server command without them says how to get them.
 SERVER_MODULES = {
-    "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "torch", "diffusers",
-    "transformers", "boto3", "redis", "limits", "jwt", "argon2", "PIL", "numpy", "multipart",
-    "aiosqlite", "psycopg", "accelerate", "safetensors", "scipy", "prometheus_client",
+    "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "boto3", "redis",
+    "limits", "jwt", "argon2", "PIL", "numpy", "multipart", "aiosqlite", "psycopg",
+    "prometheus_client",
 }  # fmt: skip
+# The local engine's (the `diffusers` extra): only commands that run a model here need them.
+ENGINE_MODULES = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "scipy"}
 
 app = typer.Typer(
     help="imagesmith: a self-hosted image-generation API server.", no_args_is_help=True
@@ -751,11 +753,16 @@ def main() -> None:
     try:
         app()
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+        missing = (exc.name or "").split(".")[0]
+        if missing in ENGINE_MODULES:
+            hint = "the local model engine with: pip install 'imagesmith[server,diffusers]'"
+        elif missing in SERVER_MODULES:
+            hint = "the server with: pip install 'imagesmith[server]'"
+        else:
             raise
         console.print(
             f"This command runs the server's parts, and '{exc.name}' is not installed. Install "
-            "the server with: pip install 'imagesmith[server]'",
+            f"{hint}",
             style="red",
             markup=False,
             soft_wrap=True,

@@ -260,12 +260,14 @@ class RemoteRunner:
         try:
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not running.done():
-                grace = CANCEL_GRACE_SECONDS if getattr(engine, "cancels", False) else 0
-                with contextlib.suppress(TimeoutError, RemoteCancelled, ProviderRejected):
-                    await asyncio.wait_for(asyncio.shield(running), grace)
-                if not running.done():
+                grace = CANCEL_GRACE_SECONDS if getattr(engine, "cancels", False) else 0.0
+                try:  # its own answer (RemoteCancelled, or a result that won the race)
+                    return await asyncio.wait_for(asyncio.shield(running), grace)
+                except TimeoutError:
                     running.cancel()
-                raise RemoteCancelled("cancelled; the provider's request was abandoned")
+                    raise RemoteCancelled(
+                        "cancelled; the provider's request was abandoned"
+                    ) from None
             return running.result()
         finally:
             stopping.cancel()
