@@ -74,6 +74,12 @@ provider = "replicate"
 source = "stability-ai/sdxl:{VERSION}"
 
 [[models]]
+id = "sdxl-impatient"
+provider = "replicate"
+source = "stability-ai/sdxl"
+extra = {{ timeout_seconds = 1.5 }}
+
+[[models]]
 id = "gpt-image"
 provider = "openai"
 source = "gpt-image-1"
@@ -225,6 +231,18 @@ def test_refusals_fail_the_job_with_the_providers_words(server: Server, key: str
     assert policy["status"] == "failed" and "safety system" in policy["errorMessage"]
     blocked = generate(server, key, model="nano-banana", prompt="blocked words")
     assert blocked["status"] == "failed" and "SAFETY" in blocked["errorMessage"]
+
+
+def test_a_provider_past_the_deadline_fails_and_is_cancelled_there(
+    server: Server, key: str, providers: dict[str, Any]
+) -> None:
+    replicate: Replicate = providers["replicate"]
+    late = generate(server, key, model="sdxl-impatient", prompt="a slow sunrise")
+    assert late["status"] == "failed" and "did not finish within 1.5 s" in late["errorMessage"]
+    (prediction,) = [
+        p for p in list(replicate.predictions.values()) if p["input"]["prompt"] == "a slow sunrise"
+    ]
+    assert prediction["id"] in replicate.cancelled  # no orphan left running up a bill
 
 
 def test_openai_and_gemini_sizes_go_to_the_nearest_they_take(

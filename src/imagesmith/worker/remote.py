@@ -179,24 +179,34 @@ class RemoteRunner:
     async def _run_job(self, spec: ModelSpec, job: ClaimedJob) -> None:
         provider = spec.provider or ""
         engine = self.engines[provider]
+        # Set when the job is cancelled on our side, or when its deadline passes: either way
+        # the engine stops, and cancels at the provider where it can (no orphan prediction
+        # running up a bill after we gave up on it).
+        stop = asyncio.Event()
         cancelled = asyncio.Event()
         leases = asyncio.ensure_future(self._renew(job))
-        watcher = asyncio.ensure_future(self._watch(job, cancelled))
+        watcher = asyncio.ensure_future(self._watch(job, cancelled, stop))
         started = time.monotonic()
-        deadline = self.settings.job_timeout_seconds
+        deadline = float(spec.extra.get("timeout_seconds", self.settings.job_timeout_seconds))
+        timer = asyncio.get_running_loop().call_later(deadline, stop.set)
+        timed_out = (
+            f"{provider} did not finish within {deadline:g} s (the model's timeout_seconds, "
+            "or IMAGESMITH_JOB_TIMEOUT_SECONDS)"
+        )
         remote = RemoteJob(
             job.generation_id, job.prompt, job.negative_prompt, job.params, job.init_image
         )
         try:
             try:
-                async with asyncio.timeout(deadline):
-                    result = await self._attempts(engine, spec, remote, cancelled)
+                async with asyncio.timeout(deadline + CANCEL_GRACE_SECONDS + 5):  # a hard stop
+                    result = await self._attempts(engine, spec, remote, stop)
                     outputs = await self._outputs(result, provider)
             except TimeoutError:
-                raise ProviderRejected(
-                    f"{provider} did not finish within {deadline:g} s "
-                    "(IMAGESMITH_JOB_TIMEOUT_SECONDS)"
-                ) from None
+                raise ProviderRejected(timed_out) from None
+            except RemoteCancelled:
+                if not cancelled.is_set():
+                    raise ProviderRejected(timed_out) from None
+                raise
             result.info["seconds"] = round(time.monotonic() - started, 3)
             await self.queue.succeed(job, outputs, meta={"provider": result.info})
         except RemoteCancelled as exc:
@@ -215,6 +225,7 @@ class RemoteRunner:
             log.exception("remote.crashed generation_id=%s", job.generation_id)
             await self.queue.release([job], count_retry=True, reason=f"remote error: {exc!r}"[:300])
         finally:
+            timer.cancel()
             leases.cancel()
             watcher.cancel()
 
@@ -300,13 +311,14 @@ class RemoteRunner:
             with contextlib.suppress(Exception):
                 await self.queue.renew([job])
 
-    async def _watch(self, job: ClaimedJob, cancelled: asyncio.Event) -> None:
+    async def _watch(self, job: ClaimedJob, cancelled: asyncio.Event, stop: asyncio.Event) -> None:
         """Cancelled (or re-queued, or deleted) on our side: tell the engine."""
         while True:
             await asyncio.sleep(CANCEL_CHECK_SECONDS)
             with contextlib.suppress(Exception):
                 if job.generation_id not in await self.queue.still_held([job]):
                     cancelled.set()
+                    stop.set()
                     return
 
 
