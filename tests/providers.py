@@ -101,6 +101,7 @@ class Replicate(Provider):
         self.predictions: dict[str, dict[str, Any]] = {}
         self.cancelled: list[str] = []
         self.running_max = 0
+        self.poll_errors = 0  # the next N polls answer 503
 
     def state(self, prediction: dict[str, Any]) -> dict[str, Any]:
         if prediction["status"] in ("succeeded", "failed", "canceled"):
@@ -167,6 +168,9 @@ class ReplicateHandler(JsonHandler):
                 self.reply(200, public(prediction))
             return
         model = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)/predictions", self.path)
+        if model and model.group(1) == "community":  # only official models run by name
+            self.reply(404, {"title": "Not found", "detail": "Model not found", "status": 404})
+            return
         if not model and self.path != "/v1/predictions":
             self.reply(404, {"title": "Not found", "detail": "Not found", "status": 404})
             return
@@ -246,6 +250,20 @@ class ReplicateHandler(JsonHandler):
             self.reply(200, png(int(inputs.get("width", 1024)), int(inputs.get("height", 1024))))
             return
         if not self.authorised():
+            return
+        named = re.fullmatch(r"/v1/models/([\w.-]+)/([\w.-]+)", self.path)
+        if named:
+            latest = {"id": "c0ffee" * 10 + "c0ff", "created_at": now_iso()}
+            self.reply(
+                200,
+                {"owner": named.group(1), "name": named.group(2), "latest_version": latest},
+            )
+            return
+        with p.lock:
+            failing = p.poll_errors > 0
+            p.poll_errors -= 1 if failing else 0
+        if failing:
+            self.reply(503, {"title": "Service Unavailable", "detail": "try again", "status": 503})
             return
         got = re.fullmatch(r"/v1/predictions/([a-z0-9]+)", self.path)
         with p.lock:

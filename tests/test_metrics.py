@@ -69,6 +69,8 @@ def test_metrics_count_jobs_requests_and_the_queue(server: Server) -> None:
     get_route = {"method": "GET", "route": "/api/v1/generations/{generation_id}"}
     assert value(found, "imagesmith_http_requests_total", **get_route, status="200") >= 2
     assert value(found, "imagesmith_http_requests_total", **get_route, status="404") == 1
+    latency = "imagesmith_http_request_duration_seconds_count"
+    assert value(found, latency, **get_route, status="404") == 1
     assert not any(generation_id in scraped.text for generation_id in ids)
     assert value(found, "imagesmith_queue_jobs", status="pending", model="tiny-sd") == 0
     assert value(found, "imagesmith_workers_live") == 1

@@ -74,6 +74,11 @@ provider = "replicate"
 source = "stability-ai/sdxl:{VERSION}"
 
 [[models]]
+id = "painter"
+provider = "replicate"
+source = "community/painter"
+
+[[models]]
 id = "sdxl-impatient"
 provider = "replicate"
 source = "stability-ai/sdxl"
@@ -191,6 +196,32 @@ def test_a_throttled_create_is_retried_without_burning_crash_retries(
     assert "remote.busy" in server.log() and "retry_in=1.0s" in server.log()
 
 
+def test_a_community_model_runs_as_its_latest_version(
+    server: Server, key: str, providers: dict[str, Any]
+) -> None:
+    done = generate(server, key, model="painter", prompt="a painted lighthouse")
+    assert done["status"] == "success", done
+    (_, body) = providers["replicate"].calls("POST", "^/v1/predictions$")[-1]
+    assert body["version"] == "c0ffee" * 10 + "c0ff"
+
+
+def test_a_failing_poll_is_repeated_and_never_re_creates(
+    server: Server, key: str, providers: dict[str, Any]
+) -> None:
+    replicate: Replicate = providers["replicate"]
+    replicate.seconds, replicate.poll_errors = 6.0, 2  # longer than the create's 5 s hold
+    try:
+        done = generate(server, key, model="sdxl-replicate", prompt="a polled lighthouse")
+    finally:
+        replicate.seconds = 0.3
+    assert done["status"] == "success" and done["retryCount"] == 0, done
+    made = [
+        body for _, body in replicate.calls("POST", "/predictions$")
+        if body["input"]["prompt"] == "a polled lighthouse"
+    ]  # fmt: skip
+    assert len(made) == 1 and replicate.poll_errors <= 0
+
+
 def test_cancel_reaches_replicate(server: Server, key: str, providers: dict[str, Any]) -> None:
     replicate: Replicate = providers["replicate"]
     with server.client(key) as client:
@@ -269,6 +300,19 @@ def test_openai_and_gemini_sizes_go_to_the_nearest_they_take(
     assert headers["x-goog-api-key"] == TOKENS["gemini"]
     assert body["generationConfig"]["imageConfig"]["aspectRatio"] == "9:16"
     assert stored_picture(tall["outputImage"]["storageUrl"]).size == (768, 1344)
+
+    with server.client(key) as client:
+        upload = client.post(
+            "/api/v1/images/upload", files={"file": ("in.png", small_png(), "image/png")}
+        ).json()["data"]
+    edited = generate(server, key, model="gpt-image", initImage=upload["id"], promptStrength=0.6)
+    assert edited["status"] == "success", edited
+    (headers, body) = providers["openai"].calls("POST", "/v1/images/edits")[-1]
+    assert headers["content-type"].startswith("multipart/form-data") and b"\x89PNG" in body
+    redrawn = generate(server, key, model="nano-banana", initImage=upload["id"])
+    assert redrawn["status"] == "success", redrawn
+    (_, body) = providers["gemini"].calls("POST", r":generateContent$")[-1]
+    assert body["contents"][0]["parts"][1]["inline_data"]["mime_type"] == "image/png"
 
     pair = generate(server, key, model="imagen", numOutputs=2, aspectRatio="21:9")
     assert pair["status"] == "success" and len(pair["outputImages"]) == 2, pair

@@ -22,8 +22,8 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_LATENCY = Histogram(
     "imagesmith_http_request_duration_seconds",
-    "Time to the end of the response, by route template (a long poll counts its wait).",
-    ["method", "route"],
+    "Time to the end of the response, by route template and status (a long poll counts its wait).",
+    ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )

@@ -112,4 +112,5 @@ class HttpMetrics:
             method = str(scope.get("method", ""))
             method = method if method in METHODS else "OTHER"
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.HTTP_LATENCY.labels(method, route, str(status)).observe(elapsed)

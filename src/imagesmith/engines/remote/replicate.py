@@ -1,7 +1,9 @@
 """Replicate's HTTP API (https://replicate.com/docs/reference/http), as its reference describes:
 
-* create: `POST /v1/models/{owner}/{name}/predictions` for a model named `owner/name`, or
-  `POST /v1/predictions` with `{"version": …}` for `owner/name:version` or a bare version id;
+* create: `POST /v1/models/{owner}/{name}/predictions` for a model named `owner/name` (an
+  official model; a community model answers 404 there and runs as `latest_version.id` from
+  `GET /v1/models/{owner}/{name}`), or `POST /v1/predictions` with `{"version": …}` for
+  `owner/name:version` or a bare version id;
   `Authorization: Bearer <token>`, `Prefer: wait=N` (hold the request up to N s);
 * the prediction: `{id, status: starting|processing|succeeded|failed|canceled, output, error,
   urls {get, cancel}}`; poll `urls.get` until it ends; `output` is a URL or a list of them;
@@ -65,6 +67,7 @@ class ReplicateEngine:
     def __init__(self, config: ProviderConfig):
         self.config = config
         self.base = config.base_url.rstrip("/")
+        self._versions: dict[str, str] = {}  # community model → its latest version id
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -99,26 +102,45 @@ class ReplicateEngine:
         inputs.update(spec.extra.get("input", {}))
         return inputs, info
 
-    def _create_request(self, spec: ModelSpec, inputs: dict[str, Any]) -> httpx.Request:
-        source = spec.source
+    def _create_request(
+        self, source: str, inputs: dict[str, Any], version: str | None = None
+    ) -> httpx.Request:
         headers = {**self._headers(), "Prefer": f"wait={HOLD_SECONDS}"}
-        if ":" in source or VERSION.match(source):
+        if version is None and (":" in source or VERSION.match(source)):
             version = source.split(":", 1)[1] if ":" in source else source
-            body = {"version": version, "input": inputs}
+        if version is not None:
+            body: dict[str, Any] = {"version": version, "input": inputs}
             url = f"{self.base}/v1/predictions"
         else:
             body = {"input": inputs}
             url = f"{self.base}/v1/models/{source}/predictions"
-        timeout = self.config.timeout + HOLD_SECONDS
-        return httpx.Request(
-            "POST",
-            url,
-            json=body,
-            headers=headers,
-            extensions={
-                "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-            },
+        return httpx.Request("POST", url, json=body, headers=headers)
+
+    async def _create(
+        self, client: httpx.AsyncClient, source: str, inputs: dict[str, Any]
+    ) -> httpx.Response:
+        """Create the prediction. A model named without a version is run through its
+        models endpoint (official models); a community model answers that with 404, and then
+        runs as its latest version (`GET /v1/models/{owner}/{name}` → `latest_version.id`)."""
+        version = self._versions.get(source)
+        response = await send(client, "Replicate", self._create_request(source, inputs, version))
+        named_only = version is None and ":" not in source and not VERSION.match(source)
+        if response.status_code != 404 or not named_only:
+            return response
+        found = await send(
+            client,
+            "Replicate",
+            httpx.Request("GET", f"{self.base}/v1/models/{source}", headers=self._headers()),
         )
+        raise_for("Replicate", found, error_text(found, *ERROR_PATHS))
+        try:
+            latest = found.json()["latest_version"]["id"]
+        except (ValueError, KeyError, TypeError):
+            raise ProviderRejected(f"Replicate has no runnable version of {source}") from None
+        if not isinstance(latest, str):
+            raise ProviderRejected(f"Replicate has no runnable version of {source}")
+        self._versions[source] = latest
+        return await send(client, "Replicate", self._create_request(source, inputs, latest))
 
     async def run(
         self,
@@ -128,7 +150,7 @@ class ReplicateEngine:
         cancelled: asyncio.Event,
     ) -> RemoteResult:
         inputs, info = self.inputs(spec, job)
-        response = await send(client, "Replicate", self._create_request(spec, inputs))
+        response = await self._create(client, spec.source, inputs)
         raise_for("Replicate", response, error_text(response, *ERROR_PATHS))
         prediction = self._prediction(response)
         info.update(provider="replicate", model=spec.source, predictionId=prediction["id"])
