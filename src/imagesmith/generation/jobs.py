@@ -93,14 +93,19 @@ class JobQueue:
 
     # Claim, renew, release ---------------------------------------------------------------
 
-    async def claim(self, limit: int, model_ids: Collection[str] | None = None) -> list[ClaimedJob]:
-        """Take up to `limit` compatible jobs (only for `model_ids`, when given); a job whose
-        init image is gone fails here."""
+    async def claim(
+        self,
+        limit: int,
+        model_ids: Collection[str] | None = None,
+        except_models: Collection[str] = (),
+    ) -> list[ClaimedJob]:
+        """Take up to `limit` compatible jobs (only for `model_ids` when given, none for
+        `except_models`); a job whose init image is gone fails here."""
         now = utcnow()
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)
             claims = await repo.claim_next_batch(
-                self.worker_id, limit, now, self._lease_until(now), model_ids
+                self.worker_id, limit, now, self._lease_until(now), model_ids, except_models
             )
             rows: list[tuple[Claim, Generation, str, str]] = []
             hooks = False

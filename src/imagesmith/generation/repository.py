@@ -185,6 +185,7 @@ class GenerationRepository:
         now: datetime,
         lease_until: datetime,
         model_ids: Collection[str] | None = None,
+        except_models: Collection[str] = (),
     ) -> list[Claim]:
         """Atomically move up to `limit` compatible pending jobs to processing for this worker.
 
@@ -193,9 +194,14 @@ class GenerationRepository:
         starves another's job. The head job picks the batch key (`EngineParams.BATCH_KEY`);
         batch-mates are taken in the same fair order.
         PostgreSQL skips rows other workers hold locked; SQLite runs this under its write lock.
-        `model_ids`: only jobs for these models (a local worker's, or the remote providers'
-        with a free slot); None: any."""
-        only = () if model_ids is None else (Generation.model_id.in_(list(model_ids)),)
+        `model_ids`: only jobs for these models (the remote providers' with a free slot);
+        `except_models`: none of these (a local worker leaves the remote models' jobs alone,
+        and still takes a job whose model left the registry, to fail it with a message)."""
+        only: tuple[Any, ...] = ()
+        if model_ids is not None:
+            only += (Generation.model_id.in_(list(model_ids)),)
+        if except_models:
+            only += (Generation.model_id.not_in(list(except_models)),)
         head = await self._lock_first(await self._fair_order(*only, limit=CANDIDATES))
         if head is None:
             return []

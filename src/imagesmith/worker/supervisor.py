@@ -110,8 +110,8 @@ class Worker:
             f"{socket.gethostname()[:100]}-{os.getpid()}-{secrets.token_hex(3)}"
         )
         self.queue = JobQueue(runtime, self.worker_id)
-        # Local models only: remote ones run in worker/remote.py's RemoteRunner.
-        self.models = [spec.id for spec in runtime.registry.local()]
+        # Not the remote models' jobs: worker/remote.py's RemoteRunner runs those.
+        self.remote_models = [spec.id for spec in runtime.registry.remote()]
         self.child = ModelProcess(engine_config(runtime))
         self.state = WorkerState.STARTING
         self.batches_run = 0
@@ -194,7 +194,9 @@ class Worker:
         """Claim the next batch and hand it to the child (which queues it behind a running one)."""
         started = time.perf_counter()
         await self.queue.requeue_expired()
-        jobs = await self.queue.claim(self.settings.worker_batch_size, self.models)
+        jobs = await self.queue.claim(
+            self.settings.worker_batch_size, except_models=self.remote_models
+        )
         if not jobs:
             return None
         batch = Batch(
