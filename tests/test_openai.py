@@ -93,6 +93,30 @@ def test_edits_variations_and_models(client: openai.OpenAI) -> None:
         client.models.retrieve("no-such-model")
 
 
+def test_imagesmith_extensions_pass_seed_steps_and_negative_prompt(
+    server: Server, key: str, client: openai.OpenAI
+) -> None:
+    """What an imagesmith calling another imagesmith (an openai-compatible model) passes on;
+    the openai SDK sends them with extra_body."""
+    made = client.images.generate(
+        prompt="a fox",
+        model="tiny-sd",
+        size="64x64",
+        extra_body={"seed": 5, "steps": 3, "negative_prompt": "no fog"},
+    )
+    assert made.data and made.data[0].url  # tiny-sd answers URLs by default
+    with server.client(key) as native:
+        record = native.get("/api/v1/generations?limit=1").json()["data"][0]
+    assert (record["seed"], record["steps"], record["negativePrompt"]) == (5, 3, "no fog")
+    with pytest.raises(openai.BadRequestError, match="seed"):
+        client.images.edit(
+            image=("in.png", png(), "image/png"),
+            prompt="x",
+            model="tiny-sd",
+            extra_body={"seed": "\u00b2"},  # a digit to str.isdigit(), not to int(): was a 500
+        )
+
+
 def test_errors_come_as_the_sdks_own_classes(server: Server, client: openai.OpenAI) -> None:
     wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="ims_wrong", max_retries=0)
     with wrong, pytest.raises(openai.AuthenticationError):

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from imagesmith.client import Client
 from tests.pictures import png
 from tests.serverproc import Server, create_key, run_cli, wait_terminal
 from tests.stubs import QuietHandler, local_server
@@ -249,6 +250,16 @@ def test_failed_and_cancelled_generations_say_so(
     last = verified(secret, calls[-1])
     assert last["type"] == "generation.failed" and last["data"]["id"] == broken["id"]
     assert last["data"]["errorMessage"]
+
+
+def test_the_sdk_names_a_webhook_too(
+    server: Server, key: str, secret: str, receiver: Receiver
+) -> None:
+    url = receiver.script("/sdk")
+    with Client(server.url, api_key=key) as sdk:
+        made = sdk.generate("a sdk circle", webhook_url=url, webhook_events=["completed"])
+    (delivery,) = receiver.wait("/sdk", 1)
+    assert verified(secret, delivery)["data"]["id"] == made.id
 
 
 def test_during_a_rotation_both_secrets_sign(

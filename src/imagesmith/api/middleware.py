@@ -52,7 +52,12 @@ class BodyLimit:
 
         async def limited() -> Message:
             nonlocal seen
-            if declared.isdigit() and int(declared) > limit:
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and len(declared) < 19
+                and int(declared) > limit
+            ):
                 raise too_large(limit)
             message = await receive()
             if message["type"] == "http.request":

@@ -41,10 +41,14 @@ def generations_create(
     flow_id: str | None = None,
     flow_alias: str | None = None,
     meta: dict[str, Any] | None = None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
     idempotency_key: str | None = None,
 ) -> Call[Generation]:
     """Queue a generation (answers at once, status `pending`). An Idempotency-Key is sent
-    (a fresh one unless given), so a retried create never makes two generations."""
+    (a fresh one unless given), so a retried create never makes two generations.
+    `webhook_url`: the server also POSTs this generation's events there, signed (Standard
+    Webhooks; `webhook_events` picks them, e.g. ["completed", "failed"])."""
     body = drop_none(
         {
             "prompt": prompt,
@@ -67,6 +71,8 @@ def generations_create(
             "flowId": flow_id,
             "flowAlias": flow_alias,
             "meta": meta,
+            "webhookUrl": webhook_url,
+            "webhookEvents": webhook_events,
         }
     )
     key = idempotency_key or str(uuid.uuid4())

@@ -7,6 +7,7 @@ go out after it commits."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -80,8 +81,22 @@ class JobQueue:
     # Presence -----------------------------------------------------------------------------
 
     async def register(self, hostname: str, pid: int) -> None:
-        async with self.rt.db.transaction() as session:
-            await WorkerRepository(session).register(self.worker_id, hostname, pid, utcnow())
+        """Announce this worker; a database that is briefly busy at start-up is waited out
+        (a worker that died of one here would never run a job)."""
+        delay = 0.25
+        for attempt in range(8):
+            try:
+                async with self.rt.db.transaction() as session:
+                    await WorkerRepository(session).register(
+                        self.worker_id, hostname, pid, utcnow()
+                    )
+                return
+            except Exception as exc:
+                if attempt == 7:
+                    raise
+                log.warning("worker.register_retry worker_id=%s error=%r", self.worker_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def beat(self, device: str | None, batches_run: int) -> None:
         async with self.rt.db.transaction() as session:

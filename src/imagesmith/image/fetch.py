@@ -180,7 +180,12 @@ async def _fetch(
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and len(declared) < 19
+        and int(declared) > max_bytes
+    ):
         raise UnsafeUrl(f"Image at URL is {declared} bytes; the limit is {max_bytes}")
     chunks, size = [], 0
     try:

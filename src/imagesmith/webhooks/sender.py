@@ -57,7 +57,7 @@ class WebhookSender:
         self.delays = runtime.settings.resolved_retry_delays
         self._slots = asyncio.Semaphore(runtime.settings.webhook_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pruned = 0.0  # monotonic time of the last prune
+        self._pruned = time.monotonic() - PRUNE_EVERY  # the first round prunes
         self._in_flight: dict[str, int] = {}  # project id → attempts under way here
 
     @property
@@ -129,7 +129,7 @@ class WebhookSender:
 
     async def _prune(self, now: datetime) -> None:
         """Finished deliveries older than the retention go, at most once an hour per process."""
-        if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
+        if time.monotonic() - self._pruned < PRUNE_EVERY:
             return
         self._pruned = time.monotonic()
         before = now - timedelta(days=self.settings.webhook_retention_days)

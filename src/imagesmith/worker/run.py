@@ -39,4 +39,4 @@ async def run_workers(runtime: Runtime, stop: asyncio.Event) -> None:
         return
     for outcome in await asyncio.gather(*runs, return_exceptions=True):
         if isinstance(outcome, BaseException):
-            log.error("worker.crashed error=%r", outcome)
+            log.error("worker.crashed error=%r", outcome, exc_info=outcome)

@@ -27,7 +27,7 @@ from imagesmith.api.links import ImageLinks, image_links
 from imagesmith.api.uploads import limited_form, multipart_body
 from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
-from imagesmith.catalog.params import MAX_PREVIEWS
+from imagesmith.catalog.params import COUNT_BOUND, MAX_PREVIEWS, MAX_SEED
 from imagesmith.errors import Conflict, ImagesmithError, NotFound
 from imagesmith.generation.parameters import ParamError
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
@@ -76,6 +76,13 @@ class ImageGenerate(BaseModel):
     stream: bool | None = None
     partial_images: int | None = Field(
         None, ge=0, le=3, description="With stream: previews decoded from the latents mid-run"
+    )
+    # imagesmith's extensions (OpenAI has none of these; its SDK sends them with extra_body):
+    # what an imagesmith calling another imagesmith as an openai-compatible model passes on.
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Extension: the seed")
+    steps: int | None = Field(None, ge=1, le=COUNT_BOUND, description="Extension: steps")
+    negative_prompt: str | None = Field(
+        None, max_length=MAX_PROMPT, description="Extension: what the image should not show"
     )
 
 
@@ -377,6 +384,7 @@ async def create_image(
     """Create images from a prompt and answer when they are done (an ordinary generation); with
     `stream`, as server-sent events: partial images while it runs, then the images."""
     core = core_request(runtime, body.prompt, body.model, body.n, body.size, body.user)
+    core.seed, core.steps, core.negative_prompt = body.seed, body.steps, body.negative_prompt
     if body.stream:
         core.previews = body.partial_images or 0
         view, _created = await GenerationService(runtime).create(principal, core)
@@ -418,7 +426,9 @@ def form_int(form: FormData, name: str, low: int, high: int) -> int | None:
     text = form_text(form, name)
     if text is None or text == "":
         return None
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only ("²".isdigit() is true, and int() of it raises), and short (int() of
+    # thousands of digits raises too): either was a 500.
+    if not (text.isascii() and text.isdigit() and len(text) <= 20) or not low <= int(text) <= high:
         raise ParamError(name, f"{name} must be a whole number from {low} to {high}")
     return int(text)
 
@@ -449,6 +459,9 @@ async def image_to_image(
         form_text(form, "user"),
         for_images=True,
     )
+    core.seed = form_int(form, "seed", 0, MAX_SEED)
+    core.steps = form_int(form, "steps", 1, COUNT_BOUND)
+    core.negative_prompt = form_text(form, "negative_prompt")
     output_format = form_text(form, "output_format")
     if output_format not in (None, "png", "jpeg", "webp"):
         raise ParamError("output_format", "output_format must be png, jpeg or webp")
