@@ -74,6 +74,7 @@ class JobQueue:
         self.worker_id = worker_id
         self.settings = runtime.settings
         self._progress_sent: dict[str, float] = {}  # generation id → monotonic time
+        self._next_expiry_check = 0.0  # monotonic time of the next look for expired leases
 
     def _lease_until(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.settings.lease_seconds)
@@ -123,12 +124,15 @@ class JobQueue:
                 self.worker_id, limit, now, self._lease_until(now), model_ids, except_models
             )
             rows: list[tuple[Claim, Generation, str, str]] = []
+            slugs: dict[str, tuple[str, str]] = {}  # a batch is mostly one project's jobs
             hooks = False
             for claim in claims:
                 generation = await repo.get_any(claim.generation_id)
                 if generation is not None:
-                    org_slug, project_slug = await repo.project_slugs(generation.project_id)
-                    rows.append((claim, generation, org_slug, project_slug))
+                    project_id = generation.project_id
+                    if project_id not in slugs:
+                        slugs[project_id] = await repo.project_slugs(project_id)
+                    rows.append((claim, generation, *slugs[project_id]))
                     hooks |= await announce(self.rt, session, claim.generation_id, events.STARTED)
         if hooks:
             self.rt.notifier.webhooks_queued()
@@ -231,7 +235,17 @@ class JobQueue:
         self._announce_released(claims, hooks)
 
     async def requeue_expired(self) -> None:
-        """Jobs whose worker stopped renewing its lease go back to pending (or fail)."""
+        """Jobs whose worker stopped renewing its lease go back to pending (or fail).
+
+        Called before every claim, it looks at most a few times a lease (a lease is seconds
+        long), and in a read: only when something expired does it open a write transaction."""
+        now = time.monotonic()
+        if now < self._next_expiry_check:
+            return
+        self._next_expiry_check = now + min(1.0, self.settings.lease_seconds / 4)
+        async with self.rt.db.read() as session:
+            if not await GenerationRepository(session).any_expired(utcnow()):
+                return
         async with self.rt.db.transaction() as session:
             expired = await GenerationRepository(session).expired_claims(utcnow())
             for _worker_id, claim in expired:

@@ -418,6 +418,15 @@ class GenerationRepository:
         )
         return PENDING
 
+    async def any_expired(self, now: datetime) -> bool:
+        """Whether some running job's lease ran out (no lock taken)."""
+        found = await self.session.execute(
+            select(Generation.id)
+            .where(Generation.status == PROCESSING, Generation.lease_expires_at < now)
+            .limit(1)
+        )
+        return found.first() is not None
+
     async def expired_claims(self, now: datetime) -> list[tuple[str, Claim]]:
         """(worker id, claim) of running jobs whose lease ran out, locked for this transaction."""
         expired = (
