@@ -28,6 +28,15 @@ class Claim:
     job_version: int
 
 
+def lease_ran_out(now: datetime) -> Any:
+    """Running jobs held by a worker whose lease ended before `now`."""
+    return and_(
+        Generation.status == PROCESSING,
+        Generation.worker_id.is_not(None),
+        Generation.lease_expires_at < now,
+    )
+
+
 class GenerationRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
@@ -420,11 +429,7 @@ class GenerationRepository:
 
     async def any_expired(self, now: datetime) -> bool:
         """Whether some running job's lease ran out (no lock taken)."""
-        found = await self.session.execute(
-            select(Generation.id)
-            .where(Generation.status == PROCESSING, Generation.lease_expires_at < now)
-            .limit(1)
-        )
+        found = await self.session.execute(select(Generation.id).where(lease_ran_out(now)).limit(1))
         return found.first() is not None
 
     async def expired_claims(self, now: datetime) -> list[tuple[str, Claim]]:
@@ -432,14 +437,14 @@ class GenerationRepository:
         expired = (
             await self.session.execute(
                 select(Generation.id, Generation.worker_id, Generation.job_version)
-                .where(Generation.status == PROCESSING, Generation.lease_expires_at < now)
+                .where(lease_ran_out(now))
                 .with_for_update(skip_locked=True)
             )
         ).all()
+        # worker_id is not NULL (the filter): the str() is for the type checker.
         return [
-            (worker_id, Claim(generation_id, version))
+            (str(worker_id), Claim(generation_id, version))
             for generation_id, worker_id, version in expired
-            if worker_id is not None
         ]
 
     async def queue_by_model(self) -> list[tuple[str, str, int]]:
