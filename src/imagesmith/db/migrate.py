@@ -1,32 +1,80 @@
-"""Run Alembic migrations from code; the server migrates on start."""
+"""Run Alembic migrations from code; the server migrates on start.
+
+Alembic (with Mako) is imported only when a migration has to run: it is ~10 MB of a serving
+process's memory that it would never use again. A database already at `HEAD` is seen with one
+plain query, and `serve`/`worker` run a needed migration in a short-lived child process
+(`upgrade_in_child`), so the long-lived process never imports it."""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
+from typing import Any
 
 from imagesmith.config import Settings
 from imagesmith.db.engine import sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision in migrations/versions (tests/test_migrations.py checks it against
+# Alembic's own head: a new migration must move it).
+HEAD = "0010"
 
 
-def alembic_config(settings: Settings) -> Config:
+def alembic_config(settings: Settings) -> Any:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", sync_url(settings.resolved_database_url))
     return cfg
 
 
+def current_revision(settings: Settings) -> str | None:
+    """The database's Alembic revision, or None (no database yet, or never migrated)."""
+    from sqlalchemy import create_engine, exc, text
+    from sqlalchemy.pool import NullPool
+
+    if settings.is_sqlite and not Path(sqlite_path(settings)).exists():
+        return None
+    engine = create_engine(sync_url(settings.resolved_database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except exc.DBAPIError:  # no alembic_version table yet
+        return None
+    finally:
+        engine.dispose()
+
+
 def upgrade(settings: Settings) -> None:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings), "head")
+    if current_revision(settings) != HEAD:
+        from alembic import command
+
+        command.upgrade(alembic_config(settings), "head")
     if settings.is_sqlite:
         use_wal(settings)
+
+
+def upgrade_in_child(settings: Settings) -> None:
+    """`upgrade`, with a migration that has to run done in a forked child, for a process that
+    is about to serve for a long time. Call it before the process starts threads; where fork
+    is not available, it migrates here."""
+    if current_revision(settings) == HEAD or "fork" not in multiprocessing.get_all_start_methods():
+        upgrade(settings)
+        return
+    child = multiprocessing.get_context("fork").Process(target=upgrade, args=(settings,))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"database migration failed (exit code {child.exitcode}); see above")
+    upgrade(settings)  # at head now: only the cheap checks (and SQLite's WAL switch) run here
+
+
+def sqlite_path(settings: Settings) -> str:
+    return settings.resolved_database_url.removeprefix("sqlite:///")
 
 
 def use_wal(settings: Settings) -> None:
@@ -35,6 +83,5 @@ def use_wal(settings: Settings) -> None:
     first round) raced for it and one failed at once with "database is locked" (found by CI)."""
     import sqlite3
 
-    path = settings.resolved_database_url.removeprefix("sqlite:///")
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+    with contextlib.closing(sqlite3.connect(sqlite_path(settings), timeout=30)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
