@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 JOBS_CHANNEL = "imagesmith_jobs"
@@ -57,6 +57,23 @@ def _set(waiter: Waiter) -> None:
     else:
         with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits there
             loop.call_soon_threadsafe(event.set)
+
+
+class Watch:
+    """One watcher's wake-ups for one generation (`Notifier.watch`)."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    async def wait(self, timeout: float) -> bool:
+        """True as soon as the generation may have changed since the last `wait` (or since
+        the watch began), False after `timeout` seconds without a change."""
+        if not self._event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        changed = self._event.is_set()
+        self._event.clear()
+        return changed
 
 
 class Notifier:
@@ -123,15 +140,16 @@ class Notifier:
         with self._waiters.lock:
             return list(self._waiters.changed)
 
-    async def wait_changed(self, generation_id: str, timeout: float) -> bool:
-        """Return True when the generation may have changed, False after `timeout` seconds."""
+    @contextlib.contextmanager
+    def watch(self, generation_id: str) -> Iterator[Watch]:
+        """Watch a generation for as long as the block runs. Register before the first read:
+        a change that lands while the watcher reads the database is kept for its next `wait`
+        (a waiter registered per wait lost it, and slept until the sweep)."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._waiters.lock:
             self._waiters.changed[generation_id].add(waiter)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter[1].wait(), timeout)
-            return waiter[1].is_set()
+            yield Watch(waiter[1])
         finally:
             with self._waiters.lock:
                 waiting = self._waiters.changed.get(generation_id)

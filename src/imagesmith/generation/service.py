@@ -319,21 +319,23 @@ class GenerationService:
         then apply `on_timeout` — also as soon as `abandoned()` says the client has gone.
         Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
-        view = await self.get(project_id, generation_id)
-        while not view.generation.status.is_terminal:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (abandoned is not None and await abandoned()):
-                break
-            # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
-            # A wake-up (claimed, a step, a preview) costs one status read; the whole view is
-            # read when the job ends. A client that may leave is looked at every second.
-            pause = remaining if abandoned is None else min(remaining, 1.0)
-            if not await self.rt.notifier.wait_changed(generation_id, pause):
-                continue
-            async with self.rt.db.read() as session:
-                status = await GenerationRepository(session).status_of(project_id, generation_id)
-            if status is None or status.is_terminal:
-                view = await self.get(project_id, generation_id)  # NotFound when deleted
+        with self.rt.notifier.watch(generation_id) as changes:
+            view = await self.get(project_id, generation_id)
+            while not view.generation.status.is_terminal:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (abandoned is not None and await abandoned()):
+                    break
+                # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling.
+                # A wake-up (claimed, a step, a preview) costs one status read; the whole view
+                # is read when the job ends. A client that may leave is looked at every second.
+                pause = remaining if abandoned is None else min(remaining, 1.0)
+                if not await changes.wait(pause):
+                    continue
+                async with self.rt.db.read() as session:
+                    repository = GenerationRepository(session)
+                    status = await repository.status_of(project_id, generation_id)
+                if status is None or status.is_terminal:
+                    view = await self.get(project_id, generation_id)  # NotFound when deleted
         if view.generation.status.is_terminal:
             return view
         view = await self.get(project_id, generation_id)

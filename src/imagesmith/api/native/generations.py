@@ -288,29 +288,30 @@ async def generation_events(
         last: dict[str, Any] | None = None
         sequence = 0
         last_sent = time.monotonic()
-        while True:
-            view = await service.get(project_id, generation_id)
-            out = render_generation(view, links)
-            state = {
-                "id": out.id,
-                "status": out.status,
-                "progress": out.progress.model_dump() if out.progress else None,
-                "retryCount": out.retryCount,
-                "errorMessage": out.errorMessage,
-                "outputImageId": out.outputImageId,
-                "outputImages": [image.model_dump() for image in out.outputImages],
-            }
-            if state != last:
-                sequence += 1
-                yield f"id: {sequence}\nevent: generation\ndata: {json.dumps(state)}\n\n"
-                last, last_sent = state, time.monotonic()
-            if view.generation.status.is_terminal or await request.is_disconnected():
-                return
-            # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
-            await runtime.notifier.wait_changed(generation_id, KEEPALIVE_SECONDS)
-            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                last_sent = time.monotonic()
-                yield ": keep-alive\n\n"
+        with runtime.notifier.watch(generation_id) as changes:
+            while True:
+                view = await service.get(project_id, generation_id)
+                out = render_generation(view, links)
+                state = {
+                    "id": out.id,
+                    "status": out.status,
+                    "progress": out.progress.model_dump() if out.progress else None,
+                    "retryCount": out.retryCount,
+                    "errorMessage": out.errorMessage,
+                    "outputImageId": out.outputImageId,
+                    "outputImages": [image.model_dump() for image in out.outputImages],
+                }
+                if state != last:
+                    sequence += 1
+                    yield f"id: {sequence}\nevent: generation\ndata: {json.dumps(state)}\n\n"
+                    last, last_sent = state, time.monotonic()
+                if view.generation.status.is_terminal or await request.is_disconnected():
+                    return
+                # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
+                await changes.wait(KEEPALIVE_SECONDS)
+                if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+                    last_sent = time.monotonic()
+                    yield ": keep-alive\n\n"
 
     return StreamingResponse(
         stream(),

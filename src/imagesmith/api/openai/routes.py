@@ -272,62 +272,63 @@ async def image_events(
     last_sent = time.monotonic()
     ended = False
     try:
-        while True:
-            view = await service.get(project_id, generation_id)
-            g = view.generation
-            for index in range(sent, g.previews_ready):
-                key = preview_key(view.org_slug, view.project_slug, generation_id, index)
-                stored = await runtime.store.get(key)
-                if stored is not None:
-                    image = await asyncio.to_thread(transcode, stored.data, fmt, compression)
-                    yield sse(
-                        f"{options.kind}.partial_image",
-                        {
-                            "type": f"{options.kind}.partial_image",
-                            "b64_json": base64.b64encode(image).decode(),
-                            "created_at": int(time.time()),
-                            "partial_image_index": index,
-                            **common,
-                        },
+        with runtime.notifier.watch(generation_id) as changes:
+            while True:
+                view = await service.get(project_id, generation_id)
+                g = view.generation
+                for index in range(sent, g.previews_ready):
+                    key = preview_key(view.org_slug, view.project_slug, generation_id, index)
+                    stored = await runtime.store.get(key)
+                    if stored is not None:
+                        image = await asyncio.to_thread(transcode, stored.data, fmt, compression)
+                        yield sse(
+                            f"{options.kind}.partial_image",
+                            {
+                                "type": f"{options.kind}.partial_image",
+                                "b64_json": base64.b64encode(image).decode(),
+                                "created_at": int(time.time()),
+                                "partial_image_index": index,
+                                **common,
+                            },
+                        )
+                        last_sent = time.monotonic()
+                sent = max(sent, g.previews_ready)
+                if g.status is GenerationStatus.SUCCESS:
+                    ended = True
+                    for image in await encoded(runtime, view, fmt, compression):
+                        yield sse(
+                            f"{options.kind}.completed",
+                            {
+                                "type": f"{options.kind}.completed",
+                                "b64_json": base64.b64encode(image).decode(),
+                                "created_at": int(time.time()),
+                                "usage": NO_TOKENS,
+                                **common,
+                            },
+                        )
+                    return
+                if g.status.is_terminal:
+                    ended = True
+                    yield stream_error(g.error_message or f"The generation was {g.status.value}")
+                    return
+                if time.monotonic() >= deadline:
+                    try:
+                        await service.cancel(project_id, generation_id)
+                    except Conflict:  # it ended this moment: the next read answers with it
+                        continue
+                    ended = True
+                    yield stream_error(
+                        f"The images were not ready within {wait:g} s; the request was cancelled "
+                        "and refunded",
+                        code="TIMEOUT",
                     )
+                    return
+                # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
+                pause = min(KEEPALIVE_SECONDS, max(deadline - time.monotonic(), 0.01))
+                await changes.wait(pause)
+                if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()
-            sent = max(sent, g.previews_ready)
-            if g.status is GenerationStatus.SUCCESS:
-                ended = True
-                for image in await encoded(runtime, view, fmt, compression):
-                    yield sse(
-                        f"{options.kind}.completed",
-                        {
-                            "type": f"{options.kind}.completed",
-                            "b64_json": base64.b64encode(image).decode(),
-                            "created_at": int(time.time()),
-                            "usage": NO_TOKENS,
-                            **common,
-                        },
-                    )
-                return
-            if g.status.is_terminal:
-                ended = True
-                yield stream_error(g.error_message or f"The generation was {g.status.value}")
-                return
-            if time.monotonic() >= deadline:
-                try:
-                    await service.cancel(project_id, generation_id)
-                except Conflict:  # it ended this moment: the next read answers with it
-                    continue
-                ended = True
-                yield stream_error(
-                    f"The images were not ready within {wait:g} s; the request was cancelled "
-                    "and refunded",
-                    code="TIMEOUT",
-                )
-                return
-            # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling here.
-            pause = min(KEEPALIVE_SECONDS, max(deadline - time.monotonic(), 0.01))
-            await runtime.notifier.wait_changed(generation_id, pause)
-            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                last_sent = time.monotonic()
-                yield ": keep-alive\n\n"
+                    yield ": keep-alive\n\n"
     except ImagesmithError as exc:  # the headers are sent: the error travels as an event
         ended = True
         yield stream_error(exc.message, code=exc.code)
