@@ -129,14 +129,29 @@ def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("IMAGESMITH_COMPILE_MODE", "max-autotune-no-cudagraphs")
     monkeypatch.setenv("IMAGESMITH_COMPILE_WARMUP", "1x1024x1024, 4x768x1024")
     monkeypatch.setenv("IMAGESMITH_TORCH_THREADS", "1")
+    monkeypatch.setenv("IMAGESMITH_PNG_COMPRESS_LEVEL", "9")
     runtime: Any = SimpleNamespace(settings=Settings(), registry=ModelRegistry.load())
     config = engine_config(runtime)
     assert (config.dtype, config.attention, config.channels_last) == ("bfloat16", "auto", "off")
     assert (config.compile, config.compile_mode) == (True, "max-autotune-no-cudagraphs")
     assert config.compile_warmup == ((1, 1024, 1024), (4, 768, 1024))
-    assert config.threads == 1
+    assert (config.threads, config.png_compress_level) == (1, 9)
     runtime.settings = Settings(compile="off")
     assert engine_config(runtime).compile is False
+
+
+def test_png_compress_level_is_applied_to_the_pictures(models_dir: Path) -> None:
+    """The same picture (the same pixels: PNG is lossless) is stored larger at level 0."""
+    params = EngineParams("tiny-sd", 64, 64, 2, 7.5, "K_EULER", 5)
+    stored = {}
+    for level in (0, 9):
+        [[image]] = engine(models_dir, png_compress_level=level).generate(
+            [EngineJob("g", "a red circle", None, params)], lambda *_: None, lambda: False
+        )
+        stored[level] = image.png
+    pixels = {level: Image.open(io.BytesIO(png)).tobytes() for level, png in stored.items()}
+    assert pixels[0] == pixels[9]
+    assert len(stored[0]) > len(stored[9]) * 1.1, {k: len(v) for k, v in stored.items()}
 
 
 @pytest.mark.parametrize(

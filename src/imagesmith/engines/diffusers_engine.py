@@ -267,6 +267,7 @@ class DiffusersEngine:
                 if init is not None:
                     init_images.append(init)
         total = head.denoising_steps
+        level = self.config.png_compress_level
         # Previews: (job id, its first row in the batch, the steps after which to decode).
         wanted: list[tuple[str, int, list[int]]] = []
         row = 0
@@ -288,7 +289,8 @@ class DiffusersEngine:
                     if source is None or source.shape != tensors["latents"].shape:
                         source = tensors["latents"]
                     latents = source[first : first + 1]
-                    on_preview(job_id, steps.index(done), encode_png(decode_preview(p, latents)))
+                    preview = decode_preview(p, latents)
+                    on_preview(job_id, steps.index(done), encode_png(preview, level))
             if should_stop():
                 p._interrupt = True
             return tensors
@@ -310,7 +312,7 @@ class DiffusersEngine:
         with torch.inference_mode():
             result = runner(**kwargs)
         returned = time.perf_counter()
-        encoded = [encode_png(image) for image in result.images]
+        encoded = [encode_png(image, level) for image in result.images]
         self.last_timings = {
             "prepare_ms": (called - started) * 1000,
             "pipeline_ms": (returned - called) * 1000,
@@ -399,7 +401,7 @@ def load_init_image(data: bytes | None, width: int, height: int) -> Image.Image:
         return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
 
 
-def encode_png(image: Image.Image) -> GeneratedImage:
+def encode_png(image: Image.Image, level: int = 1) -> GeneratedImage:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=level)
     return GeneratedImage(buffer.getvalue(), image.width, image.height)

@@ -117,6 +117,12 @@ class JobQueue:
     ) -> list[ClaimedJob]:
         """Take up to `limit` compatible jobs (only for `model_ids` when given, none for
         `except_models`); a job whose init image is gone fails here."""
+        # A look first, in a read: most claims find nothing (the worker asks after every
+        # batch, and ahead of the last step), and on SQLite a write transaction queues behind
+        # every other writer.
+        async with self.rt.db.read() as session:
+            if not await GenerationRepository(session).any_pending(model_ids, except_models):
+                return []
         now = utcnow()
         async with self.rt.db.transaction() as session:
             repo = GenerationRepository(session)

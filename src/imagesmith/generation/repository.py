@@ -37,6 +37,18 @@ def lease_ran_out(now: datetime) -> Any:
     )
 
 
+def model_filter(
+    model_ids: Collection[str] | None, except_models: Collection[str]
+) -> tuple[Any, ...]:
+    """`model_ids`: only these models' jobs (when given); `except_models`: none of these."""
+    only: tuple[Any, ...] = ()
+    if model_ids is not None:
+        only += (Generation.model_id.in_(list(model_ids)),)
+    if except_models:
+        only += (Generation.model_id.not_in(list(except_models)),)
+    return only
+
+
 class GenerationRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
@@ -206,11 +218,7 @@ class GenerationRepository:
         `model_ids`: only jobs for these models (the remote providers' with a free slot);
         `except_models`: none of these (a local worker leaves the remote models' jobs alone,
         and still takes a job whose model left the registry, to fail it with a message)."""
-        only: tuple[Any, ...] = ()
-        if model_ids is not None:
-            only += (Generation.model_id.in_(list(model_ids)),)
-        if except_models:
-            only += (Generation.model_id.not_in(list(except_models)),)
+        only = model_filter(model_ids, except_models)
         head = await self._lock_first(await self._fair_order(*only, limit=CANDIDATES))
         if head is None:
             return []
@@ -222,10 +230,10 @@ class GenerationRepository:
             for name in EngineParams.BATCH_KEY
         ]
         # The head stays in the ranking (it is still pending here) so positions stay true.
-        ranked_mates = await self._fair_order(*same_key, limit=limit * 4)
+        ranked_mates = await self._fair_order(*same_key, limit=limit * 4) if limit > 1 else []
         mates = [i for i in ranked_mates if i != head.id]
         lockable: set[str] = set()
-        if mates and limit > 1:
+        if mates:
             lockable = set(
                 (
                     await self.session.execute(
@@ -426,6 +434,16 @@ class GenerationRepository:
             .execution_options(synchronize_session=False)
         )
         return PENDING
+
+    async def any_pending(
+        self, model_ids: Collection[str] | None = None, except_models: Collection[str] = ()
+    ) -> bool:
+        """Whether a job `claim_next_batch` could take is waiting (no lock taken)."""
+        only = model_filter(model_ids, except_models)
+        found = await self.session.execute(
+            select(Generation.id).where(Generation.status == PENDING, *only).limit(1)
+        )
+        return found.first() is not None
 
     async def any_expired(self, now: datetime) -> bool:
         """Whether some running job's lease ran out (no lock taken)."""
