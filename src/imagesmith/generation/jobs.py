@@ -321,7 +321,8 @@ class JobQueue:
         result for a job that was cancelled or re-queued meanwhile is discarded. `meta` is
         merged into the record's (a remote provider's account of what it was sent)."""
         claim = job.claim
-        async with self.rt.db.transaction() as session:
+        # A look (a read: the write below checks again) at which output ids to store under.
+        async with self.rt.db.read() as session:
             generation = await self._held(GenerationRepository(session), claim)
             if generation is None:
                 return
