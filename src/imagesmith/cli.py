@@ -696,12 +696,17 @@ def models_train_demo(
     out: Annotated[Path, typer.Argument(help="Folder to write the trained pipeline to")],
     minutes: Annotated[float, typer.Option(help="Wall-clock training budget")] = 55.0,
     seed: Annotated[int, typer.Option()] = 0,
+    vae_from: Annotated[
+        str | None,
+        typer.Option(help="Reuse this pipeline folder's VAE instead of training one (experiments)"),
+    ] = None,
 ) -> None:
     """Train the shapes demo model from scratch on this machine's CPU (the shipped `demo` model
     came from `--minutes 55` on 2 cores); then score it with `models score-demo OUT`."""
     from imagesmith.demo.train import TrainConfig, train_demo
 
-    train_demo(out, TrainConfig(minutes=minutes, seed=seed), log=lambda line: console.print(line))
+    config = TrainConfig(minutes=minutes, seed=seed, vae_from=vae_from)
+    train_demo(out, config, log=lambda line: console.print(line))
 
 
 @models_app.command("score-demo")
@@ -712,6 +717,10 @@ def models_score_demo(
     guidance: Annotated[float, typer.Option()] = 5.0,
     steps: Annotated[int, typer.Option()] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the first picture")] = 1234,
+    scheduler: Annotated[
+        str | None, typer.Option(help="A scheduler id (DDIM, DPM++_2M, …); default: the folder's")
+    ] = None,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, e.g. 112x64 for 16:9")] = "64x64",
     sheet: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG here")] = None,
 ) -> None:
     """Generate every held-out prompt (combinations the model never saw in training) and read
@@ -723,15 +732,34 @@ def models_score_demo(
     with contextlib.redirect_stderr(None):
         pipe = load_pipeline(folder)
     scenes = held_out_scenes(folder)
-    result = evaluate(pipe, scenes, guidance=guidance, steps=steps, seed=seed)
+    try:
+        width, height = (int(side) for side in size.lower().split("x"))
+    except ValueError:
+        console.print(f"[red]error:[/red] --size must be WIDTHxHEIGHT, not {size!r}")
+        raise typer.Exit(2) from None
+    result = evaluate(
+        pipe,
+        scenes,
+        guidance=guidance,
+        steps=steps,
+        seed=seed,
+        width=width,
+        height=height,
+        scheduler=scheduler,
+    )
     score = result.score
-    print(f"{len(scenes)} held-out prompts, guidance {guidance:g}, {steps} steps, seed {seed}")
+    print(
+        f"{len(scenes)} held-out prompts at {width}x{height}, guidance {guidance:g}, "
+        f"{steps} steps, {scheduler or 'the default scheduler'}, seed {seed}"
+    )
     print(f"background colour {score.background}/{score.total}  {result.rates['background']:.1%}")
     print(f"shape colour      {score.color}/{score.total}  {result.rates['color']:.1%}")
     print(f"shape             {score.shape}/{score.total}  {result.rates['shape']:.1%}")
     print(
         f"position          {score.position}/{score.position_total}  {result.rates['position']:.1%}"
     )
+    print(f"size              {score.size}/{score.position_total}  {result.rates['size']:.1%}")
+    print(f"two …             {score.two}/{score.two_total}  {result.rates['two']:.1%}")
     if sheet is not None:
         contact_sheet(result.images).save(sheet)
         print(f"contact sheet: {sheet}")

@@ -45,9 +45,17 @@ def evaluate(
     steps: int = 20,
     seed: int = 1234,
     batch: int = 32,
+    width: int = 64,
+    height: int = 64,
+    scheduler: str | None = None,
 ) -> Evaluation:
+    """Draw every scene's caption (`scheduler`: a Stablecog id such as "DPM++_2M"; None keeps
+    the folder's own) and read each picture."""
     import torch
 
+    from imagesmith.engines.schedulers import fresh_scheduler
+
+    pipe.scheduler = fresh_scheduler(pipe.scheduler, scheduler)
     score = Score()
     images: list[tuple[Scene, Image.Image]] = []
     for start in range(0, len(scenes), batch):
@@ -55,8 +63,8 @@ def evaluate(
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
         result = pipe(
             [s.caption for s in chunk],
-            height=64,
-            width=64,
+            height=height,
+            width=width,
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=generators,
@@ -75,7 +83,9 @@ def contact_sheet(images: list[tuple[Scene, Image.Image]], columns: int = 11) ->
     pen = ImageDraw.Draw(sheet)
     for i, (scene, image) in enumerate(images):
         x, y = (i % columns) * cell, (i // columns) * (cell + label)
-        sheet.paste(image.resize((cell - 8, cell - 8), Image.Resampling.NEAREST), (x + 4, y + 4))
+        scale = (cell - 8) / max(image.size)  # wide and tall pictures keep their shape
+        fitted = (round(image.width * scale), round(image.height * scale))
+        sheet.paste(image.resize(fitted, Image.Resampling.NEAREST), (x + 4, y + 4))
         where = "two" if scene.count == 2 else scene.position.replace("in the ", "")
         lines = [
             f"{scene.color} {scene.shape}",

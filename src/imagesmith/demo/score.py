@@ -1,6 +1,8 @@
 """Score a picture against its scene by pixel statistics: background colour (the border's
 colour), foreground colour (the rest, by nearest palette colour), position (the foreground's
-centroid) and shape (how much of its bounding box the largest blob fills)."""
+centroid), shape (how much of its bounding box the largest blob fills), size (that box's side
+against the picture's shorter side) and count (blobs of the shape's colour at least half the
+largest one's area). Works on any canvas: positions are shares of each side."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from imagesmith.demo.shapes import PALETTE, POSITIONS, Scene
+from imagesmith.demo.shapes import PALETTE, POSITIONS, SIZES, Scene
 
 NAMES = list(PALETTE)
 COLORS = np.array([PALETTE[n] for n in NAMES], dtype=np.float32)
@@ -21,6 +23,8 @@ class Reading:
     color: str | None
     position: str | None
     shape: str | None
+    size: str | None = None
+    count: int = 0
 
 
 def nearest(pixels: np.ndarray) -> np.ndarray:
@@ -28,10 +32,10 @@ def nearest(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(distances.argmin(axis=1))
 
 
-def largest_blob(mask: np.ndarray) -> np.ndarray:
-    """The biggest 4-connected region of `mask` (a flood fill; the images are small)."""
+def blobs(mask: np.ndarray) -> list[np.ndarray]:
+    """The 4-connected regions of `mask`, largest first (a flood fill; the images are small)."""
     seen = np.zeros_like(mask, dtype=bool)
-    best: list[tuple[int, int]] = []
+    regions: list[list[tuple[int, int]]] = []
     height, width = mask.shape
     for start_y, start_x in zip(*np.nonzero(mask), strict=True):
         if seen[start_y, start_x]:
@@ -45,12 +49,23 @@ def largest_blob(mask: np.ndarray) -> np.ndarray:
                 if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
                     seen[ny, nx] = True
                     stack.append((ny, nx))
-        if len(region) > len(best):
-            best = region
-    blob = np.zeros_like(mask, dtype=bool)
-    for y, x in best:
-        blob[y, x] = True
-    return blob
+        regions.append(region)
+    masks = []
+    for region in sorted(regions, key=len, reverse=True):
+        blob = np.zeros_like(mask, dtype=bool)
+        ys, xs = zip(*region, strict=True)
+        blob[list(ys), list(xs)] = True
+        masks.append(blob)
+    return masks
+
+
+def largest_blob(mask: np.ndarray) -> np.ndarray:
+    found = blobs(mask)
+    return found[0] if found else np.zeros_like(mask, dtype=bool)
+
+
+# Between the small and the large shape's side, as a share of the picture's shorter side.
+SIZE_SPLIT = (SIZES["small"] + SIZES["large"]) / 2
 
 
 def read(image: Image.Image) -> Reading:
@@ -63,16 +78,20 @@ def read(image: Image.Image) -> Reading:
     if mask.sum() < 0.01 * height * width:
         return Reading(NAMES[background], None, None, None)
     color = int(np.bincount(labels[mask], minlength=len(NAMES)).argmax())
-    blob = largest_blob(labels == color)
+    found = blobs(labels == color)
+    blob = found[0]
+    count = sum(1 for b in found if b.sum() >= 0.5 * blob.sum())
     ys, xs = np.nonzero(blob)
     cy, cx = ys.mean() / height, xs.mean() / width
     position = min(
         POSITIONS, key=lambda p: (POSITIONS[p][0] - cx) ** 2 + (POSITIONS[p][1] - cy) ** 2
     )
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    fill = blob.sum() / box
+    box_height, box_width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    fill = blob.sum() / (box_height * box_width)
     shape = "square" if fill > 0.9 else "circle" if fill > 0.64 else "triangle"
-    return Reading(NAMES[background], NAMES[color], position, shape)
+    side = max(box_height, box_width) / min(height, width)
+    size = "large" if side > SIZE_SPLIT else "small"
+    return Reading(NAMES[background], NAMES[color], position, shape, size, count)
 
 
 @dataclass
@@ -82,7 +101,10 @@ class Score:
     color: int = 0
     shape: int = 0
     position: int = 0
-    position_total: int = 0
+    position_total: int = 0  # scenes of one shape (position and size are theirs)
+    size: int = 0
+    two: int = 0
+    two_total: int = 0  # "two …" scenes
 
     def add(self, scene: Scene, reading: Reading) -> None:
         self.total += 1
@@ -92,6 +114,10 @@ class Score:
         if scene.count == 1:
             self.position_total += 1
             self.position += reading.position == scene.position
+            self.size += reading.size == scene.size and reading.count == 1
+        else:
+            self.two_total += 1
+            self.two += reading.count == 2
 
     def rates(self) -> dict[str, float]:
         return {
@@ -99,4 +125,6 @@ class Score:
             "color": self.color / max(self.total, 1),
             "shape": self.shape / max(self.total, 1),
             "position": self.position / max(self.position_total, 1),
+            "size": self.size / max(self.position_total, 1),
+            "two": self.two / max(self.two_total, 1),
         }

@@ -29,6 +29,17 @@ POSITIONS = {
 }
 
 
+# The picture sizes trained (width, height): the 1:1 default and the native API's other aspect
+# ratios for this family (`generation/aspect.py`), so a 16:9 request draws one scene, not a
+# stretched one. The shape's size is a share of the shorter side; positions are shares of each.
+CANVASES: tuple[tuple[int, int], ...] = ((64, 64), (112, 64), (64, 112), (96, 64), (144, 64))
+
+
+def article(word: str) -> str:
+    """The article a person writes before `word`: "an orange", "a red"."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 @dataclass(frozen=True)
 class Scene:
     shape: str
@@ -40,12 +51,10 @@ class Scene:
 
     @property
     def caption(self) -> str:
+        on = f"on {article(self.background)} {self.background} background"
         if self.count == 2:
-            return f"two {self.color} {self.shape}s on a {self.background} background"
-        return (
-            f"a {self.size} {self.color} {self.shape} {self.position} "
-            f"on a {self.background} background"
-        )
+            return f"two {self.color} {self.shape}s {on}"
+        return f"a {self.size} {self.color} {self.shape} {self.position} {on}"
 
 
 def random_scene(rng: random.Random) -> Scene:
@@ -61,15 +70,17 @@ def random_scene(rng: random.Random) -> Scene:
     )
 
 
-def draw(scene: Scene, side: int = 64) -> Image.Image:
-    image = Image.new("RGB", (side, side), PALETTE[scene.background])
+def draw(scene: Scene, side: int = 64, height: int | None = None) -> Image.Image:
+    """The scene on a `side` x `height` canvas (square when `height` is left out)."""
+    width, height = side, height or side
+    image = Image.new("RGB", (width, height), PALETTE[scene.background])
     pen = ImageDraw.Draw(image)
-    extent = SIZES[scene.size] * side
+    extent = SIZES[scene.size] * min(width, height)
     if scene.count == 2:
-        centers = [(0.28 * side, 0.5 * side), (0.72 * side, 0.5 * side)]
+        centers = [(0.28 * width, 0.5 * height), (0.72 * width, 0.5 * height)]
     else:
         cx, cy = POSITIONS[scene.position]
-        centers = [(cx * side, cy * side)]
+        centers = [(cx * width, cy * height)]
     for x, y in centers:
         half = extent / 2
         box = (x - half, y - half, x + half, y + half)
@@ -90,16 +101,23 @@ DEFAULT_POSITION = "in the center"
 
 
 def caption_variants(scene: Scene) -> list[str]:
-    """Every caption that describes `scene`: the full one, and shorter ones without defaults."""
+    """Every caption that describes `scene`: the full one, shorter ones without defaults, and a
+    corner said as such ("in the top left corner")."""
     if scene.count == 2:
         return [scene.caption]
+    on = f"on {article(scene.background)} {scene.background} background"
     sizes = [f"{scene.size} "] + ([""] if scene.size == DEFAULT_SIZE else [])
-    positions = [f" {scene.position}"] + ([""] if scene.position == DEFAULT_POSITION else [])
-    return [
-        f"a {size}{scene.color} {scene.shape}{position} on a {scene.background} background"
-        for size in sizes
-        for position in positions
-    ]
+    positions = [f" {scene.position}"]
+    if scene.position == DEFAULT_POSITION:
+        positions.append("")
+    else:
+        positions.append(f" {scene.position} corner")
+    variants = []
+    for size in sizes:
+        for position in positions:
+            described = f"{size}{scene.color} {scene.shape}"
+            variants.append(f"{article(described)} {described}{position} {on}")
+    return variants
 
 
 def all_scenes() -> list[Scene]:
