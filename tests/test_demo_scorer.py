@@ -155,3 +155,19 @@ def test_template_words_are_whole_tokens() -> None:
     words = vocabulary()
     for word in ("photorealistic", "composition", "lighting", "sticker", "circle", "an", "corner"):
         assert word in words
+
+
+def test_every_vocabulary_word_is_one_token(tmp_path: Path) -> None:
+    """Through the real CLIPTokenizer: a merge written for an earlier word ("m a") once split
+    later ones ("small" came out as `s ma l l`, "large" as `l ar g e`)."""
+    from imagesmith.demo.train import vocabulary
+    from imagesmith.engines.tiny import COMMON_WORDS, byte_tokenizer, write_tokenizer
+
+    for name, words in (("demo", vocabulary()), ("tiny", COMMON_WORDS)):
+        write_tokenizer(tmp_path / name, words=words)
+        tokenizer = byte_tokenizer(tmp_path / name, max_length=48)
+        split = {w: tokenizer.tokenize(w) for w in words if len(tokenizer.tokenize(w)) != 1}
+        assert not split, split
+    demo = byte_tokenizer(tmp_path / "demo", max_length=48)
+    caption = "a small red square in the top left corner on an orange background"
+    assert demo.tokenize(caption) == [f"{w}</w>" for w in caption.split()]

@@ -75,21 +75,34 @@ def write_tokenizer(folder: Path, words: Sequence[str] = COMMON_WORDS) -> int:
     for symbol in symbols:
         vocab.setdefault(symbol + "</w>", len(vocab))
     merges: list[str] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in words:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        while len(parts) > 1:
-            merged = parts[0] + parts[1]
-            line = f"{parts[0]} {parts[1]}"
-            if line not in merges:
-                merges.append(line)
-            vocab.setdefault(merged, len(vocab))
-            parts = [merged, *parts[2:]]
+        # BPE merges a word's lowest-ranked pair first, over the whole list: a merge written for
+        # an earlier word ("m a") can split a later one ("s ma l l" for "small"). So each word is
+        # tokenized with the merges so far, and what is left is joined by merges ranked after all
+        # of them, which no earlier word reaches (each of those ends as one token first).
+        while len(parts := _bpe([*word[:-1], word[-1] + "</w>"], ranks)) > 1:
+            pair = (parts[0], parts[1])
+            ranks[pair] = len(merges)
+            merges.append(f"{pair[0]} {pair[1]}")
+            vocab.setdefault(pair[0] + pair[1], len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return len(vocab)
+
+
+def _bpe(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """`parts` merged the way a BPE tokenizer does: the lowest-ranked adjacent pair first."""
+    while len(parts) > 1:
+        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        parts = [*parts[:i], parts[i] + parts[i + 1], *parts[i + 2 :]]
+    return parts
 
 
 def byte_tokenizer(folder: Path, max_length: int) -> Any:
