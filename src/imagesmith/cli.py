@@ -714,20 +714,27 @@ def models_score_demo(
     folder: Annotated[
         Path | None, typer.Argument(help="A trained pipeline folder; default: the shipped one")
     ] = None,
-    guidance: Annotated[float, typer.Option()] = 5.0,
-    steps: Annotated[int, typer.Option()] = 20,
+    guidance: Annotated[float | None, typer.Option(help="Default: the catalog's")] = None,
+    steps: Annotated[int | None, typer.Option(help="Default: the catalog's")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first picture")] = 1234,
     scheduler: Annotated[
-        str | None, typer.Option(help="A scheduler id (DDIM, DPM++_2M, …); default: the folder's")
+        str | None,
+        typer.Option(help="A scheduler id (DDIM, DPM++_2M, …); default: the catalog's"),
     ] = None,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, e.g. 112x64 for 16:9")] = "64x64",
     sheet: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG here")] = None,
 ) -> None:
     """Generate every held-out prompt (combinations the model never saw in training) and read
     the pictures with the pixel-statistics scorer."""
+    from imagesmith.catalog.models import ModelRegistry
     from imagesmith.demo.evaluate import contact_sheet, evaluate, held_out_scenes, load_pipeline
     from imagesmith.engines.tiny import DEMO_FOLDER
 
+    # What a request that names only the prompt gets.
+    spec = ModelRegistry.load().get("demo")
+    guidance = spec.default_guidance if guidance is None else guidance
+    steps = steps or spec.default_steps
+    scheduler = scheduler or spec.default_scheduler
     folder = folder or DEMO_FOLDER
     with contextlib.redirect_stderr(None):
         pipe = load_pipeline(folder)
@@ -750,7 +757,7 @@ def models_score_demo(
     score = result.score
     print(
         f"{len(scenes)} held-out prompts at {width}x{height}, guidance {guidance:g}, "
-        f"{steps} steps, {scheduler or 'the default scheduler'}, seed {seed}"
+        f"{steps} steps, {scheduler}, seed {seed}"
     )
     print(f"background colour {score.background}/{score.total}  {result.rates['background']:.1%}")
     print(f"shape colour      {score.color}/{score.total}  {result.rates['color']:.1%}")

@@ -55,9 +55,10 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         source="builtin:demo",
         description="Demo model shipped in the package, trained here from scratch on drawings "
         "of coloured shapes (circle, square, triangle; 8 colours; sizes, positions, 'two …'). "
-        "Draws 64x64 pictures of what such a prompt says; nothing else.",
-        default_steps=20,
-        default_guidance=5.0,
+        "Draws 64x64 pictures (and the other aspect ratios' sizes) of what such a prompt says; "
+        "nothing else.",
+        default_steps=8,
+        default_guidance=2.0,
         default_scheduler="DDIM",
         default_width=64,
         default_height=64,
