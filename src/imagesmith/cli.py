@@ -694,7 +694,7 @@ def models_build_tiny(
 @models_app.command("train-demo")
 def models_train_demo(
     out: Annotated[Path, typer.Argument(help="Folder to write the trained pipeline to")],
-    minutes: Annotated[float, typer.Option(help="Wall-clock training budget")] = 55.0,
+    minutes: Annotated[float, typer.Option(help="Wall-clock training budget")] = 58.0,
     seed: Annotated[int, typer.Option()] = 0,
     vae_from: Annotated[
         str | None,
@@ -702,7 +702,7 @@ def models_train_demo(
     ] = None,
 ) -> None:
     """Train the shapes demo model from scratch on this machine's CPU (the shipped `demo` model
-    came from `--minutes 55` on 2 cores); then score it with `models score-demo OUT`."""
+    came from `--minutes 58` on 2 cores); then score it with `models score-demo OUT`."""
     from imagesmith.demo.train import TrainConfig, train_demo
 
     config = TrainConfig(minutes=minutes, seed=seed, vae_from=vae_from)

@@ -3,11 +3,14 @@ standard diffusers Stable Diffusion folder (64x64 output, 16x16x4 latents).
 
 Steps: tokenizer (byte-level BPE with whole-word tokens for the data set's and the prompt
 templates' words) → VAE alone (reconstruction) → every training picture encoded once → text
-encoder + UNet together (v-prediction, min-SNR weighting, 10 % empty captions for
-classifier-free guidance, EMA of the UNet) → save in fp16 with a DDIM (trailing) scheduler.
+encoder + UNet together (v-prediction, 10 % empty captions for classifier-free guidance, EMA
+of the UNet, a quarter of the pictures at the noisiest timesteps, and the text encoder naming
+every attribute as a side task) → save in fp16 with a DDIM (trailing) scheduler.
 
 What makes shapes and positions learnable in a CPU hour (the notes' first design stayed at
-chance): the pooled caption also steers every ResNet block through the time embedding
+chance; bench/demo-model.md has the figures): the side task keeps the position words apart in
+the text encoder, and the noisiest timesteps are where only the caption says where the shape
+goes; the pooled caption also steers every ResNet block through the time embedding
 (`addition_embed_type="text"`), not only the cross-attention at the low resolutions; the data set
 is finite, so each picture is drawn and encoded once and all the time goes to the UNet; the
 learning rate decays over the time budget. Whole (shape, colour, background) combinations are held
@@ -79,7 +82,7 @@ def vocabulary() -> list[str]:
 @dataclass
 class TrainConfig:
     side: int = 64
-    minutes: float = 55.0
+    minutes: float = 58.0
     vae_share: float = 0.13  # of the time budget spent on the VAE alone
     vae_batch: int = 16
     vae_lr: float = 5e-4

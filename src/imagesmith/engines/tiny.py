@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def write_tokenizer(folder: Path, words: Sequence[str] = COMMON_WORDS) -> int:
 def _bpe(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """`parts` merged the way a BPE tokenizer does: the lowest-ranked adjacent pair first."""
     while len(parts) > 1:
-        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(pairwise(parts))]
         rank, i = min(pairs)
         if rank == len(ranks):
             break
