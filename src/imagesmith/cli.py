@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -72,21 +69,6 @@ def load_settings() -> Settings:
     return Settings()
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives threads that allocate at once arenas of their own, up to eight per core, and
-    memory freed in one is not reused by the others: a long-lived server with thread pools
-    (SQLite's writer, `to_thread`, the embedded worker) grows by whole arenas. Two suffice for
-    an asyncio process. A `MALLOC_ARENA_MAX` in the environment wins; elsewhere than glibc this
-    does nothing."""
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt arenas)
-        pass
-
-
 def table_console() -> Console:
     """Tables on a pipe get a wide page, so ids and prefixes are never cut."""
     out = Console()
@@ -108,7 +90,6 @@ def serve(
 
     settings = load_settings()
     configure_logging(log_level, settings.log_format)
-    limit_malloc_arenas()
     # Before any thread starts; the app's own migration step then finds the database at head.
     migrate.upgrade_in_child(settings)
     console.print(f"imagesmith: database {settings.resolved_database_url}")
@@ -146,7 +127,6 @@ def worker(
 
     settings = load_settings()
     configure_logging(log_level, settings.log_format)
-    limit_malloc_arenas()
     migrate.upgrade_in_child(settings)
     if metrics_port is not None:
         from prometheus_client import start_http_server
