@@ -16,7 +16,7 @@ from imagesmith.config import Settings
 from imagesmith.db.engine import sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The newest revision in migrations/versions (tests/test_migrations.py checks it against
+# The newest revision in migrations/versions (tests/test_migrate.py checks it against
 # Alembic's own head: a new migration must move it).
 HEAD = "0010"
 
