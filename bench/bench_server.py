@@ -17,7 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,8 +68,12 @@ print({count} // {batch} * {batch} / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def server_throughput(server: Server, key: str, size: int, steps: int, count: int) -> float:
-    """Images/s from the first submit to the last success, jobs queued all at once."""
+def server_throughput(
+    server: Server, key: str, size: int, steps: int, count: int, parallel: bool = False
+) -> float:
+    """Images/s from the first submit to the last success. The jobs are submitted one after
+    another by one client, or with `parallel` at once by `count` clients (what a batch of
+    compatible jobs looks like when many clients use the server)."""
     with server.client(key) as api:
         # The size is sent explicitly (before 2026-12-01 it was not, so the "128 px" server
         # rows ran at the model's default 64 px: those older figures are not comparable).
@@ -80,16 +88,36 @@ def server_throughput(server: Server, key: str, size: int, steps: int, count: in
         assert warm.json()["data"]["status"] == "success", warm.text
         assert warm.json()["data"]["outputImage"]["width"] == size, warm.text
         start = time.perf_counter()
-        ids = [
-            api.post("/api/v1/generations", json=body).json()["data"]["id"] for _ in range(count)
-        ]
+        if parallel:
+            with ThreadPoolExecutor(count) as pool:
+                made = list(pool.map(lambda _: create(server, key, body), range(count)))
+            ids = [response["data"]["id"] for response in made]
+        else:
+            ids = [create(server, key, body, api)["data"]["id"] for _ in range(count)]
         for generation_id in ids:
             api.get(f"/api/v1/generations/{generation_id}", headers={"Prefer": "wait=120"})
         elapsed = time.perf_counter() - start
     return count / elapsed
 
 
+def create(
+    server: Server, key: str, body: dict[str, object], api: httpx.Client | None = None
+) -> dict[str, Any]:
+    if api is None:
+        with server.client(key) as own:
+            return create(server, key, body, own)
+    response = api.post("/api/v1/generations", json=body)
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
 TIMING = re.compile(r"(\w+_ms)=([0-9.]+)")
+BATCH_JOBS = re.compile(r"batch\.done .*?jobs=(\d+)")
+
+
+def batch_sizes(log: str) -> list[int]:
+    """The jobs of each batch the worker ran, in order, without the warm-up batch."""
+    return [int(jobs) for jobs in BATCH_JOBS.findall(log)][1:]
 
 
 def breakdown(log: str) -> dict[str, float]:
@@ -128,12 +156,24 @@ def main() -> None:
         help="torch threads for the raw loop and the server's model child "
         "(IMAGESMITH_TORCH_THREADS); default: torch's own",
     )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(f"{size}x{steps}" for size, steps in SIZES),
+        help="PIXELSxSTEPS pairs, comma-separated (default: the issue's four)",
+    )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="(b): the jobs are created at once by --jobs clients, not one after another",
+    )
     args = parser.parse_args()
+    sizes = [tuple(int(n) for n in pair.split("x")) for pair in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="imagesmith-bench-"))
     models = work / "models"
     lines: list[str] = []
     costs: list[str] = []
-    for size, steps in SIZES:
+    batches: list[str] = []
+    for size, steps in sizes:
         raw = raw_loop(models, size, steps, args.jobs, args.threads)
         # What batching gains in diffusers itself: the most the server's (b) could reach.
         raw_batched = raw_loop(models, size, steps, args.jobs, args.threads, batch=args.jobs)
@@ -149,7 +189,11 @@ def main() -> None:
             srv.start()
             try:
                 key = create_key(srv.env, "bench", "run")
-                results[batch] = server_throughput(srv, key, size, steps, args.jobs)
+                results[batch] = server_throughput(
+                    srv, key, size, steps, args.jobs, parallel=args.parallel and batch > 1
+                )
+                if batch > 1:
+                    batches.append(f"{size} px / {steps} steps: {batch_sizes(srv.log())}")
                 if batch == 1:
                     parts = breakdown(srv.log())
                     per_job = 1000 / results[1]
@@ -189,6 +233,7 @@ def main() -> None:
             f"{raw_batched / raw:.2f} |",
         )
         print(lines[-1], flush=True)
+    how = "at once" if args.parallel else "one after another"
     table = [line for line in lines if line.startswith("|")]
     notes = [line for line in lines if not line.startswith("|")]
     report = [
@@ -211,6 +256,10 @@ def main() -> None:
         "| size | steps | wall | " + " | ".join(PARTS) + " | wall - pipeline |",
         "|---|---|---|" + "---|" * len(PARTS) + "---|",
         *costs,
+        "",
+        f"Jobs per batch in the b=16 runs (created {how}):",
+        "",
+        *(f"* {line}" for line in batches),
         "",
     ]
     if args.out:

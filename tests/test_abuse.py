@@ -315,6 +315,9 @@ def test_readiness_names_no_hosts_or_buckets_to_strangers(server: Server) -> Non
     operator = result.stdout.strip().splitlines()[-1]
     detailed = httpx.get(f"{server.url}/health/ready", headers={"X-API-Key": operator}).json()
     assert "store" in detailed["checks"]["storage"] and "hostname" in detailed["workers"][0]
+    # `serve` runs on uvloop where it is installed (the server extra installs it here).
+    assert detailed["runtime"] == {"eventLoop": "uvloop"}
+    assert "runtime" not in anonymous and "runtime" not in project_bound
 
 
 def test_a_master_key_of_one_organization_administers_only_it(server: Server) -> None:

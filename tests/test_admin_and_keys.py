@@ -116,16 +116,23 @@ def test_last_used_is_recorded(api_only: Server) -> None:
 def test_two_bootstraps_at_once_make_one_master_key(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> None:
-    srv = Server(tmp_path_factory.mktemp("bootstrap-race"), models_dir).start("--no-worker")
+    # asyncio's own loop and h11: what `serve` runs on where uvloop and httptools are missing.
+    srv = Server(
+        tmp_path_factory.mktemp("bootstrap-race"),
+        models_dir,
+        event_loop="asyncio",
+        http_parser="h11",
+    ).start("--no-worker")
     try:
         with ThreadPoolExecutor(8) as pool:
             answers = list(
-                pool.map(
-                    lambda _: httpx.post(f"{srv.url}/api/bootstrap/initial-key").status_code,
-                    range(8),
-                )
+                pool.map(lambda _: httpx.post(f"{srv.url}/api/bootstrap/initial-key"), range(8))
             )
-        assert sorted(answers) == [201] + [403] * 7
+        assert sorted(a.status_code for a in answers) == [201] + [403] * 7
         assert srv.sql("SELECT COUNT(*) FROM api_keys")[0][0] == 1
+        master = next(a for a in answers if a.status_code == 201).json()["data"]["key"]
+        ready = httpx.get(f"{srv.url}/health/ready", headers={"X-API-Key": master}).json()
+        assert ready["runtime"] == {"eventLoop": "asyncio"}
+        assert "[no embedded worker]  [asyncio, h11]" in srv.log()
     finally:
         srv.stop()

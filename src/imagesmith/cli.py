@@ -85,6 +85,7 @@ def serve(
     """Start the API and one embedded worker (SQLite + local folder by default)."""
     import uvicorn
 
+    from imagesmith import serving
     from imagesmith.app import create_app
     from imagesmith.db import migrate
 
@@ -92,11 +93,15 @@ def serve(
     configure_logging(log_level, settings.log_format)
     # Before any thread starts; the app's own migration step then finds the database at head.
     migrate.upgrade_in_child(settings)
-    console.print(f"imagesmith: database {settings.resolved_database_url}")
-    console.print(f"imagesmith: images in {settings.resolved_storage_dir}")
-    console.print(
+    # Plain lines: rich read "[no embedded worker]" as markup (and printed nothing of it) and
+    # wrapped long paths at 80 columns in a log file.
+    typer.echo(f"imagesmith: database {settings.resolved_database_url}", err=True)
+    typer.echo(f"imagesmith: images in {settings.resolved_storage_dir}", err=True)
+    typer.echo(
         f"imagesmith: API on http://{host}:{port}  (docs: /docs)"
         + ("" if not no_worker else "  [no embedded worker]")
+        + f"  [{serving.event_loop(settings)}, {serving.http_parser(settings)}]",
+        err=True,
     )
     from uvicorn.config import LOGGING_CONFIG
 
@@ -105,6 +110,8 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
+        loop=serving.event_loop(settings),
+        http=serving.http_parser(settings),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
         # JSON logs: uvicorn's loggers go through the root handler's formatter too.
         log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
@@ -120,6 +127,7 @@ def worker(
     metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Run a worker only: it needs just the database and storage settings."""
+    from imagesmith import serving
     from imagesmith.db import migrate
     from imagesmith.runtime import Runtime
     from imagesmith.webhooks.sender import WebhookSender
@@ -153,7 +161,7 @@ def worker(
         finally:
             await runtime.close()
 
-    asyncio.run(main())
+    serving.run(main, settings)
 
 
 @app.command("migrate")

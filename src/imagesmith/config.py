@@ -310,6 +310,15 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line, for log shippers."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description="The event loop of `serve` and `worker`. auto: uvloop where it is installed "
+        "(the server extra installs it on Linux and macOS), else asyncio's own.",
+    )
+    http_parser: Literal["auto", "h11", "httptools"] = Field(
+        default="auto",
+        description="uvicorn's HTTP/1.1 parser. auto: httptools (C) where installed, else h11.",
+    )
 
     # API behaviour.
     max_wait_seconds: float = Field(default=300.0, ge=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -81,6 +82,9 @@ async def ready(
         "workers": workers,
         "queue": {"pending": queue.get("pending", 0), "processing": queue.get("processing", 0)},
     }
+    if detailed:
+        # The loop this process runs on (uvloop or asyncio's own), read from the loop itself.
+        body["runtime"] = {"eventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0]}
     if ok and not workers:
         body["warnings"] = [
             "No worker has sent a heartbeat in the last 30 s: new jobs will wait in the queue."
