@@ -20,6 +20,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -151,14 +152,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--no-worker-api", action="store_true")
     parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded")
+    parser.add_argument(
+        "--loops",
+        default="auto",
+        help="comma-separated LOOP/PARSER pairs to run one after another in this run, e.g. "
+        "asyncio/h11,uvloop/httptools (IMAGESMITH_EVENT_LOOP / IMAGESMITH_HTTP_PARSER); "
+        "default: the server's own choice",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="imagesmith-load-"))
     # The test helpers give the server a fresh PostgreSQL database (and bucket, Redis) when
     # IMAGESMITH_TEST_POSTGRES is set (`eval "$(bash .ci/services.sh env)"`), SQLite otherwise.
     postgres = bool(os.environ.get("IMAGESMITH_TEST_POSTGRES"))
     assert postgres == (args.backend == "postgres"), "--backend postgres iff services env is set"
-    server = Server(work / "srv", work / "models", lease_seconds=30)
+    lines: list[str] = []
+    for variant in args.loops.split(","):
+        loop, _, http = variant.partition("/")
+        settings: dict[str, Any] = {"event_loop": loop or "auto", "http_parser": http or "auto"}
+        lines += run_variant(args, settings)
+    if args.out:
+        with args.out.open("a") as out:
+            out.write("\n".join(["", *lines, ""]))
+
+
+def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]:
+    work = Path(tempfile.mkdtemp(prefix="imagesmith-load-"))
+    server = Server(work / "srv", work / "models", lease_seconds=30, **settings)
     worker = None
     if args.no_worker_api:
         server.start("--no-worker")
@@ -166,7 +185,9 @@ def main() -> None:
         worker.wait_ready()
     else:
         server.start()
-    lines = []
+    started = [line for line in server.log().splitlines() if "imagesmith: API on" in line]
+    lines = [f"server: {started[-1].split('  ')[-1] if started else settings}"]
+    print(lines[0], flush=True)
     try:
         key = create_key(server.env, "load", "run")
         body = {"prompt": "load", "autoEnhance": False, "steps": args.steps}
@@ -208,9 +229,7 @@ def main() -> None:
         if worker is not None:
             worker.stop()
         server.stop()
-    if args.out:
-        with args.out.open("a") as out:
-            out.write("\n".join(["", *lines, ""]))
+    return lines
 
 
 if __name__ == "__main__":

@@ -711,11 +711,24 @@ def models_score_demo(
     ] = None,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, e.g. 112x64 for 16:9")] = "64x64",
     sheet: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG here")] = None,
+    through_vae: Annotated[
+        bool,
+        typer.Option(
+            "--round-trip",
+            help="Score the held-out drawings passed through the VAE alone: the model's ceiling",
+        ),
+    ] = False,
 ) -> None:
     """Generate every held-out prompt (combinations the model never saw in training) and read
     the pictures with the pixel-statistics scorer."""
     from imagesmith.catalog.models import ModelRegistry
-    from imagesmith.demo.evaluate import contact_sheet, evaluate, held_out_scenes, load_pipeline
+    from imagesmith.demo.evaluate import (
+        contact_sheet,
+        evaluate,
+        held_out_scenes,
+        load_pipeline,
+        round_trip,
+    )
     from imagesmith.engines.tiny import DEMO_FOLDER
 
     # What a request that names only the prompt gets.
@@ -732,21 +745,25 @@ def models_score_demo(
     except ValueError:
         console.print(f"[red]error:[/red] --size must be WIDTHxHEIGHT, not {size!r}")
         raise typer.Exit(2) from None
-    result = evaluate(
-        pipe,
-        scenes,
-        guidance=guidance,
-        steps=steps,
-        seed=seed,
-        width=width,
-        height=height,
-        scheduler=scheduler,
-    )
+    if through_vae:
+        result = round_trip(pipe, scenes, width=width, height=height)
+        print(f"{len(scenes)} held-out drawings at {width}x{height} through the VAE alone")
+    else:
+        result = evaluate(
+            pipe,
+            scenes,
+            guidance=guidance,
+            steps=steps,
+            seed=seed,
+            width=width,
+            height=height,
+            scheduler=scheduler,
+        )
+        print(
+            f"{len(scenes)} held-out prompts at {width}x{height}, guidance {guidance:g}, "
+            f"{steps} steps, {scheduler}, seed {seed}"
+        )
     score = result.score
-    print(
-        f"{len(scenes)} held-out prompts at {width}x{height}, guidance {guidance:g}, "
-        f"{steps} steps, {scheduler}, seed {seed}"
-    )
     print(f"background colour {score.background}/{score.total}  {result.rates['background']:.1%}")
     print(f"shape colour      {score.color}/{score.total}  {result.rates['color']:.1%}")
     print(f"shape             {score.shape}/{score.total}  {result.rates['shape']:.1%}")
