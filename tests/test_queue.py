@@ -278,3 +278,41 @@ async def test_a_pool_that_stays_busy_is_overload_not_a_crash(runtime: Runtime) 
     finally:
         database.read_sessionmaker, database.sessionmaker = saved
         await small.dispose()
+
+
+async def test_a_plain_create_takes_one_write_and_a_replay_none(db: Any, runtime: Runtime) -> None:
+    """On SQLite every write waits its turn behind the worker's: a create without references
+    commits its row in one write transaction, and an idempotent replay only reads."""
+    from contextlib import asynccontextmanager
+
+    from imagesmith.generation.schemas import GenerationRequest
+    from imagesmith.generation.service import GenerationService
+    from imagesmith.models import KeyType
+
+    database, _, _ = db
+    async with database.transaction() as session:
+        keys = KeyService(session)
+        issued = await keys.issue(
+            KeyType.PROJECT, org_slug="q-org", project_slug="q-proj", name=None, expires_in_days=1
+        )
+        caller = await keys.authenticate(issued.secret)
+    writes = 0
+    transaction = database.transaction
+
+    @asynccontextmanager
+    async def counted() -> AsyncIterator[Any]:
+        nonlocal writes
+        writes += 1
+        async with transaction() as session:
+            yield session
+
+    database.transaction = counted  # type: ignore[method-assign]
+    service = GenerationService(runtime)
+    request = GenerationRequest(prompt="a red circle", auto_enhance=False)
+    view, created = await service.create(caller, request, idempotency_key="once")
+    assert created and writes == 1
+    again, created = await service.create(caller, request, idempotency_key="once")
+    assert not created and again.generation.id == view.generation.id and writes == 1
+    # A prompt naming an @alias is looked up (a read), and an unknown one stays text.
+    await service.create(caller, GenerationRequest(prompt="@logo on a red circle"))
+    assert writes == 2

@@ -179,7 +179,7 @@ class GenerationService:
         return url, events
 
     async def _replay(self, project_id: str, key: str, fingerprint: str) -> GenerationView | None:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             existing = await GenerationRepository(session).by_idempotency_key(project_id, key)
             if existing is None:
                 return None
@@ -217,7 +217,11 @@ class GenerationService:
         at most 3. An unknown explicit reference is an error; an unknown prompt token is text."""
         flow_id = request.flow_id if request.flow_id not in (None, NEW_FLOW) else None
         found: list[Image] = []
-        async with self.rt.db.transaction() as session:
+        tokens = aliases_in_prompt(request.prompt)
+        if not request.reference_images and not tokens:
+            return found  # most creates: no database round trip
+        # A read: it took a write turn before, one per create, queued behind the worker's writes.
+        async with self.rt.db.read() as session:
             repo = ImageRepository(session)
             for ref in request.reference_images:
                 image = await resolve_image(repo, project_id, ref, flow_id)
@@ -225,7 +229,7 @@ class GenerationService:
                     raise ImageNotFound(f"referenceImages: no image '{ref}' in this project")
                 if image.id not in {f.id for f in found}:
                     found.append(image)
-            for token in aliases_in_prompt(request.prompt):
+            for token in tokens:
                 image = await resolve_image(repo, project_id, token, flow_id)
                 if image is not None and image.id not in {f.id for f in found}:
                     found.append(image)
