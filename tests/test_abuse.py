@@ -6,6 +6,7 @@ should not happen would reach the local stub and be counted)."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 import time
@@ -315,8 +316,11 @@ def test_readiness_names_no_hosts_or_buckets_to_strangers(server: Server) -> Non
     operator = result.stdout.strip().splitlines()[-1]
     detailed = httpx.get(f"{server.url}/health/ready", headers={"X-API-Key": operator}).json()
     assert "store" in detailed["checks"]["storage"] and "hostname" in detailed["workers"][0]
-    # `serve` runs on uvloop where it is installed (the server extra installs it here).
-    assert detailed["runtime"] == {"eventLoop": "uvloop"}
+    # `serve` runs on uvloop where it is installed (the server extra installs it on Linux).
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert detailed["runtime"] == {"eventLoop": expected}
+    worker_id = detailed["workers"][0]["id"]  # the embedded worker's loop is of the same kind
+    assert f"worker.started worker_id={worker_id} loop={expected}" in server.log()
     assert "runtime" not in anonymous and "runtime" not in project_bound
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from imagesmith import __version__
+from imagesmith import __version__, serving
 from imagesmith.api.dialect import Dialect, Dialects
 from imagesmith.api.dialects import DIALECTS
 from imagesmith.api.middleware import BodyLimit, HttpMetrics, RateHeaders
@@ -51,7 +51,7 @@ class EmbeddedWorker:
         await asyncio.to_thread(self._started.wait)
 
     def _main(self) -> None:
-        asyncio.run(self._run())
+        serving.run(self._run, self.runtime.settings)  # the API's kind of loop
 
     async def _run(self) -> None:
         from imagesmith.worker.run import run_workers

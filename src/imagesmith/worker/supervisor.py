@@ -130,7 +130,11 @@ class Worker:
     # Main loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("worker.started worker_id=%s", self.worker_id)
+        log.info(
+            "worker.started worker_id=%s loop=%s",
+            self.worker_id,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         self._stop = stop
         await self.queue.register(socket.gethostname(), os.getpid())
         beating = asyncio.ensure_future(self._beat())
