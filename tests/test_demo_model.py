@@ -141,7 +141,9 @@ def test_same_seed_same_picture_other_seed_another(demo: httpx.Client) -> None:
     again = stablecog(demo, prompt=prompt, seed=11)[0]
     other = stablecog(demo, prompt=prompt, seed=12)[0]
     assert distance(first, again) == 0
-    assert distance(first, other) > 1.0
+    # Another seed, another picture: since the third edition it differs only at the edges (0.7
+    # of 255 on average), because the prompt says everything there is to draw.
+    assert distance(first, other) > 0
     # Both seeds still draw the prompt's colours.
     for image in (first, other):
         assert (read(image).color, read(image).background) == ("green", "white")
@@ -267,9 +269,24 @@ def test_held_out_prompts_meet_the_quality_bar() -> None:
         steps=spec.default_steps,
         scheduler=spec.default_scheduler,
     ).rates
-    # Recorded in bench/demo-model.md with this seed: background 100 %, shape colour 93.9 %,
-    # shape 60.6 %, position 100 %, size 99.2 %, "two …" 100 %. The floors leave room for
-    # another CPU's float rounding to flip a few pictures.
-    assert rates["background"] >= 0.95 and rates["color"] >= 0.88, rates
-    assert rates["position"] >= 0.9 and rates["size"] >= 0.9 and rates["two"] >= 0.8, rates
-    assert rates["shape"] >= 0.5, rates
+    # Recorded in bench/demo-model.md with this seed: background 100 %, shape colour 100 %,
+    # shape 95.5 %, position 100 %, size 100 %, "two …" 100 % (issue 18's bars: 98, 97, 90,
+    # 80). The floors leave room for another CPU's float rounding to flip a picture or two.
+    assert rates["background"] >= 0.98 and rates["color"] >= 0.97, rates
+    assert rates["position"] >= 0.95 and rates["size"] >= 0.95 and rates["two"] >= 0.9, rates
+    assert rates["shape"] >= 0.9, rates
+
+
+def test_the_vae_gives_back_the_held_out_drawings() -> None:
+    """The model's ceiling: the true drawings through the VAE alone. The second edition's VAE
+    rounded small squares and filled small triangles in (63 % of the shapes came back), and its
+    pictures could score no better (61 %)."""
+    from imagesmith.demo.evaluate import held_out_scenes, load_pipeline, round_trip
+    from imagesmith.engines.tiny import DEMO_FOLDER
+
+    pipe = load_pipeline(DEMO_FOLDER)
+    scenes = held_out_scenes(DEMO_FOLDER)
+    for width, height in ((64, 64), (112, 64)):
+        rates = round_trip(pipe, scenes, width, height).rates
+        assert rates["shape"] >= 0.9 and rates["color"] >= 0.97, (width, height, rates)
+        assert rates["background"] == 1 and rates["position"] == 1, (width, height, rates)

@@ -171,3 +171,19 @@ def test_every_vocabulary_word_is_one_token(tmp_path: Path) -> None:
     demo = byte_tokenizer(tmp_path / "demo", max_length=48)
     caption = "a small red square in the top left corner on an orange background"
     assert demo.tokenize(caption) == [f"{w}</w>" for w in caption.split()]
+
+
+def test_the_vae_loss_weighs_the_shape_and_its_edge() -> None:
+    import numpy as np
+    import torch
+
+    from imagesmith.demo.train import shape_masks
+
+    scene = Scene("square", "red", "blue", "small", "in the top left")
+    pixels = np.asarray(draw(scene), dtype=np.float32) / 127.5 - 1
+    mask = shape_masks(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0, 0].numpy()
+    drawn = (np.asarray(draw(scene)) != PALETTE["blue"]).any(axis=2)
+    assert mask[drawn].all()  # every pixel of the shape
+    ys, xs = np.nonzero(drawn)
+    assert mask[ys.min() - 2, xs.min() - 2] and not mask[ys.min() - 3, xs.min()]  # 2 px around
+    assert not mask[-1, -1] and mask.mean() < 0.15  # the far background weighs 1
