@@ -316,7 +316,7 @@ def test_readiness_names_no_hosts_or_buckets_to_strangers(server: Server) -> Non
     operator = result.stdout.strip().splitlines()[-1]
     detailed = httpx.get(f"{server.url}/health/ready", headers={"X-API-Key": operator}).json()
     assert "store" in detailed["checks"]["storage"] and "hostname" in detailed["workers"][0]
-    # `serve` runs on uvloop where it is installed (the server extra installs it on Linux).
+    # `serve` runs on uvloop where it is installed (not by default).
     expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     assert detailed["runtime"] == {"eventLoop": expected}
     worker_id = detailed["workers"][0]["id"]  # the embedded worker's loop is of the same kind

@@ -313,7 +313,7 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto",
         description="The event loop of `serve` and `worker`. auto: uvloop where it is installed "
-        "(the server extra installs it on Linux and macOS), else asyncio's own.",
+        "(it is not by default), else asyncio's own.",
     )
     http_parser: Literal["auto", "h11", "httptools"] = Field(
         default="auto",

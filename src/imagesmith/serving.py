@@ -1,8 +1,10 @@
-"""The event loop and HTTP parser a serving process (`serve`, `worker`) runs on.
+"""The event loop and HTTP parser a serving process (`serve`, `worker`) runs on: uvloop and
+httptools where they are installed (uvicorn's own choice), else asyncio's loop and h11.
 
-uvloop and httptools are C: under a thousand long-polling clients the API process is CPU-bound
-on one core, and every millisecond it spends in the loop or the parser is taken from the model
-child on a small machine (bench/RESULTS.md has the side-by-side figures)."""
+Neither is installed with the server: on the 2-core development machine, under 1000 long-polling
+clients, they did not raise the worker's throughput and cost ~3 MB of API memory (two runs side
+by side in bench/RESULTS.md, `bench_load.py --loops`). `pip install uvloop httptools` and
+compare on your own hardware."""
 
 from __future__ import annotations
 
@@ -21,13 +23,22 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _required(module: str, setting: str) -> None:
+    if not _installed(module):
+        raise SystemExit(f"{setting}={module}, but {module} is not installed: pip install {module}")
+
+
 def event_loop(settings: Settings) -> Literal["asyncio", "uvloop"]:
+    if settings.event_loop == "uvloop":
+        _required("uvloop", "IMAGESMITH_EVENT_LOOP")
     if settings.event_loop != "auto":
         return settings.event_loop
     return "uvloop" if sys.platform != "win32" and _installed("uvloop") else "asyncio"
 
 
 def http_parser(settings: Settings) -> Literal["h11", "httptools"]:
+    if settings.http_parser == "httptools":
+        _required("httptools", "IMAGESMITH_HTTP_PARSER")
     if settings.http_parser != "auto":
         return settings.http_parser
     return "httptools" if _installed("httptools") else "h11"
