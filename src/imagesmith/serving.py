@@ -44,6 +44,11 @@ def http_parser(settings: Settings) -> Literal["h11", "httptools"]:
     return "httptools" if _installed("httptools") else "h11"
 
 
+def loop_name() -> str:
+    """The running loop's kind, read from the loop itself: "uvloop" or "asyncio"."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
 def run(main: Callable[[], Coroutine[Any, Any, T]], settings: Settings) -> T:
     """`asyncio.run(main())` on the configured loop."""
     if event_loop(settings) == "uvloop":

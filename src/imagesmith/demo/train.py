@@ -167,7 +167,8 @@ def training_scenes(config: TrainConfig) -> tuple[list[Scene], list[Scene]]:
     return train, test
 
 
-def _pixels(scenes: list[Scene], canvas: tuple[int, int]) -> Any:
+def drawn_pixels(scenes: list[Scene], canvas: tuple[int, int]) -> Any:
+    """The scenes drawn on `canvas`, as a (N, 3, H, W) float tensor in [-1, 1]."""
     import torch
 
     width, height = canvas
@@ -264,8 +265,8 @@ def train_vae(
     """Train `vae` alone to reconstruct the drawings for `seconds` (counted from `start`);
     returns the steps taken. The loss weighs the shape and its edge `vae_shape_weight` times a
     background pixel: a small shape is a few percent of the pixels, and a plain mean lets the
-    decoder round a small square's corners and fill a small triangle in (the shipped first VAE
-    drew held-out ground truth back as the right shape 63 % of the time)."""
+    decoder round a small square's corners and fill a small triangle in (the second edition's
+    VAE gave back the held-out drawings as the right shape 63 % of the time)."""
     import torch
 
     canvases = list(pixels)
@@ -311,7 +312,7 @@ def train_demo(out: Path, config: TrainConfig, log: Callable[[str], None] = prin
     train, held = training_scenes(config)
     train = train[: config.limit_scenes]
     canvases = list(CANVASES)
-    pixels = {canvas: _pixels(train, canvas) for canvas in canvases}
+    pixels = {canvas: drawn_pixels(train, canvas) for canvas in canvases}
     log(
         f"{len(train)} training scenes on {len(canvases)} canvases, {len(held)} held out "
         f"({config.held_out} shape/colour/background combinations); budget {config.minutes} min"

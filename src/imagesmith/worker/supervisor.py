@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imagesmith import metrics
+from imagesmith import metrics, serving
 from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
 from imagesmith.generation.jobs import ClaimedJob, JobQueue
 from imagesmith.runtime import Runtime
@@ -130,11 +130,7 @@ class Worker:
     # Main loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info(
-            "worker.started worker_id=%s loop=%s",
-            self.worker_id,
-            type(asyncio.get_running_loop()).__module__.split(".")[0],
-        )
+        log.info("worker.started worker_id=%s loop=%s", self.worker_id, serving.loop_name())
         self._stop = stop
         await self.queue.register(socket.gethostname(), os.getpid())
         beating = asyncio.ensure_future(self._beat())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
-from imagesmith import __version__
+from imagesmith import __version__, serving
 from imagesmith.api.deps import RuntimeDep
 from imagesmith.auth.service import KeyService
 from imagesmith.errors import Unauthorized
@@ -83,8 +82,7 @@ async def ready(
         "queue": {"pending": queue.get("pending", 0), "processing": queue.get("processing", 0)},
     }
     if detailed:
-        # The loop this process runs on (uvloop or asyncio's own), read from the loop itself.
-        body["runtime"] = {"eventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0]}
+        body["runtime"] = {"eventLoop": serving.loop_name()}
     if ok and not workers:
         body["warnings"] = [
             "No worker has sent a heartbeat in the last 30 s: new jobs will wait in the queue."
