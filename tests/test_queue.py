@@ -316,3 +316,65 @@ async def test_a_plain_create_takes_one_write_and_a_replay_none(db: Any, runtime
     # A prompt naming an @alias is looked up (a read), and an unknown one stays text.
     await service.create(caller, GenerationRequest(prompt="@logo on a red circle"))
     assert writes == 2
+
+
+async def test_a_waiter_holds_the_status_and_reads_the_view_once(db: Any, runtime: Runtime) -> None:
+    """A thousand long-polling clients each holding a full view cost megabytes and a full read
+    each: a waiter reads only the status on each wake-up, and the whole view once, at the end."""
+    from imagesmith.generation.service import GenerationService
+
+    database, project_id, _ = db
+    [generation_id] = await add_jobs(database, project_id, 1)
+    service = GenerationService(runtime)
+    full_reads = 0
+    get = service.get
+
+    async def counted(project: str, generation: str) -> Any:
+        nonlocal full_reads
+        full_reads += 1
+        return await get(project, generation)
+
+    service.get = counted  # type: ignore[method-assign]
+    waiting = asyncio.ensure_future(service.wait(project_id, generation_id, 30))
+    for _ in range(3):  # a claim, steps: each wakes the waiter
+        await asyncio.sleep(0.05)
+        runtime.notifier.generation_changed(generation_id)
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and full_reads == 0
+    await GenerationService(runtime).cancel(project_id, generation_id)
+    view = await asyncio.wait_for(waiting, 10)
+    assert view.generation.status is GenerationStatus.CANCELLED and full_reads == 1
+
+
+def test_no_route_or_dependency_runs_in_the_thread_pool(tmp_path: Path) -> None:
+    """FastAPI runs a plain `def` endpoint or dependency in its thread pool: a thread hop on
+    every request, and under a burst of requests forty threads, each with its own malloc
+    arena. Every one of ours is `async def`."""
+    from fastapi.dependencies.models import Dependant
+    from starlette.routing import Route
+
+    from imagesmith.api.dialect import Dialects
+    from imagesmith.api.dialects import DIALECTS
+    from imagesmith.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path))
+    sync: set[str] = set()
+
+    def walk(dependant: Dependant) -> None:
+        call = dependant.call
+        if call is not None and not (
+            asyncio.iscoroutinefunction(call)
+            or asyncio.iscoroutinefunction(type(call).__call__)  # a security scheme
+        ):
+            sync.add(getattr(call, "__qualname__", repr(call)))
+        for sub in dependant.dependencies:
+            walk(sub)
+
+    routes = [route for route, _ in Dialects(DIALECTS).routes()]
+    assert len(routes) > 50
+    for route in routes:
+        walk(route.dependant)
+    for plain in app.routes:  # Starlette's own routes (health, metrics) run `def` in threads too
+        if type(plain) is Route and not asyncio.iscoroutinefunction(plain.endpoint):
+            sync.add(plain.path)
+    assert not sync, sorted(sync)

@@ -15,7 +15,9 @@ from imagesmith.errors import Unauthorized
 from imagesmith.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
+    # (and, under a burst of requests, forty threads that each keep their own malloc arena).
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -311,6 +311,13 @@ class GenerationService:
                 raise GenerationNotFound(generation_id)
             return await self._view(session, generation)
 
+    async def _status(self, project_id: str, generation_id: str) -> GenerationStatus:
+        async with self.rt.db.read() as session:
+            status = await GenerationRepository(session).status_of(project_id, generation_id)
+        if status is None:
+            raise GenerationNotFound(generation_id)
+        return status
+
     async def wait(
         self,
         project_id: str,
@@ -324,25 +331,20 @@ class GenerationService:
         Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
         with self.rt.notifier.watch(generation_id) as changes:
-            view = await self.get(project_id, generation_id)
-            while not view.generation.status.is_terminal:
+            # A waiter holds only the job's status: a thousand long-polling clients each
+            # holding a full view (the ORM rows and their images) cost megabytes.
+            status = await self._status(project_id, generation_id)
+            while not status.is_terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (abandoned is not None and await abandoned()):
                     break
                 # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling.
                 # A wake-up (claimed, a step, a preview) costs one status read; the whole view
-                # is read when the job ends. A client that may leave is looked at every second.
+                # is read once, at the end. A client that may leave is looked at every second.
                 pause = remaining if abandoned is None else min(remaining, 1.0)
-                if not await changes.wait(pause):
-                    continue
-                async with self.rt.db.read() as session:
-                    repository = GenerationRepository(session)
-                    status = await repository.status_of(project_id, generation_id)
-                if status is None or status.is_terminal:
-                    view = await self.get(project_id, generation_id)  # NotFound when deleted
-        if view.generation.status.is_terminal:
-            return view
-        view = await self.get(project_id, generation_id)
+                if await changes.wait(pause):
+                    status = await self._status(project_id, generation_id)
+        view = await self.get(project_id, generation_id)  # NotFound when deleted meanwhile
         if view.generation.status.is_terminal:
             return view
         if on_timeout is OnTimeout.CANCEL:

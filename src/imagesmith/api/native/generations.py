@@ -70,7 +70,8 @@ async def respond(
     wait = wait_seconds(prefer)
     if wait is not None:
         g = view.generation
-        view = await GenerationService(runtime).wait(g.project_id, g.id, wait)
+        if not g.status.is_terminal:  # an ended job is answered as read: no second read
+            view = await GenerationService(runtime).wait(g.project_id, g.id, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
         if failure_is_error and view.generation.status is GenerationStatus.FAILED:
             # Clients written for the synchronous original expect the failure as an error.
