@@ -35,9 +35,19 @@ class TenancyRepository:
         self.session.add(row)
         await self.session.flush()
 
-    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        result = await self.session.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))
-        return result.scalar_one_or_none()
+    async def key_and_owners(
+        self, key_hash: str
+    ) -> tuple[ApiKey, Organization | None, Project | None] | None:
+        """The key with its organization and project (each None when the key has none): what
+        every request's authentication reads, in one query."""
+        result = await self.session.execute(
+            select(ApiKey, Organization, Project)
+            .outerjoin(Organization, Organization.id == ApiKey.organization_id)
+            .outerjoin(Project, Project.id == ApiKey.project_id)
+            .where(ApiKey.key_hash == key_hash)
+        )
+        row = result.one_or_none()
+        return None if row is None else (row[0], row[1], row[2])
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:
         return await self.session.get(ApiKey, key_id)

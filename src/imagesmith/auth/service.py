@@ -220,17 +220,16 @@ class KeyService:
         last-used time is older than its resolution and should be recorded with `touch`."""
         if not secret:
             raise Unauthorized(f"Missing API key: send it in the {header} header")
-        key = await self.repo.key_by_hash(hash_secret(secret.strip()))
-        if key is None:
+        found = await self.repo.key_and_owners(hash_secret(secret.strip()))
+        if found is None:
             raise Unauthorized("Invalid API key")
+        key, org, project = found
         now = utcnow()
         if key.revoked_at is not None:
             raise Unauthorized("This API key was revoked")
         if key.expires_at is not None and key.expires_at <= now:
             raise Unauthorized(f"This API key expired at {key.expires_at.isoformat()}")
         stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
-        org = await self.repo.org_by_id(key.organization_id) if key.organization_id else None
-        project = await self.repo.project_by_id(key.project_id) if key.project_id else None
         principal = Principal(
             api_key_id=key.id,
             key_type=key.key_type,

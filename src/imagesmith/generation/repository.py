@@ -197,6 +197,18 @@ class GenerationRepository:
         ).one()
         return str(row[0]), str(row[1])
 
+    async def project_card(self, project_id: str) -> tuple[str, str, int | None]:
+        """Its organization's slug, its slug and its credit balance (None: unlimited): what a
+        generation's view shows of its project, in one query."""
+        row = (
+            await self.session.execute(
+                select(Organization.slug, Project.slug, Project.credit_balance)
+                .join(Project, Project.organization_id == Organization.id)
+                .where(Project.id == project_id)
+            )
+        ).one()
+        return str(row[0]), str(row[1]), row[2]
+
     # Queue --------------------------------------------------------------------------------
 
     async def claim_next_batch(

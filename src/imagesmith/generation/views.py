@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesmith.generation.repository import GenerationRepository
 from imagesmith.generation.schemas import GenerationView
 from imagesmith.image.repository import ImageRepository
-from imagesmith.limits.credits import Credits
 from imagesmith.models import Generation
 
 
@@ -16,7 +15,7 @@ async def build_view(session: AsyncSession, generation: Generation) -> Generatio
     refs = generation.reference_ids()
     found = await ImageRepository(session).by_ids(ids + refs)
     images = [found[i] for i in ids if i in found]
-    org_slug, project_slug = await GenerationRepository(session).project_slugs(
+    org_slug, project_slug, balance = await GenerationRepository(session).project_card(
         generation.project_id
     )
     view = GenerationView(
@@ -27,5 +26,5 @@ async def build_view(session: AsyncSession, generation: Generation) -> Generatio
         images,
         [found[i] for i in refs if i in found],
     )
-    view.remaining_credits = await Credits(session).balance(generation.project_id)
+    view.remaining_credits = balance
     return view
