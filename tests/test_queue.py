@@ -378,3 +378,38 @@ def test_no_route_or_dependency_runs_in_the_thread_pool(tmp_path: Path) -> None:
         if type(plain) is Route and not asyncio.iscoroutinefunction(plain.endpoint):
             sync.add(plain.path)
     assert not sync, sorted(sync)
+
+
+async def test_authentication_and_a_view_take_one_query_each(db: Any, runtime: Runtime) -> None:
+    """What every request pays: authenticating its key is one query (the key with its
+    organization and project), and a pending generation's view one (its project's slugs and
+    balance); the generation row itself is the caller's one more."""
+    from sqlalchemy import event
+
+    from imagesmith.generation.views import build_view
+    from imagesmith.models import KeyType
+
+    database, project_id, _ = db
+    async with database.transaction() as session:
+        issued = await KeyService(session).issue(
+            KeyType.PROJECT, org_slug="q-org", project_slug="q-proj", name=None, expires_in_days=1
+        )
+    [generation_id] = await add_jobs(database, project_id, 1)
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith(("BEGIN", "PRAGMA")):
+            statements.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with database.read() as session:
+            principal, _ = await KeyService(session).identify(issued.secret)
+            assert principal.project_slug == "q-proj" and principal.organization_slug == "q-org"
+            assert len(statements) == 1
+            generation = await GenerationRepository(session).get(project_id, generation_id)
+            assert generation is not None
+            view = await build_view(session, generation)
+        assert view.project_slug == "q-proj" and len(statements) == 3, statements
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
