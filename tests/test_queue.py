@@ -413,3 +413,44 @@ async def test_authentication_and_a_view_take_one_query_each(db: Any, runtime: R
         assert view.project_slug == "q-proj" and len(statements) == 3, statements
     finally:
         event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_an_unlimited_projects_create_writes_no_balance(db: Any, runtime: Runtime) -> None:
+    """The write transaction of a create is the one every other write waits behind (SQLite):
+    an unlimited project's balance is neither updated nor read again (admit read its row under
+    the lock), and the project's slugs come from the caller's key, not a query."""
+    from sqlalchemy import event
+
+    from imagesmith.generation.schemas import GenerationRequest
+    from imagesmith.generation.service import GenerationService
+    from imagesmith.limits.credits import Credits
+    from imagesmith.models import KeyType
+
+    database, project_id, _ = db
+    async with database.transaction() as session:
+        issued = await KeyService(session).issue(
+            KeyType.PROJECT, org_slug="q-org", project_slug="q-proj", name=None, expires_in_days=1
+        )
+    async with database.read() as session:
+        caller, _ = await KeyService(session).identify(issued.secret)
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    request = GenerationRequest(prompt="a red circle", auto_enhance=False)
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        view, _ = await GenerationService(runtime).create(caller, request)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert view.project_slug == "q-proj" and view.remaining_credits is None
+    assert not [s for s in statements if s.startswith("UPDATE projects")], statements
+    assert not [s for s in statements if "organizations.slug" in s], statements
+    # A limited project still pays, atomically.
+    async with database.transaction() as session:
+        await Credits(session).set_balance(project_id, 3)
+    view, _ = await GenerationService(runtime).create(caller, request)
+    assert view.remaining_credits == 2
+    async with database.read() as session:
+        assert await Credits(session).balance(project_id) == 2

@@ -149,12 +149,15 @@ class GenerationService:
                 # First: admit locks the project row. Any insert before it would take a key
                 # share lock on that row (foreign keys), and two creates upgrading their shares
                 # at once deadlock on PostgreSQL.
-                await Quotas(session).admit(project_id, principal.end_user_id)
+                project = await Quotas(session).admit(project_id, principal.end_user_id)
                 if flow_id is not None:
                     await ensure_flow(ImageRepository(session), project_id, flow_id)
                 await repo.add(generation)
-                remaining = await Credits(session).charge_run(generation)
-                org_slug, project_slug = await repo.project_slugs(project_id)
+                remaining = await Credits(session).charge_run(generation, locked=project)
+                if principal.organization_slug and principal.project_slug:
+                    org_slug, project_slug = principal.organization_slug, principal.project_slug
+                else:
+                    org_slug, project_slug = await repo.project_slugs(project_id)
         except IntegrityError:
             if idempotency_key is None:
                 raise

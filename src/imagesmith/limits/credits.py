@@ -32,11 +32,12 @@ class Credits:
         )
         return result.scalar_one_or_none()
 
-    async def charge_run(self, generation: Generation) -> int | None:
+    async def charge_run(self, generation: Generation, locked: Project | None = None) -> int | None:
         """Pay for the generation's current run (it must be flushed: the entry names it);
-        returns the balance left (None: unlimited)."""
+        returns the balance left (None: unlimited). `locked`: the project's row, when this
+        transaction read it under its lock (`Quotas.admit`): an unlimited one costs no query."""
         amount = generation.num_outputs
-        remaining = await self._take(generation.project_id, amount)
+        remaining = await self._take(generation.project_id, amount, locked)
         self._record(generation, CreditKind.CHARGE, amount)
         generation.credits_charged = amount
         return remaining
@@ -110,8 +111,11 @@ class Credits:
         sums = {CreditKind(kind): int(total or 0) for kind, total in rows.all()}
         return sums.get(CreditKind.CHARGE, 0), sums.get(CreditKind.REFUND, 0)
 
-    async def _take(self, project_id: str, amount: int) -> int | None:
-        """Take `amount` credits atomically; returns the new balance (None when unlimited)."""
+    async def _take(self, project_id: str, amount: int, locked: Project | None) -> int | None:
+        """Take `amount` credits atomically; returns the new balance (None when unlimited).
+        `locked`: the project's row as this transaction read it under its lock."""
+        if locked is not None and locked.credit_balance is None:
+            return None  # unlimited: no statement
         result = await self.session.execute(
             update(Project)
             .where(

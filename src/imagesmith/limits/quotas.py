@@ -99,8 +99,9 @@ class Quotas:
 
     async def admit(
         self, project_id: str, end_user_id: str | None = None, *, count: bool = True
-    ) -> None:
-        """Count one new generation against the project's limits, or raise (429)."""
+    ) -> Project:
+        """Count one new generation against the project's limits, or raise (429); returns the
+        project's row (locked when `count`)."""
         now = utcnow()
         query = select(Project).where(Project.id == project_id)
         project = (
@@ -121,6 +122,7 @@ class Quotas:
             await self._count(
                 project_id, end_user_id, month, limits.end_user_monthly, now, "This end user", count
             )
+        return project
 
     def set_plan(
         self,
