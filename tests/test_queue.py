@@ -418,7 +418,8 @@ async def test_authentication_and_a_view_take_one_query_each(db: Any, runtime: R
 async def test_an_unlimited_projects_create_writes_no_balance(db: Any, runtime: Runtime) -> None:
     """The write transaction of a create is the one every other write waits behind (SQLite):
     an unlimited project's balance is neither updated nor read again (admit read its row under
-    the lock), and the project's slugs come from the caller's key, not a query."""
+    the lock), the project's slugs come from the caller's key, and its new flow is not looked
+    up (its id was just made)."""
     from sqlalchemy import event
 
     from imagesmith.generation.schemas import GenerationRequest
@@ -447,6 +448,7 @@ async def test_an_unlimited_projects_create_writes_no_balance(db: Any, runtime: 
     assert view.project_slug == "q-proj" and view.remaining_credits is None
     assert not [s for s in statements if s.startswith("UPDATE projects")], statements
     assert not [s for s in statements if "organizations.slug" in s], statements
+    assert not [s for s in statements if s.startswith("SELECT flows")], statements  # a new id
     # A limited project still pays, atomically.
     async with database.transaction() as session:
         await Credits(session).set_balance(project_id, 3)

@@ -151,7 +151,8 @@ class GenerationService:
                 # at once deadlock on PostgreSQL.
                 project = await Quotas(session).admit(project_id, principal.end_user_id)
                 if flow_id is not None:
-                    await ensure_flow(ImageRepository(session), project_id, flow_id)
+                    fresh = request.flow_id == NEW_FLOW
+                    await ensure_flow(ImageRepository(session), project_id, flow_id, fresh=fresh)
                 await repo.add(generation)
                 remaining = await Credits(session).charge_run(generation, locked=project)
                 if principal.organization_slug and principal.project_slug:

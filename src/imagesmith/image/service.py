@@ -194,9 +194,12 @@ def check_alias_value(value: str, field: str) -> None:
         raise ValidationFailed(str(exc)) from None
 
 
-async def ensure_flow(repo: ImageRepository, project_id: str, flow_id: str) -> Flow:
-    """Flows exist as soon as something names them; another project's flow id is refused."""
-    flow = await repo.flow_any(flow_id)
+async def ensure_flow(
+    repo: ImageRepository, project_id: str, flow_id: str, *, fresh: bool = False
+) -> Flow:
+    """Flows exist as soon as something names them; another project's flow id is refused.
+    `fresh`: the id was just made (a create's new flow), so there is nothing to look up."""
+    flow = None if fresh else await repo.flow_any(flow_id)
     if flow is not None and flow.project_id != project_id:
         raise ValidationFailed(f"flowId '{flow_id}' does not belong to this project")
     if flow is None:
