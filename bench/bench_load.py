@@ -3,6 +3,7 @@
 clients is compared with one client in the same run; every job must end terminal, with no errors.
 
     .venv/bin/python bench/bench_load.py [--clients 1000] [--seconds 60] [--steps 2]
+        [--model demo]      # the README server's model (default tiny-sd, 2 steps)
         [--no-worker-api]   # API with --no-worker + a separate `imagesmith worker` process
         [--backend postgres]  # PostgreSQL, Redis and S3 from `.ci/services.sh` (start it, eval env)
 
@@ -149,7 +150,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument(
+        "--model",
+        default="tiny-sd",
+        help="the server's default model: tiny-sd (fast, random weights) or demo (the one a "
+        "server started from the README serves)",
+    )
+    parser.add_argument("--steps", type=int, help="default: 2 for tiny-sd, the model's own else")
+    parser.add_argument("--prompt", default="a red circle on a white background")
     parser.add_argument("--no-worker-api", action="store_true")
     parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded")
     parser.add_argument(
@@ -161,6 +169,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.steps is None and args.model == "tiny-sd":
+        args.steps = 2
     # The test helpers give the server a fresh PostgreSQL database (and bucket, Redis) when
     # IMAGESMITH_TEST_POSTGRES is set (`eval "$(bash .ci/services.sh env)"`), SQLite otherwise.
     postgres = bool(os.environ.get("IMAGESMITH_TEST_POSTGRES"))
@@ -177,7 +187,9 @@ def main() -> None:
 
 def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]:
     work = Path(tempfile.mkdtemp(prefix="imagesmith-load-"))
-    server = Server(work / "srv", work / "models", lease_seconds=30, **settings)
+    server = Server(
+        work / "srv", work / "models", lease_seconds=30, default_model=args.model, **settings
+    )
     worker = None
     if args.no_worker_api:
         server.start("--no-worker")
@@ -190,7 +202,9 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
     print(lines[0], flush=True)
     try:
         key = create_key(server.env, "load", "run")
-        body = {"prompt": "load", "autoEnhance": False, "steps": args.steps}
+        body: dict[str, object] = {"prompt": args.prompt, "autoEnhance": False}
+        if args.steps is not None:
+            body["steps"] = args.steps
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=120) as api:
             probe = api.post("/api/v1/generations", json=body, headers={"Prefer": "wait=60"})
             probe_id = probe.json()["data"]["id"]
@@ -219,7 +233,8 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
             lines.append(line)
         mode = "--no-worker API + worker process" if args.no_worker_api else "embedded worker"
         summary = (
-            f"load ({args.backend}, {mode}, tiny-sd 64 px {args.steps} steps, {args.seconds:g} s "
+            f"load ({args.backend}, {mode}, {args.model} at its default size, "
+            f"{args.steps or 'default'} steps, {args.seconds:g} s "
             f"a phase): throughput with {args.clients} clients / with 1 = "
             f"{results[args.clients] / results[1]:.2f}"
         )
