@@ -17,7 +17,7 @@ from imagesmith.runtime import Runtime
 
 async def get_runtime(request: Request) -> Runtime:
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
-    # (and, under a burst of requests, forty threads that each keep their own malloc arena).
+    # (and, under a burst of 1000 requests, up to forty more threads in the API).
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -188,14 +188,8 @@ class GenerationRepository:
         await self.session.execute(delete(Generation).where(Generation.id == generation.id))
 
     async def project_slugs(self, project_id: str) -> tuple[str, str]:
-        row = (
-            await self.session.execute(
-                select(Organization.slug, Project.slug)
-                .join(Project, Project.organization_id == Organization.id)
-                .where(Project.id == project_id)
-            )
-        ).one()
-        return str(row[0]), str(row[1])
+        org_slug, project_slug, _balance = await self.project_card(project_id)
+        return org_slug, project_slug
 
     async def project_card(self, project_id: str) -> tuple[str, str, int | None]:
         """Its organization's slug, its slug and its credit balance (None: unlimited): what a
