@@ -223,3 +223,40 @@ def test_presigned_storage_urls(tmp_path_factory: pytest.TempPathFactory, models
         assert httpx.get(tampered).status_code == 403  # the S3 server checks the signature
     finally:
         srv.stop()
+
+
+@pytest.mark.skipif(not S3_ENDPOINT, reason="needs the S3 server")
+async def test_the_s3_store_against_a_real_s3_server() -> None:
+    """The S3 adapter on its own, against SeaweedFS: a bucket it may not create is a clear error,
+    one it may is made once; what is put comes back with its type; missing keys are None/False,
+    and deleting one is not an error. An independent client (boto3) sees what it wrote."""
+    import uuid
+
+    import boto3
+
+    from imagesmith.config import Settings
+    from imagesmith.storage.s3 import S3Store
+
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    settings = Settings(storage_url=f"s3://{bucket}/p", aws_endpoint_url=S3_ENDPOINT)
+    refused = S3Store(settings.model_copy(update={"storage_create_bucket": False}))
+    with pytest.raises(RuntimeError, match="does not exist"):
+        await refused.check()
+
+    store = S3Store(settings)
+    await store.check()
+    await store.put("a/b.png", b"\x89PNG-bytes", "image/png")
+    stored = await store.get("a/b.png")
+    assert stored is not None and (stored.data, stored.content_type) == (
+        b"\x89PNG-bytes",
+        "image/png",
+    )
+    listed = boto3.client("s3", endpoint_url=S3_ENDPOINT, region_name="us-east-1").list_objects_v2(
+        Bucket=bucket
+    )
+    assert [item["Key"] for item in listed["Contents"]] == ["p/a/b.png"]
+    assert await store.exists("a/b.png") and not await store.exists("a/none.png")
+    assert await store.get("a/none.png") is None
+    await store.delete("a/b.png")
+    await store.delete("a/b.png")  # already gone: not an error
+    assert await store.get("a/b.png") is None

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Modules only the server extra installs: a server command without them says how to get them.
 SERVER_MODULES = {
-    "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "boto3", "redis",
+    "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "minio", "redis",
     "limits", "jwt", "argon2", "PIL", "numpy", "multipart", "aiosqlite", "psycopg",
     "prometheus_client",
 }  # fmt: skip

@@ -1,24 +1,65 @@
-"""S3-compatible adapter (AWS S3, MinIO, R2, SeaweedFS) on boto3, run in threads.
+"""S3-compatible adapter (AWS S3, MinIO, R2, SeaweedFS) on the MinIO SDK, run in threads.
 
-boto3 is the conservative, well-kept choice: it signs SigV4, presigns URLs locally and reads
-credentials the standard way (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / profiles / roles)."""
+The MinIO SDK signs SigV4, presigns URLs locally, creates buckets and reads credentials the
+standard AWS ways (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, the shared
+credentials file and AWS_PROFILE, web identity, ECS and EC2 roles). It replaced boto3 because the
+API process holds the store for its whole life: boto3 and an S3 client cost it ~24 MB of RSS
+(botocore's service models), the MinIO SDK ~6 MB (issue 13's memory goal; figures in
+bench/RESULTS.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
-from typing import Any
+from datetime import timedelta
 from urllib.parse import urlparse
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError
+import certifi
+import urllib3
+from minio import Minio
+from minio.credentials.providers import (
+    AWSConfigProvider,
+    ChainedProvider,
+    EnvAWSProvider,
+    IamAwsProvider,
+)
+from minio.error import S3Error
 
 from imagesmith.config import Settings
 from imagesmith.storage.base import StoredObject
 
 log = logging.getLogger(__name__)
-MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+MISSING = {"NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound"}
+ALREADY_THERE = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+
+
+def _client(settings: Settings) -> Minio:
+    endpoint = urlparse(settings.aws_endpoint_url or "https://s3.amazonaws.com")
+    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+        raise ValueError(
+            "AWS_ENDPOINT_URL must look like http(s)://host[:port], "
+            f"got {settings.aws_endpoint_url!r}"
+        )
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=10, read=60),
+        maxsize=32,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=certifi.where(),
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    client = Minio(
+        endpoint.netloc,
+        secure=endpoint.scheme == "https",
+        region=settings.aws_region or "us-east-1",
+        http_client=http,
+        credentials=ChainedProvider([EnvAWSProvider(), AWSConfigProvider(), IamAwsProvider()]),
+    )
+    if settings.s3_addressing_style == "path":
+        client.disable_virtual_style_endpoint()  # type: ignore[no-untyped-call]
+    elif settings.s3_addressing_style == "virtual":
+        client.enable_virtual_style_endpoint()  # type: ignore[no-untyped-call]
+    return client  # "auto": the SDK's choice (virtual-hosted on AWS, path elsewhere)
 
 
 class S3Store:
@@ -33,17 +74,7 @@ class S3Store:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.settings = settings
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=settings.aws_endpoint_url,
-            region_name=settings.aws_region or "us-east-1",
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": settings.s3_addressing_style},
-                retries={"max_attempts": 5, "mode": "standard"},
-                max_pool_connections=32,
-            ),
-        )
+        self.client = _client(settings)
         self._bucket_checked = False
 
     def describe(self) -> str:
@@ -58,18 +89,17 @@ class S3Store:
         """Create the bucket when it is missing and creating it is allowed."""
         if self._bucket_checked:
             return
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code not in MISSING or not self.settings.storage_create_bucket:
-                raise
+        if not self.client.bucket_exists(self.bucket):
+            if not self.settings.storage_create_bucket:
+                raise RuntimeError(
+                    f"S3 bucket {self.bucket!r} does not exist "
+                    "(IMAGESMITH_STORAGE_CREATE_BUCKET=false)"
+                )
             log.info("storage.create_bucket bucket=%s", self.bucket)
             try:
-                self.client.create_bucket(Bucket=self.bucket)
-            except ClientError as create_exc:
-                create_code = create_exc.response.get("Error", {}).get("Code", "")
-                if create_code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                self.client.make_bucket(self.bucket)
+            except S3Error as exc:
+                if exc.code not in ALREADY_THERE:  # another process won the race
                     raise
         self._bucket_checked = True
 
@@ -77,7 +107,7 @@ class S3Store:
         def _put() -> None:
             self.ensure_bucket()
             self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
+                self.bucket, self._key(key), io.BytesIO(data), len(data), content_type=content_type
             )
 
         await asyncio.to_thread(_put)
@@ -85,30 +115,35 @@ class S3Store:
     async def get(self, key: str) -> StoredObject | None:
         def _get() -> StoredObject | None:
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in MISSING:
+                response = self.client.get_object(self.bucket, self._key(key))
+            except S3Error as exc:
+                if exc.code in MISSING:
                     return None
                 raise
-            body = response["Body"].read()
-            return StoredObject(body, response.get("ContentType") or "application/octet-stream")
+            try:
+                body = response.read()
+                content_type = response.headers.get("Content-Type") or "application/octet-stream"
+            finally:
+                response.close()
+                response.release_conn()
+            return StoredObject(body, content_type)
 
         return await asyncio.to_thread(_get)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
+        await asyncio.to_thread(self.client.remove_object, self.bucket, self._key(key))
 
     async def exists(self, key: str) -> bool:
-        def _head() -> bool:
+        def _stat() -> bool:
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in MISSING:
+                self.client.stat_object(self.bucket, self._key(key))
+            except S3Error as exc:
+                if exc.code in MISSING:
                     return False
                 raise
             return True
 
-        return await asyncio.to_thread(_head)
+        return await asyncio.to_thread(_stat)
 
     async def check(self) -> None:
         await asyncio.to_thread(self.ensure_bucket)
@@ -116,12 +151,8 @@ class S3Store:
     def public_url(self, key: str) -> str | None:
         mode = self.settings.storage_url_mode
         if mode == "presigned":
-            url: str = self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.bucket, "Key": self._key(key)},
-                ExpiresIn=self.settings.presign_seconds,
-            )
-            return url
+            expires = timedelta(seconds=self.settings.presign_seconds)
+            return self.client.presigned_get_object(self.bucket, self._key(key), expires=expires)
         if mode == "public" and self.settings.storage_public_base_url:
             return f"{self.settings.storage_public_base_url.rstrip('/')}/{self._key(key)}"
         return None
