@@ -456,3 +456,72 @@ async def test_an_unlimited_projects_create_writes_no_balance(db: Any, runtime: 
     assert view.remaining_credits == 2
     async with database.read() as session:
         assert await Credits(session).balance(project_id) == 2
+
+
+async def test_a_long_poll_holds_no_rows_and_no_uploads_while_it_waits(
+    db: Any, runtime: Runtime
+) -> None:
+    """A wait can last minutes, and a thousand clients long-poll at once: while they wait, the
+    native GET and create and an OpenAI edit hold neither the job's rows (the handler's first
+    view) nor the edit's uploaded images (stored with the job by then)."""
+    import gc
+
+    import httpx
+
+    from imagesmith.app import create_app
+    from imagesmith.models import KeyType
+    from tests.pictures import png
+
+    database, project_id, _ = db
+    async with database.transaction() as session:
+        issued = await KeyService(session).issue(
+            KeyType.PROJECT, org_slug="q-org", project_slug="q-proj", name=None, expires_in_days=1
+        )
+    app = create_app(runtime.settings, embedded_worker=False)
+    app.state.runtime = runtime  # no lifespan here: this runtime, and no worker
+    upload = png((96, 80))
+
+    def held(generation_id: str) -> list[str]:
+        gc.collect()
+        rows = [
+            f"row of {o.id}"
+            for o in gc.get_objects()
+            if isinstance(o, Generation) and o.__dict__.get("id") == generation_id
+        ]
+        uploads = [
+            "the upload"
+            for o in gc.get_objects()
+            if type(o) is list and any(type(x) is bytes and x == upload for x in o)
+        ]
+        return rows + uploads
+
+    async def while_waiting(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"X-API-Key": issued.secret, "Authorization": f"Bearer {issued.secret}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers
+        ) as client:
+            before = set(runtime.notifier.watched())
+            request = asyncio.ensure_future(client.request(method, path, **kwargs))
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                waiting = set(runtime.notifier.watched()) - before
+                if waiting:
+                    break
+            [generation_id] = waiting
+            assert held(generation_id) == []
+            await GenerationService(runtime).cancel(project_id, generation_id)
+            return await asyncio.wait_for(request, 10)
+
+    from imagesmith.generation.service import GenerationService
+
+    [queued] = await add_jobs(database, project_id, 1)
+    wait = {"Prefer": "wait=30"}
+    read = await while_waiting("GET", f"/api/v1/generations/{queued}", headers=wait)
+    assert read.json()["data"]["status"] == "cancelled"
+    made = await while_waiting("POST", "/api/v1/generations", json={"prompt": "a"}, headers=wait)
+    assert made.status_code == 201 and made.json()["data"]["status"] == "cancelled"
+    edit = await while_waiting(
+        "POST", "/v1/images/edits", data={"prompt": "b"}, files={"image": ("a.png", upload)}
+    )
+    assert edit.status_code == 500  # cancelled: OpenAI's answer for a job that did not finish

@@ -69,8 +69,11 @@ class Watch:
         """True as soon as the generation may have changed since the last `wait` (or since
         the watch began), False after `timeout` seconds without a change."""
         if not self._event.is_set():
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own, and a
+            # thousand long-polling clients each held one.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
         changed = self._event.is_set()
         self._event.clear()
         return changed
@@ -177,7 +180,8 @@ class Notifier:
             signal.waiters.add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter[1].wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await waiter[1].wait()
         finally:
             with self._waiters.lock:
                 signal.waiters.discard(waiter)

@@ -367,19 +367,12 @@ class GenerationService:
         on_timeout: OnTimeout,
         idempotency_key: str | None = None,
         abandoned: Callable[[], Awaitable[bool]] | None = None,
-        images: list[bytes] | None = None,
-        image_meta: dict[str, Any] | None = None,
     ) -> tuple[GenerationView, bool]:
-        """Create (with uploaded images, if any), then wait for the result: what synchronous
-        dialects answer with."""
-        if images:
-            view, created = await self.create_with_images(
-                principal, request, images, image_meta or {}
-            )
-        else:
-            view, created = await self.create(principal, request, idempotency_key)
-        g = view.generation
-        return await self.wait(g.project_id, g.id, timeout, on_timeout, abandoned), created
+        """Create, then wait for the result: what synchronous dialects answer with."""
+        view, created = await self.create(principal, request, idempotency_key)
+        project_id, generation_id = view.generation.project_id, view.generation.id
+        del view  # the waiter holds ids, not the rows (see `wait`)
+        return await self.wait(project_id, generation_id, timeout, on_timeout, abandoned), created
 
     async def outputs_page(
         self, project_id: str, filters: OutputFilter, cursor: str | None, per_page: int

@@ -56,22 +56,31 @@ async def respond(
     request: Request,
     runtime: RuntimeDep,
     view: GenerationView,
-    status_code: int,
+    created: bool | None,
     prefer: str | None,
-    headers: dict[str, str] | None = None,
     failure_is_error: bool = True,
 ) -> JSONResponse:
     """Render one generation, first waiting for it when the client asked with `Prefer: wait`.
-    A request that started the work (create, update, regenerate) and waited for it answers a
-    failure as `500 GENERATION_FAILED`, as the synchronous original does; a read (GET) answers
-    what it read, as it would without the wait (RFC 7240: a preference does not change the
-    outcome)."""
-    headers = dict(headers or {})
+    `created`: True for a new job (201, `Location`), False for an idempotent replay, None for
+    an existing one (200). A request that started the work (create, update, regenerate) and
+    waited for it answers a failure as `500 GENERATION_FAILED`, as the synchronous original
+    does; a read (GET) answers what it read, as it would without the wait (RFC 7240: a
+    preference does not change the outcome).
+
+    Callers pass the view inline (`respond(…, await service.get(…), …)`): a wait can last a
+    minute, and a thousand waiting clients that each kept their first view in a local would
+    hold a thousand sets of rows; the wait itself holds only the ids and the status."""
+    headers: dict[str, str] = {}
+    if created is not None:
+        headers["Location"] = f"/api/v1/generations/{view.generation.id}"
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
     wait = wait_seconds(prefer)
     if wait is not None:
-        g = view.generation
-        if not g.status.is_terminal:  # an ended job is answered as read: no second read
-            view = await GenerationService(runtime).wait(g.project_id, g.id, wait)
+        if not view.generation.status.is_terminal:  # an ended job is answered as read
+            project_id, generation_id = view.generation.project_id, view.generation.id
+            del view
+            view = await GenerationService(runtime).wait(project_id, generation_id, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
         if failure_is_error and view.generation.status is GenerationStatus.FAILED:
             # Clients written for the synchronous original expect the failure as an error.
@@ -86,7 +95,7 @@ async def respond(
     out = render_generation(view, image_links(request, runtime))
     return JSONResponse(
         {"success": True, "data": out.model_dump(mode="json")},
-        status_code=status_code,
+        status_code=201 if created else 200,
         headers=headers,
     )
 
@@ -109,13 +118,13 @@ async def create_generation(
     idempotency_key: IdempotencyHeader = None,
 ) -> JSONResponse:
     """Queue a generation; answers 201 at once with status `pending` (or waits, with `Prefer`)."""
-    view, created = await GenerationService(runtime).create(
-        principal, body.to_request(), idempotency_key
+    service = GenerationService(runtime)
+    return await respond(  # the view and `created`, passed inline (see respond)
+        request,
+        runtime,
+        *await service.create(principal, body.to_request(), idempotency_key),
+        prefer,
     )
-    headers = {"Location": f"/api/v1/generations/{view.generation.id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return await respond(request, runtime, view, 201 if created else 200, prefer, headers)
 
 
 @router.get("", response_model=GenerationListEnvelope, responses=keyed_responses(400, 401, 403))
@@ -151,8 +160,11 @@ async def get_generation(
     prefer: PreferHeader = None,
 ) -> JSONResponse:
     """One generation with its output image, progress and timings."""
-    view = await GenerationService(runtime).get(principal.require_project(), generation_id)
-    return await respond(request, runtime, view, 200, prefer, failure_is_error=False)
+    service = GenerationService(runtime)
+    project_id = principal.require_project()
+    return await respond(
+        request, runtime, await service.get(project_id, generation_id), None, prefer, False
+    )
 
 
 UPDATE_DOC = (
@@ -169,10 +181,11 @@ async def _update(
     prefer: str | None,
 ) -> JSONResponse:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    view = await GenerationService(runtime).update(
-        principal.require_project(), generation_id, changes
+    service = GenerationService(runtime)
+    project_id = principal.require_project()
+    return await respond(
+        request, runtime, await service.update(project_id, generation_id, changes), None, prefer
     )
-    return await respond(request, runtime, view, 200, prefer)
 
 
 @router.put(
@@ -224,8 +237,11 @@ async def regenerate_generation(
     prefer: PreferHeader = None,
 ) -> JSONResponse:
     """Run again with the stored parameters; the output keeps its image id and URL."""
-    view = await GenerationService(runtime).regenerate(principal.require_project(), generation_id)
-    return await respond(request, runtime, view, 200, prefer)
+    service = GenerationService(runtime)
+    project_id = principal.require_project()
+    return await respond(
+        request, runtime, await service.regenerate(project_id, generation_id), None, prefer
+    )
 
 
 @router.post(
@@ -266,7 +282,7 @@ async def cancel_generation(
 ) -> JSONResponse:
     """Cancel: a pending job at once, a running one at its next step; its credits come back."""
     view = await GenerationService(runtime).cancel(principal.require_project(), generation_id)
-    return await respond(request, runtime, view, 200, None)
+    return await respond(request, runtime, view, None, None)
 
 
 KEEPALIVE_SECONDS = 15.0

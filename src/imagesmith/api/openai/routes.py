@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -162,25 +162,29 @@ def transcode(png: bytes, output_format: str | None, compression: int | None) ->
         return buffer.getvalue()
 
 
+async def created_job(made: Awaitable[tuple[GenerationView, bool]]) -> tuple[str, str]:
+    """The project and id of a job just created: what the wait needs, and all it keeps."""
+    view, _created = await made
+    return view.generation.project_id, view.generation.id
+
+
 async def respond(
     request: Request,
     runtime: Runtime,
-    principal: Principal,
-    core: GenerationRequest,
+    job: tuple[str, str],
     b64: bool,
     output_format: str | None,
     compression: int | None,
-    images: list[bytes] | None = None,
 ) -> dict[str, Any]:
-    """Create (edits: with the uploaded images as references), wait, and answer."""
-    view, _created = await GenerationService(runtime).create_and_wait(
-        principal,
-        core,
+    """Wait for the job `created_job` named, and answer. The wait can last minutes; callers
+    keep neither the job's rows nor an edit's uploads while it runs (they are stored by now)."""
+    project_id, generation_id = job
+    view = await GenerationService(runtime).wait(
+        project_id,
+        generation_id,
         runtime.settings.openai_wait_seconds,
         OnTimeout.CANCEL,
         abandoned=request.is_disconnected,
-        images=images,
-        image_meta={"via": "openai", "edit": True},
     )
     g = view.generation
     if g.status is not GenerationStatus.SUCCESS:
@@ -393,15 +397,9 @@ async def create_image(
             body.output_format, body.output_compression, body.quality, body.background
         )
         return stream_response(runtime, view, options)
-    return await respond(
-        request,
-        runtime,
-        principal,
-        core,
-        wants_b64(body.model, body.response_format),
-        body.output_format,
-        body.output_compression,
-    )
+    job = await created_job(GenerationService(runtime).create(principal, core))
+    b64 = wants_b64(body.model, body.response_format)
+    return await respond(request, runtime, job, b64, body.output_format, body.output_compression)
 
 
 async def form_images(form: FormData) -> list[bytes]:
@@ -480,16 +478,13 @@ async def image_to_image(
             "image_edit",
         )
         return stream_response(runtime, view, options)
-    return await respond(
-        request,
-        runtime,
-        principal,
-        core,
-        wants_b64(model, form_text(form, "response_format")),
-        output_format,
-        compression,
-        images,
+    b64 = wants_b64(model, form_text(form, "response_format"))
+    service = GenerationService(runtime)
+    job = await created_job(
+        service.create_with_images(principal, core, images, {"via": "openai", "edit": True})
     )
+    del form, images  # stored with the job: the wait does not hold the uploads
+    return await respond(request, runtime, job, b64, output_format, compression)
 
 
 EDIT_BODY = multipart_body(
