@@ -4,6 +4,8 @@ clients is compared with one client in the same run; every job must end terminal
 
     .venv/bin/python bench/bench_load.py [--clients 1000] [--seconds 60] [--steps 2]
         [--model demo]      # the README server's model (default tiny-sd, 2 steps)
+        [--poll 0.5]        # clients GET every 0.5 s instead of long-polling
+        [--batch 4]         # IMAGESMITH_WORKER_BATCH_SIZE
         [--no-worker-api]   # API with --no-worker + a separate `imagesmith worker` process
         [--backend postgres]  # PostgreSQL, Redis and S3 from `.ci/services.sh` (start it, eval env)
 
@@ -48,11 +50,14 @@ class Phase:
 
 
 async def client_loop(
-    api: httpx.AsyncClient, body: dict[str, object], stop: float, phase: Phase
+    api: httpx.AsyncClient, body: dict[str, object], stop: float, phase: Phase, poll: float
 ) -> None:
+    """Create, then follow the job: long-polls (`Prefer: wait=20`), or with `poll` a plain GET
+    every `poll` seconds, as clients that do not know the header do."""
+    wait = {} if poll else {"Prefer": "wait=20"}
     while time.monotonic() < stop:
         try:
-            made = await api.post("/api/v1/generations", json=body, headers={"Prefer": "wait=20"})
+            made = await api.post("/api/v1/generations", json=body, headers=wait)
             if made.status_code not in (200, 201):
                 phase.errors.append(f"create {made.status_code} {made.text[:100]}")
                 await asyncio.sleep(1)
@@ -62,9 +67,9 @@ async def client_loop(
             while data["status"] not in ("success", "failed", "cancelled"):
                 if time.monotonic() >= stop:
                     return
-                got = await api.get(
-                    f"/api/v1/generations/{data['id']}", headers={"Prefer": "wait=20"}
-                )
+                if poll:
+                    await asyncio.sleep(poll)
+                got = await api.get(f"/api/v1/generations/{data['id']}", headers=wait)
                 if got.status_code != 200:
                     phase.errors.append(f"get {got.status_code} {got.text[:100]}")
                     break
@@ -100,6 +105,7 @@ async def run_phase(
     body: dict[str, object],
     probe_id: str,
     pid: int,
+    poll: float,
 ) -> tuple[Phase, float]:
     phase = Phase()
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
@@ -111,7 +117,7 @@ async def run_phase(
         stop = start + seconds
         tasks = [asyncio.ensure_future(prober(api, probe_id, stop, phase, pid))]
         tasks += [
-            asyncio.ensure_future(client_loop(api, body, stop, phase)) for _ in range(clients)
+            asyncio.ensure_future(client_loop(api, body, stop, phase, poll)) for _ in range(clients)
         ]
         await asyncio.wait(tasks, timeout=seconds)
         for task in tasks:  # clients mid-long-poll leave at the end of the window
@@ -158,6 +164,16 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, help="default: 2 for tiny-sd, the model's own else")
     parser.add_argument("--prompt", default="a red circle on a white background")
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=0,
+        help="clients follow their job with a plain GET every POLL seconds instead of a long "
+        "poll (Prefer: wait=20)",
+    )
+    parser.add_argument(
+        "--batch", type=int, help="IMAGESMITH_WORKER_BATCH_SIZE (default: the server's own)"
+    )
     parser.add_argument("--no-worker-api", action="store_true")
     parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded")
     parser.add_argument(
@@ -187,6 +203,8 @@ def main() -> None:
 
 def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]:
     work = Path(tempfile.mkdtemp(prefix="imagesmith-load-"))
+    if args.batch is not None:
+        settings = {**settings, "worker_batch_size": args.batch}
     server = Server(
         work / "srv", work / "models", lease_seconds=30, default_model=args.model, **settings
     )
@@ -212,7 +230,9 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
         for clients in (1, args.clients):
             window_start = time.time()
             phase, elapsed = asyncio.run(
-                run_phase(server.url, key, clients, args.seconds, body, probe_id, server.pid)
+                run_phase(
+                    server.url, key, clients, args.seconds, body, probe_id, server.pid, args.poll
+                )
             )
             left, completed = drain(server.url, key, phase.created)
             # The worker's throughput: jobs the server completed inside the window.
@@ -234,8 +254,9 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
         mode = "--no-worker API + worker process" if args.no_worker_api else "embedded worker"
         summary = (
             f"load ({args.backend}, {mode}, {args.model} at its default size, "
-            f"{args.steps or 'default'} steps, {args.seconds:g} s "
-            f"a phase): throughput with {args.clients} clients / with 1 = "
+            f"{args.steps or 'default'} steps, {args.seconds:g} s a phase, "
+            + (f"GET every {args.poll:g} s" if args.poll else "long polls")
+            + f"): throughput with {args.clients} clients / with 1 = "
             f"{results[args.clients] / results[1]:.2f}"
         )
         print(summary)

@@ -42,3 +42,50 @@ def test_unknown_model_is_a_clear_failure(models_dir: Path) -> None:
     engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, []))
     with pytest.raises(ModelUnavailable, match="not in this worker's registry"):
         engine.generate([job("nope")], lambda *_: None, lambda: False)
+
+
+def test_a_batch_that_runs_out_of_device_memory_runs_its_jobs_one_at_a_time(
+    models_dir: Path,
+) -> None:
+    """Batching is on by default, and a batch may not fit a GPU where each of its jobs does:
+    the child runs them one at a time instead of failing them all. (No GPU here: the engine
+    raises torch's out-of-memory error for any batch of more than one job, as a small card
+    would; single jobs run the real pipeline.)"""
+    import threading
+    from multiprocessing import Pipe
+
+    import torch
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+    from imagesmith.worker.child import serve
+    from imagesmith.worker.messages import BatchDone, JobDone, JobFailed, Ready, RunBatch, Shutdown
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    real_generate, calls, released = engine.generate, [], []
+
+    def small_card(jobs: list[EngineJob], *args: object) -> object:
+        calls.append(len(jobs))
+        if len(jobs) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(jobs, *args)  # type: ignore[arg-type]
+
+    engine.generate = small_card  # type: ignore[method-assign,assignment]
+    engine.release_cached_memory = lambda: released.append(1)  # type: ignore[method-assign]
+    ours, childs = Pipe()
+    thread = threading.Thread(target=serve, args=(childs, engine), daemon=True)
+    thread.start()
+    assert isinstance(ours.recv(), Ready)
+    jobs = [replace(job("tiny-sd", seed), job_id=f"j{seed}") for seed in (1, 2, 3)]
+    ours.send(RunBatch("b1", jobs))
+    messages = []
+    while not messages or not isinstance(messages[-1], BatchDone):
+        assert ours.poll(120), messages
+        messages.append(ours.recv())
+    ours.send(Shutdown())
+    thread.join(10)
+    done = [m for m in messages if isinstance(m, JobDone)]
+    assert [m.job_id for m in done] == ["j1", "j2", "j3"]
+    assert all(m.images[0].png.startswith(b"\x89PNG") for m in done)
+    assert not [m for m in messages if isinstance(m, JobFailed)]
+    assert calls == [3, 1, 1, 1] and released == [1]

@@ -486,7 +486,7 @@ async def test_a_long_poll_holds_no_rows_and_no_uploads_while_it_waits(
         rows = [
             f"row of {o.id}"
             for o in gc.get_objects()
-            if isinstance(o, Generation) and o.__dict__.get("id") == generation_id
+            if type(o) is Generation and o.__dict__.get("id") == generation_id
         ]
         uploads = [
             "the upload"

@@ -113,6 +113,7 @@ def serve(
         loop=serving.event_loop(settings),
         http=serving.http_parser(settings),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        timeout_keep_alive=settings.keep_alive_seconds,
         # JSON logs: uvicorn's loggers go through the root handler's formatter too.
         log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
     )

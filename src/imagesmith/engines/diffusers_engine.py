@@ -116,6 +116,13 @@ class DiffusersEngine:
                 torch.cuda.empty_cache()
         return pipe
 
+    def release_cached_memory(self) -> None:
+        """Give the device allocator's cached blocks back (after an out-of-memory error)."""
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        elif self.device == "mps":
+            torch.mps.empty_cache()
+
     def _load(self, spec: ModelSpec) -> Any:
         dtype = pick_dtype(self.config.dtype, self.device, spec.variant)
         kwargs: dict[str, Any] = {"torch_dtype": dtype}

@@ -13,7 +13,7 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from imagesmith.engines.base import EngineConfig, GeneratedImage
+from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
 from imagesmith.worker.messages import (
     BatchDone,
     CancelBatch,
@@ -112,26 +112,47 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
         def on_preview(job_id: str, index: int, image: GeneratedImage) -> None:
             conn.send(Preview(job_id, index, image))
 
-        try:
-            results = engine.generate(batch.jobs, on_step, should_stop, on_preview)
+        def run(jobs: list[EngineJob]) -> None:
+            results = engine.generate(jobs, on_step, should_stop, on_preview)
             if not should_stop():
-                for job, images in zip(batch.jobs, results, strict=True):
+                for job, images in zip(jobs, results, strict=True):
                     conn.send(JobDone(job.job_id, images))
+
+        try:
+            run(batch.jobs)
         except ModelUnavailable as exc:
             for job in batch.jobs:
                 conn.send(JobFailed(job.job_id, str(exc)))
         except Exception as exc:  # a failed generation is data: report it, keep serving
-            text = _describe(exc)
-            logging.exception("batch.failed batch_id=%s", batch.batch_id)
-            for job in batch.jobs:
-                conn.send(JobFailed(job.job_id, text))
+            if _out_of_memory(exc) and len(batch.jobs) > 1:
+                # The batch did not fit on the device: each job may fit alone.
+                logging.warning(
+                    "batch.out_of_memory batch_id=%s jobs=%d: running them one at a time",
+                    batch.batch_id,
+                    len(batch.jobs),
+                )
+                engine.release_cached_memory()
+                for job in batch.jobs:
+                    try:
+                        run([job])
+                    except Exception as alone:
+                        conn.send(JobFailed(job.job_id, _describe(alone)))
+            else:
+                logging.exception("batch.failed batch_id=%s", batch.batch_id)
+                for job in batch.jobs:
+                    conn.send(JobFailed(job.job_id, _describe(exc)))
         cancelled.discard(batch.batch_id)
         conn.send(BatchDone(batch.batch_id, {"queued_ms": queued_ms, **engine.last_timings}))
 
 
+def _out_of_memory(exc: Exception) -> bool:
+    """torch.OutOfMemoryError (CUDA), MPS's "MPS backend out of memory", CPU allocators."""
+    return "out of memory" in str(exc).lower()
+
+
 def _describe(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
-    if "out of memory" in text.lower():
+    if _out_of_memory(exc):
         return (
             "The device ran out of memory for this job; try a smaller size, fewer outputs or "
             f"fewer steps ({text})"
