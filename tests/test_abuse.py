@@ -481,3 +481,23 @@ def test_nul_characters_are_bad_input_not_a_database_error(server: Server) -> No
             f"{server.url}{path}", json={"prompt": "a\u0000b"}, headers=headers, timeout=30
         )
         assert response.status_code == 400 and "NUL" in response.text, (path, response.text)
+
+
+def test_an_idle_keep_alive_connection_outlives_a_client_pool_expiry(server: Server) -> None:
+    """uvicorn closes idle connections after 5 s by default, exactly httpx's pool expiry: a
+    polling client's request sent as the server closed its connection failed with a connection
+    error (seen under load). Idle connections now stay open longer than clients' pools and load
+    balancers keep them."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200 and first.getheader("connection") != "close"
+        time.sleep(6)
+        conn.request("GET", "/health")  # the same socket: http.client does not reconnect
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
