@@ -108,6 +108,17 @@ async def test_batch_key_groups_compatible_jobs_in_order(db: Any) -> None:
     assert [c.generation_id for c in batch] == small + more_small[:1]
 
 
+async def test_a_batch_holds_up_to_its_limit_in_images_not_jobs(db: Any) -> None:
+    """A device's memory and time grow with the images in one call: jobs of several outputs
+    fill a batch sooner, in queue order, and a job with more than the limit runs alone."""
+    database, project_id, _ = db
+    ids = []
+    for outputs in (2, 2, 1, 3, 6, 1):
+        ids += await add_jobs(database, project_id, 1, num_outputs=outputs)
+    batches = [[c.generation_id for c in await claim(database, "w", limit=4)] for _ in range(4)]
+    assert batches == [ids[0:2], ids[2:4], ids[4:5], ids[5:6]]
+
+
 async def test_release_counts_retries_and_gives_up(db: Any) -> None:
     database, project_id, _ = db
     (job,) = await add_jobs(database, project_id, 1)

@@ -118,7 +118,8 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         le=16,
-        description="Compatible queued jobs run in one pipeline call, up to this many. With 300 "
+        description="Compatible queued jobs run in one pipeline call, up to this many images in "
+        "all (a job with more outputs runs alone). With 300 "
         "clients on the demo model it doubled the jobs done per second on a 2-core CPU "
         "(bench/RESULTS.md); a batch that does not fit the device runs its jobs one at a time.",
     )

@@ -214,7 +214,9 @@ class GenerationRepository:
         model_ids: Collection[str] | None = None,
         except_models: Collection[str] = (),
     ) -> list[Claim]:
-        """Atomically move up to `limit` compatible pending jobs to processing for this worker.
+        """Atomically move compatible pending jobs, up to `limit` images in all (the head job
+        alone may have more), to processing for this worker: memory and time on the device
+        grow with the images in a call, not with the jobs.
 
         Fair across projects: jobs are taken round-robin by each project's queue position
         (every project's 1st job, then every project's 2nd, …), so one tenant's flood never
@@ -238,20 +240,22 @@ class GenerationRepository:
         # The head stays in the ranking (it is still pending here) so positions stay true.
         ranked_mates = await self._fair_order(*same_key, limit=limit * 4) if limit > 1 else []
         mates = [i for i in ranked_mates if i != head.id]
-        lockable: set[str] = set()
+        lockable: dict[str, int] = {}  # id → its images
         if mates:
-            lockable = set(
-                (
-                    await self.session.execute(
-                        select(Generation.id)
-                        .where(Generation.id.in_(mates), Generation.status == PENDING)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).scalars()
+            rows = await self.session.execute(
+                select(Generation.id, Generation.num_outputs)
+                .where(Generation.id.in_(mates), Generation.status == PENDING)
+                .with_for_update(skip_locked=True)
             )
+            lockable = dict(rows.tuples().all())
         # Update exactly the locked rows: an `IN (subquery LIMIT n)` can be re-evaluated by
         # PostgreSQL's planner and claim more than n rows.
-        batch_ids = [head.id, *[i for i in mates if i in lockable][: limit - 1]]
+        batch_ids, images = [head.id], head.num_outputs
+        for mate in (i for i in mates if i in lockable):
+            if images + lockable[mate] > limit:
+                break  # the fair order holds: no smaller job jumps ahead to fill the room
+            batch_ids.append(mate)
+            images += lockable[mate]
         result = await self.session.execute(
             update(Generation)
             .where(Generation.id.in_(batch_ids), Generation.status == PENDING)
