@@ -24,6 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_load import rss_mb  # noqa: E402  (this folder is on sys.path)
 from tests.serverproc import Server, create_key, free_port  # noqa: E402
 
 BARE_APP = """
@@ -38,13 +39,6 @@ async def wait(item: str, prefer: str | None = Header(default=None)) -> dict[str
     await asyncio.sleep(8)
     return {"id": item}
 """
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Peak:
