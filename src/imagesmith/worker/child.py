@@ -133,6 +133,8 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
                 )
                 engine.release_cached_memory()
                 for job in batch.jobs:
+                    if should_stop():  # the batch was cancelled meanwhile
+                        break
                     try:
                         run([job])
                     except Exception as alone:
