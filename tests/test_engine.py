@@ -89,3 +89,60 @@ def test_a_batch_that_runs_out_of_device_memory_runs_its_jobs_one_at_a_time(
     assert all(m.images[0].png.startswith(b"\x89PNG") for m in done)
     assert not [m for m in messages if isinstance(m, JobFailed)]
     assert calls == [3, 1, 1, 1] and released == [1]
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+def test_on_a_cpu_the_child_leaves_torch_the_cores_the_rest_of_the_machine_does_not_use(
+    models_dir: Path,
+) -> None:
+    """With threads unset, the child picks torch's threads before each batch: every core while
+    nothing else runs on them, one fewer while another process keeps a core busy (the API under
+    load). A real spinning process is the load; the batches run the real tiny-sd pipeline."""
+    import subprocess
+    import sys
+    import threading
+    import time
+    from multiprocessing import Pipe
+
+    import torch
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+    from imagesmith.worker.child import available_cores, serve
+    from imagesmith.worker.cpu_share import WINDOW_SAMPLES, CpuShare
+    from imagesmith.worker.messages import BatchDone, Ready, RunBatch, Shutdown
+
+    cores = available_cores()
+    window = 0.25 * WINDOW_SAMPLES + 0.3
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    engine.pipeline("tiny-sd")  # loaded before the windows below: loading is our own CPU
+    share = CpuShare.start()
+    assert share is not None
+    ours, childs = Pipe()
+    was = torch.get_num_threads()
+    thread = threading.Thread(target=serve, args=(childs, engine, share), daemon=True)
+    thread.start()
+
+    def batch(name: str) -> dict[str, float]:
+        ours.send(RunBatch(name, [replace(job("tiny-sd"), job_id=name)]))
+        while not isinstance(message := ours.recv(), BatchDone):
+            assert ours.poll(120)
+        return message.timings
+
+    try:
+        assert isinstance(ours.recv(), Ready)
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(window)
+            busy = batch("busy")
+        finally:
+            spinner.kill()
+            spinner.wait()
+        time.sleep(window)
+        quiet = batch("quiet")
+        ours.send(Shutdown())
+        thread.join(10)
+    finally:
+        torch.set_num_threads(was)
+    assert busy["others_cores"] >= 0.5 and busy["threads"] == max(1, cores - 1), busy
+    assert quiet["others_cores"] < 0.5 and quiet["threads"] == cores, quiet

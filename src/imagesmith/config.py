@@ -185,9 +185,10 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=1024,
-        description="CPU threads torch uses in the model child (intra-op). Default: on CPU one "
-        "fewer than the cores the process may use (at least 1), so the API and the supervisor "
-        "keep a core; on a GPU torch's own.",
+        description="CPU threads torch uses in the model child (intra-op). Default, on CPU: "
+        "chosen before each batch, leaving the rest of the machine the cores it used over the "
+        "last second and, while it is quiet, using whichever of all the cores or half of them "
+        "ran that batch shape faster (worker/cpu_share.py); on a GPU torch's own.",
     )
     png_compress_level: int = Field(
         default=1,

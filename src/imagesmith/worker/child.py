@@ -14,6 +14,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
+from imagesmith.worker.cpu_share import AdaptiveThreads, CpuShare, quota_cores
 from imagesmith.worker.messages import (
     BatchDone,
     CancelBatch,
@@ -40,11 +41,13 @@ if TYPE_CHECKING:
 
 
 def available_cores() -> int:
-    """The cores this process may run on (a container's cpuset, not the host's count)."""
+    """The cores this process may run on: a container's cpuset or CPU quota, not the host's
+    count."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return min(cores, quota_cores() or cores)
 
 
 def child_main(conn: Connection, config: EngineConfig) -> None:
@@ -61,22 +64,27 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
     diffusers.utils.logging.disable_progress_bar()
 
     engine = DiffusersEngine(config)  # loads nothing yet: the thread count comes first
+    share = CpuShare.start() if config.threads is None and engine.device == "cpu" else None
     threads = pick_threads(config.threads, engine.device, available_cores())
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # with a CpuShare, until the first batch
     try:
-        serve(conn, engine)
+        serve(conn, engine, share)
     except (BrokenPipeError, EOFError, ConnectionResetError):
         return  # the supervisor died: nobody is left to answer
 
 
-def serve(conn: Connection, engine: DiffusersEngine) -> None:
+def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = None) -> None:
     """Run batches one at a time. A reader thread keeps listening while a batch runs, so a
-    CancelBatch can stop it at its next step."""
+    CancelBatch can stop it at its next step. With a CpuShare (CPU, threads not set), torch's
+    threads are chosen before each batch from what the rest of the machine used lately."""
     import torch
 
     from imagesmith.engines.base import ModelUnavailable
 
+    adaptive = (
+        AdaptiveThreads(share, torch.get_num_threads, torch.set_num_threads) if share else None
+    )
     batches: queue.Queue[RunBatch | None] = queue.Queue()
     cancelled: set[str] = set()
     received: dict[str, float] = {}
@@ -102,6 +110,7 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
     while (batch := batches.get()) is not None:
         queued_ms = (time.perf_counter() - received.pop(batch.batch_id, time.perf_counter())) * 1000
         engine.last_timings = {}
+        picked = adaptive.before(batch.jobs) if adaptive is not None else {}
 
         def on_step(step: int, total: int, batch_id: str = batch.batch_id) -> None:
             conn.send(Progress(batch_id, step, total))
@@ -120,6 +129,8 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
 
         try:
             run(batch.jobs)
+            if adaptive is not None and not should_stop():
+                adaptive.after(engine.last_timings.get("pipeline_ms"))
         except ModelUnavailable as exc:
             for job in batch.jobs:
                 conn.send(JobFailed(job.job_id, str(exc)))
@@ -144,7 +155,9 @@ def serve(conn: Connection, engine: DiffusersEngine) -> None:
                 for job in batch.jobs:
                     conn.send(JobFailed(job.job_id, _describe(exc)))
         cancelled.discard(batch.batch_id)
-        conn.send(BatchDone(batch.batch_id, {"queued_ms": queued_ms, **engine.last_timings}))
+        conn.send(
+            BatchDone(batch.batch_id, {"queued_ms": queued_ms, **engine.last_timings, **picked})
+        )
 
 
 def _out_of_memory(exc: Exception) -> bool:
