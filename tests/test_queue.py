@@ -536,3 +536,54 @@ async def test_a_long_poll_holds_no_rows_and_no_uploads_while_it_waits(
         "POST", "/v1/images/edits", data={"prompt": "b"}, files={"image": ("a.png", upload)}
     )
     assert edit.status_code == 500  # cancelled: OpenAI's answer for a job that did not finish
+
+
+async def test_a_burst_of_reads_waits_for_a_turn_before_it_opens_sessions(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1000 long polls at once waited in the connection pool's queue, each with an open
+    AsyncSession and its frames (~18 KB a request of the API's memory, bench/RESULTS.md). Reads
+    now take a turn first: no more than READERS read sessions at once, a read opened inside
+    another (same task) needs no second turn, and a turn that does not come in time is a 503,
+    as an exhausted pool was."""
+    from imagesmith.db import engine as db_engine
+
+    database, _project_id, _ = db
+    if not database.is_sqlite:
+        pytest.skip("the read gate is SQLite's (db/engine.py says why)")
+    inside = most = 0
+
+    async def reader() -> None:
+        nonlocal inside, most
+        async with database.read() as session:
+            inside += 1
+            most = max(most, inside)
+            await session.execute(text("SELECT 1"))
+            async with database.read() as inner:  # nested: the same turn
+                await inner.execute(text("SELECT 1"))
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    await asyncio.gather(*(reader() for _ in range(db_engine.READERS * 4)))
+    assert most == db_engine.READERS  # the pool alone let 15 (SQLite) or 20 in
+
+    entered = 0
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        nonlocal entered
+        async with database.read():
+            entered += 1
+            await release.wait()
+
+    holders = [asyncio.create_task(holder()) for _ in range(db_engine.READERS)]
+    while entered < db_engine.READERS:
+        await asyncio.sleep(0.01)
+    monkeypatch.setattr(db_engine, "WAIT_SECONDS", 0.2)
+    with pytest.raises(Overloaded):
+        async with database.read():
+            pass
+    release.set()
+    await asyncio.gather(*holders)
+    async with database.read() as session:  # the turns were given back
+        assert (await session.execute(text("SELECT 1"))).scalar() == 1

@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event
@@ -66,6 +67,12 @@ def configure_sqlite(engine: Any) -> None:
 READ_ONLY = "imagesmith_read_only"
 POOL_SIZE, POOL_OVERFLOW = 10, 10
 WRITERS = 12  # PostgreSQL write transactions at once per pool; the other 8 connections read
+READERS = 8  # SQLite: read sessions open at once per pool; more wait for a turn before one
+WAIT_SECONDS = 30.0  # for a read turn: as long as SQLAlchemy's pool waits for a connection
+# Set while this task holds a session (a read or a transaction): a read opened inside it takes
+# no read turn. Otherwise a transaction that reads inside would wait for a turn held by readers
+# that wait for a connection held by that transaction: a deadlock until the pool times out.
+_IN_SESSION: ContextVar[bool] = ContextVar("imagesmith_in_session", default=False)
 
 
 class _WriteGate:
@@ -125,13 +132,18 @@ class Database:
         self._gate = write_gate(url) if settings.is_sqlite else None
         self._turn: asyncio.Lock | None = None  # the API's writers, one at a time (its loop)
         self._writers: asyncio.Semaphore | None = None  # PostgreSQL: writers at once
+        self._readers: asyncio.Semaphore | None = None  # read sessions at once (its loop)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One short unit of work: commit on success, roll back on error."""
         try:
             async with self._write_turn(), self.sessionmaker() as session, session.begin():
-                yield session
+                token = _IN_SESSION.set(True)
+                try:
+                    yield session
+                finally:
+                    _IN_SESSION.reset(token)
         except PoolTimeout:
             raise Overloaded() from None
 
@@ -160,10 +172,37 @@ class Database:
         """A read-only unit of work: one consistent snapshot, no write lock (SQLite); closing
         the session ends it (the pool rolls the connection back). Never write in it."""
         try:
-            async with self.read_sessionmaker() as session:
+            async with self._read_turn(), self.read_sessionmaker() as session:
                 yield session
         except PoolTimeout:
             raise Overloaded() from None
+
+    @asynccontextmanager
+    async def _read_turn(self) -> AsyncIterator[None]:
+        """At most READERS read sessions at once; the others wait here, before their session
+        exists. A burst of 1000 long polls waited in the pool's queue instead, each with an
+        AsyncSession, its greenlet and its pool-wait frames: ~18 KB a request more
+        (bench/RESULTS.md). A read opened inside another read or a transaction (the same task)
+        takes no turn: it must not wait for the readers, who may be waiting for its
+        connection."""
+        if _IN_SESSION.get() or not self.is_sqlite:
+            # PostgreSQL: with this gate the load benchmark's GETs stalled for seconds under the
+            # burst (3 runs, not understood yet; bench/RESULTS.md), so reads wait in the pool.
+            yield
+            return
+        if self._readers is None:
+            self._readers = asyncio.Semaphore(READERS)
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                await self._readers.acquire()
+        except TimeoutError:
+            raise Overloaded() from None
+        token = _IN_SESSION.set(True)
+        try:
+            yield
+        finally:
+            _IN_SESSION.reset(token)
+            self._readers.release()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
