@@ -8,7 +8,8 @@ requests) and the raw diffusers loop: same tiny-sd folder, size, steps, guidance
 Scenarios (images/s from the first request sent to the last answer; an untimed warm-up request
 first): 1 client x 16 sequential requests; 16 concurrent clients x 64 requests; 4 clients
 x 16 requests of n=4. The raw loop runs at batch 1 for the first and batch 4 for the others.
-imagesmith runs with IMAGESMITH_WORKER_BATCH_SIZE=4 and answers on /v1/images/generations with
+imagesmith runs with IMAGESMITH_WORKER_BATCH_SIZE=4 and IMAGESMITH_ADAPTIVE_THREADS=true (unless
+the environment sets it) and answers on /v1/images/generations with
 b64_json; aquiles is started by bench/aquiles_cpu_launcher.py (it loads models only on
 CUDA/MPS as shipped) with --max-batch-size 4 --batch-timeout 0.5, in its own venv (default
 ~/.cache/imagesmith-bench/aquiles-venv, built on first use; about 1.3 GB). "gc off" is a
@@ -261,6 +262,7 @@ def run_imagesmith(
         work / f"imagesmith-{steps}",
         models,
         worker_batch_size=4,
+        adaptive_threads=os.environ.get("IMAGESMITH_ADAPTIVE_THREADS", "true"),
         lease_seconds=60,
         models_file=models_file(work / f"models-{steps}.toml", steps),
     )

@@ -72,3 +72,23 @@ def test_a_container_cpu_quota_caps_the_cores(tmp_path: Path) -> None:
     assert quota_cores(tmp_path) is None  # cgroup v1, unlimited
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
     assert quota_cores(tmp_path) == 4
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+def test_threads_per_batch_only_when_the_operator_asks(tmp_path: Path, models_dir: Path) -> None:
+    """Off by default (a seed's bytes must not depend on the machine's load); with
+    IMAGESMITH_ADAPTIVE_THREADS the worker's batch lines say what it chose and why."""
+    from tests.serverproc import Server, create_key
+
+    for adaptive in (False, True):
+        srv = Server(tmp_path / f"srv-{adaptive}", models_dir, adaptive_threads=adaptive).start()
+        try:
+            with srv.client(create_key(srv.env, "o", "p")) as api:
+                made = api.post(
+                    "/api/v1/generations", json={"prompt": "a dot"}, headers={"Prefer": "wait=60"}
+                )
+                assert made.json()["data"]["status"] == "success", made.text
+            srv.wait_for_log("batch.done", 10)
+            assert ("others_cores=" in srv.log()) is adaptive
+        finally:
+            srv.stop()

@@ -185,10 +185,19 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=1024,
-        description="CPU threads torch uses in the model child (intra-op). Default, on CPU: "
-        "chosen before each batch, leaving the rest of the machine the cores it used over the "
-        "last second and, while it is quiet, using whichever of all the cores or half of them "
-        "ran that batch shape faster (worker/cpu_share.py); on a GPU torch's own.",
+        description="CPU threads torch uses in the model child (intra-op). Default: on CPU one "
+        "fewer than the cores the process may use (at least 1), so the API and the supervisor "
+        "keep a core; on a GPU torch's own.",
+    )
+    adaptive_threads: bool = Field(
+        default=False,
+        description="On CPU, with torch_threads unset: choose torch's threads before each "
+        "batch, leaving the rest of the machine the cores it used over the last second and, "
+        "while it is quiet, using whichever of all the cores or half of them ran that batch "
+        "shape faster (worker/cpu_share.py). Faster where the API is not busy (16 clients at "
+        "256 px on 2 cores: 2.56 -> 3.70 img/s), but a seed's image is then byte-identical "
+        "only between batches that ran on the same thread count: a different count changes "
+        "the last bits (about one intensity level).",
     )
     png_compress_level: int = Field(
         default=1,

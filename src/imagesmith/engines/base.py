@@ -25,6 +25,7 @@ class EngineConfig:
     compile_mode: str = "default"
     compile_warmup: tuple[tuple[int, int, int], ...] = ()  # (batch, width, height) buckets
     threads: int | None = None  # torch's intra-op threads in the child; None: pick_threads
+    adaptive_threads: bool = False  # CPU, threads unset: chosen per batch (cpu_share.py)
     png_compress_level: int = 1
 
 

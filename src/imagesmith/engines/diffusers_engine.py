@@ -65,8 +65,8 @@ def pick_threads(requested: int | None, device: str, cores: int) -> int | None:
     on CPU one core fewer than the process may use (at least one), so that the API and the
     supervisor, which run beside the model, keep a core (on the 2-core dev VM this took the load
     benchmark's 1000-client throughput from 0.74 to 0.99 of one client's, bench/RESULTS.md),
-    until worker/cpu_share.py picks them per batch. On a GPU the CPU threads only feed the
-    device: torch's own default (None)."""
+    and with IMAGESMITH_ADAPTIVE_THREADS until worker/cpu_share.py picks them per batch. On a
+    GPU the CPU threads only feed the device: torch's own default (None)."""
     if requested is not None:
         return requested
     if device == "cpu":

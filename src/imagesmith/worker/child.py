@@ -64,7 +64,8 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
     diffusers.utils.logging.disable_progress_bar()
 
     engine = DiffusersEngine(config)  # loads nothing yet: the thread count comes first
-    share = CpuShare.start() if config.threads is None and engine.device == "cpu" else None
+    per_batch = config.adaptive_threads and config.threads is None and engine.device == "cpu"
+    share = CpuShare.start() if per_batch else None
     threads = pick_threads(config.threads, engine.device, available_cores())
     if threads is not None:
         torch.set_num_threads(threads)  # with a CpuShare, until the first batch

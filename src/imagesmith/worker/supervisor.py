@@ -79,6 +79,7 @@ def engine_config(runtime: Runtime) -> EngineConfig:
         compile_mode=settings.compile_mode,
         compile_warmup=settings.resolved_compile_warmup,
         threads=settings.torch_threads,
+        adaptive_threads=settings.adaptive_threads,
         png_compress_level=settings.png_compress_level,
     )
 
