@@ -587,3 +587,43 @@ async def test_a_burst_of_reads_waits_for_a_turn_before_it_opens_sessions(
     await asyncio.gather(*holders)
     async with database.read() as session:  # the turns were given back
         assert (await session.execute(text("SELECT 1"))).scalar() == 1
+
+
+async def test_a_create_holding_its_project_does_not_hold_up_the_workers_inserts(db: Any) -> None:
+    """PostgreSQL: a create locks its project's row to count it against the limits. An insert
+    that only references the project (the worker storing an image: a foreign key's KEY SHARE
+    lock) must not wait for that: under a burst of creates, FOR UPDATE kept the worker's
+    results queued behind them on the row (pg_stat_activity: `INSERT INTO images` waiting on a
+    tuple lock)."""
+    from imagesmith.limits.quotas import Quotas
+
+    database, project_id, _ = db
+    if database.is_sqlite:
+        pytest.skip("row locks are PostgreSQL's; SQLite has one writer at a time")
+    async with database.transaction() as holder:
+        await Quotas(holder).admit(project_id)
+        engine = create_async_engine(database.engine.url)  # another connection, like the worker
+        try:
+            async with async_sessionmaker(engine)() as other, other.begin():
+                await other.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await add_jobs_in(other, project_id)
+        finally:
+            await engine.dispose()
+
+
+async def add_jobs_in(session: Any, project_id: str) -> None:
+    values: dict[str, Any] = {
+        "project_id": project_id,
+        "prompt": "p",
+        "original_prompt": "p",
+        "model_id": "tiny-sd",
+        "width": 64,
+        "height": 64,
+        "steps": 4,
+        "guidance_scale": 7.5,
+        "seed": 1,
+        "meta": {},
+        "reference_images": [],
+    }
+    session.add(Generation(**values))
+    await session.flush()  # the INSERT, with its foreign key's KEY SHARE on the project

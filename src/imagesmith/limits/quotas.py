@@ -101,11 +101,14 @@ class Quotas:
         self, project_id: str, end_user_id: str | None = None, *, count: bool = True
     ) -> Project:
         """Count one new generation against the project's limits, or raise (429); returns the
-        project's row (locked when `count`)."""
+        project's row (locked when `count`). The lock is PostgreSQL's FOR NO KEY UPDATE: creates
+        of one project still take turns, but an insert that only references the project (the
+        worker storing an image, a foreign key's KEY SHARE) does not wait behind them; with FOR
+        UPDATE a burst of 1000 creates kept the worker's results waiting on the project row."""
         now = utcnow()
         query = select(Project).where(Project.id == project_id)
         project = (
-            await self.session.execute(query.with_for_update() if count else query)
+            await self.session.execute(query.with_for_update(key_share=True) if count else query)
         ).scalar_one()
         limits = Limits.of(project)
         if limits.concurrent is not None:

@@ -52,7 +52,7 @@ class WebhookRepository:
         """Hold the project row to commit (PostgreSQL): endpoint limits and secret rotations
         of one project happen one at a time."""
         await self.session.execute(
-            select(Project.id).where(Project.id == project_id).with_for_update()
+            select(Project.id).where(Project.id == project_id).with_for_update(key_share=True)
         )
 
     async def count_endpoints(self, project_id: str) -> int:
