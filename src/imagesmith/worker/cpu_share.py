@@ -122,10 +122,6 @@ class CpuShare:
             return None
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
 
-    def threads(self) -> tuple[int, float | None]:
-        others = self.others()
-        return threads_for(len(self.cpus), others), others
-
 
 class ThreadTuner:
     """Per batch shape (model, size, steps, images), the faster of every core and half of them,
@@ -180,7 +176,7 @@ class AdaptiveThreads:
     ) -> None:
         self.share, self._get, self._set = share, get, set_threads
         self.tuner = ThreadTuner(len(share.cpus))
-        self._last: tuple[Hashable, int, float | None, int] | None = None
+        self._last: tuple[tuple[str, int, int, int, int], int, float | None] | None = None
 
     def before(self, jobs: list[EngineJob]) -> dict[str, float]:
         """Sets the threads for this batch; returns them for the batch's log line."""
@@ -189,12 +185,13 @@ class AdaptiveThreads:
         threads = self.tuner.choose(shape, others)
         if threads != self._get():
             self._set(threads)
-        self._last = (shape, threads, others, sum(job.params.num_outputs for job in jobs))
+        self._last = (shape, threads, others)
         return {"threads": threads, "others_cores": -1.0 if others is None else others}
 
     def after(self, pipeline_ms: float | None) -> None:
         """The batch `before` prepared ran to the end in `pipeline_ms`."""
         if self._last is not None and pipeline_ms is not None:
-            shape, threads, others, images = self._last
+            shape, threads, others = self._last
+            images = shape[-1]
             self.tuner.record(shape, threads, others, pipeline_ms / 1000 / images)
         self._last = None
