@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from imagesmith.generation.enhance import TEMPLATES, PromptEnhancer, builtin_enhance
-from tests.serverproc import Server, create_key
+from tests.serverproc import Server, create_key, run_cli
 from tests.stubs import QuietHandler, local_server
 
 
@@ -133,6 +133,18 @@ def test_server_uses_the_configured_llm(
             assert fallback["prompt"] == builtin_enhance("a lighthouse [broken]", "general")
             raw = api.post("/api/v1/generations", json={"prompt": "as is", "autoEnhance": False})
             assert raw.json()["data"]["prompt"] == "as is"
+            # Out of credits: the LLM is not asked, and a create that asks nothing paid is
+            # refused as well (by the charge when its row would be committed); nothing queued.
+            args = ("credits", "set", "--org", "llm", "--project", "site", "0")
+            assert run_cli(srv.env, *args).returncode == 0
+            asked = len(FakeOpenAI.requests)
+            total = api.get("/api/v1/generations").json()["pagination"]["total"]
+            for body in ({"prompt": "a moon"}, {"prompt": "a moon", "autoEnhance": False}):
+                refused = api.post("/api/v1/generations", json=body)
+                assert refused.status_code == 402, refused.text
+                assert refused.json()["error"]["code"] == "INSUFFICIENT_CREDITS"
+            assert len(FakeOpenAI.requests) == asked
+            assert api.get("/api/v1/generations").json()["pagination"]["total"] == total
         assert httpx.get(f"{srv.url}/health").status_code == 200
     finally:
         srv.stop()

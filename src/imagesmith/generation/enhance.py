@@ -189,6 +189,11 @@ class PromptEnhancer:
             timeout=settings.llm_timeout_seconds,
         )
 
+    @property
+    def is_remote(self) -> bool:
+        """Enhancing asks an LLM over the network (time and, usually, money)."""
+        return self.base_url is not None
+
     async def enhance(self, prompt: str, template: str) -> Enhanced:
         if self.base_url is None:
             return Enhanced(builtin_enhance(prompt, template), "builtin")

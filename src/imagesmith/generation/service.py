@@ -103,9 +103,11 @@ class GenerationService:
             if request.prompt_strength is None:
                 request.prompt_strength = self.rt.settings.reference_strength
         params = resolve_params(spec, request)
-        # Before any paid work (fetching an init image, asking an LLM): the charge itself is
-        # taken atomically when the row is committed.
-        await self._check_affordable(project_id, params.num_outputs)
+        # Before any paid work (fetching an init image, asking an LLM). The charge itself is
+        # taken atomically when the row is committed and refuses what this would: a create
+        # with no such work (most of them) skips this read, one session fewer per create.
+        if request.init_image is not None or (request.auto_enhance and self.enhancer.is_remote):
+            await self._check_affordable(project_id, params.num_outputs)
         await self._check_alias_free(project_id, request.alias)
         init_key = None
         if request.init_image is not None:
