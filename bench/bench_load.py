@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
+import ssl
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,52 +52,80 @@ class Phase:
         self.peak_rss = 0.0
 
 
+# Every client has its own connection (its own httpx client), as separate users do. One shared
+# client with a pool of N connections made this script the bottleneck: httpcore's pool scans
+# its connections for every idle one each time a request starts or ends (O(N^2), 1.0.9), so a
+# burst of answers froze the load generator for seconds and the prober, on that same loop,
+# measured the freeze (bench/RESULTS.md). The SSL context is shared: building one per client
+# costs ~20 ms and ~0.8 MB.
+SSL = ssl.create_default_context()
+
+
+def user(url: str, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=url,
+        headers={"X-API-Key": key},
+        verify=SSL,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        timeout=httpx.Timeout(60.0, connect=30.0),
+    )
+
+
 async def client_loop(
-    api: httpx.AsyncClient, body: dict[str, object], stop: float, phase: Phase, poll: float
+    url: str, key: str, body: dict[str, object], stop: float, phase: Phase, poll: float
 ) -> None:
     """Create, then follow the job: long-polls (`Prefer: wait=20`), or with `poll` a plain GET
     every `poll` seconds, as clients that do not know the header do."""
     wait = {} if poll else {"Prefer": "wait=20"}
-    while time.monotonic() < stop:
-        try:
-            made = await api.post("/api/v1/generations", json=body, headers=wait)
-            if made.status_code not in (200, 201):
-                phase.errors.append(f"create {made.status_code} {made.text[:100]}")
+    async with user(url, key) as api:
+        while time.monotonic() < stop:
+            try:
+                made = await api.post("/api/v1/generations", json=body, headers=wait)
+                if made.status_code not in (200, 201):
+                    phase.errors.append(f"create {made.status_code} {made.text[:100]}")
+                    await asyncio.sleep(1)
+                    continue
+                data = made.json()["data"]
+                phase.created.append(data["id"])
+                while data["status"] not in ("success", "failed", "cancelled"):
+                    if time.monotonic() >= stop:
+                        return
+                    if poll:
+                        await asyncio.sleep(poll)
+                    got = await api.get(f"/api/v1/generations/{data['id']}", headers=wait)
+                    if got.status_code != 200:
+                        phase.errors.append(f"get {got.status_code} {got.text[:100]}")
+                        break
+                    data = got.json()["data"]
+                if data["status"] == "success":
+                    phase.finished += 1
+                else:
+                    phase.errors.append(f"job {data['status']}: {data.get('errorMessage')}")
+            except httpx.HTTPError as exc:
+                phase.errors.append(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1)
-                continue
-            data = made.json()["data"]
-            phase.created.append(data["id"])
-            while data["status"] not in ("success", "failed", "cancelled"):
-                if time.monotonic() >= stop:
-                    return
-                if poll:
-                    await asyncio.sleep(poll)
-                got = await api.get(f"/api/v1/generations/{data['id']}", headers=wait)
-                if got.status_code != 200:
-                    phase.errors.append(f"get {got.status_code} {got.text[:100]}")
-                    break
-                data = got.json()["data"]
-            if data["status"] == "success":
-                phase.finished += 1
-            else:
-                phase.errors.append(f"job {data['status']}: {data.get('errorMessage')}")
-        except httpx.HTTPError as exc:
-            phase.errors.append(f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(1)
 
 
-async def prober(
-    api: httpx.AsyncClient, probe_id: str, stop: float, phase: Phase, pid: int
-) -> None:
-    while time.monotonic() < stop:
-        start = time.perf_counter()
-        try:
-            await api.get(f"/api/v1/generations/{probe_id}")
-            phase.latencies.append((time.perf_counter() - start) * 1000)
-        except httpx.HTTPError as exc:
-            phase.errors.append(f"probe {exc!r}")
-        phase.peak_rss = max(phase.peak_rss, rss_mb(pid))
-        await asyncio.sleep(0.1)
+def prober(url: str, key: str, probe_id: str, seconds: float, pid: int) -> dict[str, Any]:
+    """In a process of its own (the load generator's loop must not time the server): a GET of
+    a finished job every 0.1 s, and the API's peak RSS."""
+
+    async def probe() -> dict[str, Any]:
+        found: dict[str, Any] = {"latencies": [], "errors": [], "peak_rss": 0.0}
+        stop = time.monotonic() + seconds
+        async with user(url, key) as api:
+            while time.monotonic() < stop:
+                start = time.perf_counter()
+                try:
+                    await api.get(f"/api/v1/generations/{probe_id}")
+                    found["latencies"].append((time.perf_counter() - start) * 1000)
+                except httpx.HTTPError as exc:
+                    found["errors"].append(f"probe {exc!r}")
+                found["peak_rss"] = max(found["peak_rss"], rss_mb(pid))
+                await asyncio.sleep(0.1)
+        return found
+
+    return asyncio.run(probe())
 
 
 async def run_phase(
@@ -108,22 +139,26 @@ async def run_phase(
     poll: float,
 ) -> tuple[Phase, float]:
     phase = Phase()
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    timeout = httpx.Timeout(60.0, connect=30.0)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"X-API-Key": key}, limits=limits, timeout=timeout
-    ) as api:
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # Started (and its imports done) before the window opens.
+        await loop.run_in_executor(pool, time.sleep, 0)
         start = time.monotonic()
         stop = start + seconds
-        tasks = [asyncio.ensure_future(prober(api, probe_id, stop, phase, pid))]
-        tasks += [
-            asyncio.ensure_future(client_loop(api, body, stop, phase, poll)) for _ in range(clients)
+        probing = loop.run_in_executor(pool, prober, url, key, probe_id, seconds, pid)
+        tasks = [
+            asyncio.ensure_future(client_loop(url, key, body, stop, phase, poll))
+            for _ in range(clients)
         ]
         await asyncio.wait(tasks, timeout=seconds)
         for task in tasks:  # clients mid-long-poll leave at the end of the window
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.monotonic() - start
+        probed = await probing
+    phase.latencies = probed["latencies"]
+    phase.errors += probed["errors"]
+    phase.peak_rss = probed["peak_rss"]
     return phase, elapsed
 
 
