@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -106,9 +107,14 @@ def test_last_used_is_recorded(api_only: Server) -> None:
     key = create_key(api_only.env, "used-org", "used-proj")
     with api_only.client(key) as client:
         client.get("/api/v1/generations")
-    ((last_used,),) = api_only.sql(
-        "SELECT last_used_at FROM api_keys WHERE key_prefix = :prefix", prefix=key[:12]
-    )
+    deadline = time.monotonic() + 10  # written in the background (auth/last_used.py)
+    while True:
+        ((last_used,),) = api_only.sql(
+            "SELECT last_used_at FROM api_keys WHERE key_prefix = :prefix", prefix=key[:12]
+        )
+        if last_used is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert last_used is not None
     assert httpx.get(f"{api_only.url}/health").status_code == 200
 

@@ -627,3 +627,48 @@ async def add_jobs_in(session: Any, project_id: str) -> None:
     }
     session.add(Generation(**values))
     await session.flush()  # the INSERT, with its foreign key's KEY SHARE on the project
+
+
+async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(
+    runtime: Runtime,
+) -> None:
+    """Every request that read a key whose last-used time was stale wrote the time in a write
+    transaction of its own, and waited for it: a thousand of one key at the minute's turn
+    queued a thousand writes (on PostgreSQL behind the burst's creates). The first one now
+    starts one write in the background and the others none."""
+    from sqlalchemy import event
+    from starlette.requests import Request
+
+    from imagesmith.api.deps import principal_from
+    from imagesmith.api.native.auth import NATIVE_KEY
+    from imagesmith.models import KeyType
+
+    async with runtime.db.transaction() as session:
+        issued = await KeyService(session).issue(
+            KeyType.PROJECT,
+            org_slug="t-org",
+            project_slug="t-proj",
+            name=None,
+            expires_in_days=None,
+        )
+    writes = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
+            writes.append(statement)
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    authenticate = principal_from(NATIVE_KEY)
+    principals = await asyncio.gather(
+        *(authenticate(Request({"type": "http"}), runtime, issued.secret) for _ in range(40))
+    )
+    await runtime.last_used.drain()
+    assert {p.api_key_id for p in principals} == {issued.key.id}
+    assert len(writes) == 1
+    async with runtime.db.read() as session:
+        (used,) = (
+            await session.execute(
+                text("SELECT last_used_at FROM api_keys WHERE id = :id"), {"id": issued.key.id}
+            )
+        ).one()
+    assert used is not None

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from imagesmith.auth.last_used import LastUsed
 from imagesmith.catalog.models import ModelRegistry
 from imagesmith.config import Settings
 from imagesmith.db.engine import Database
@@ -26,6 +27,7 @@ class Runtime:
     registry: ModelRegistry
     notifier: Notifier
     rate_limiter: RateLimiter
+    last_used: LastUsed  # API keys' last-used times, written in the background
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -37,6 +39,7 @@ class Runtime:
             registry=ModelRegistry.load(settings.models_file),
             notifier=Notifier(publisher_for(settings, db), settings.wait_recheck_seconds),
             rate_limiter=RateLimiter(settings),
+            last_used=LastUsed(db),
         )
 
     def for_another_loop(self) -> Runtime:
@@ -45,7 +48,10 @@ class Runtime:
         notifier that shares this one's waiters, so wake-ups cross between the loops."""
         db = Database(self.settings, priority=True)
         return dataclasses.replace(
-            self, db=db, notifier=self.notifier.sibling(publisher_for(self.settings, db))
+            self,
+            db=db,
+            notifier=self.notifier.sibling(publisher_for(self.settings, db)),
+            last_used=LastUsed(db),
         )
 
     @contextlib.asynccontextmanager
@@ -67,6 +73,7 @@ class Runtime:
                 await task
 
     async def close(self) -> None:
+        await self.last_used.drain()
         await self.notifier.drain()
         await self.db.dispose()
 

@@ -51,12 +51,12 @@ def principal_from(
         if not secret and location.missing:
             raise Unauthorized(location.missing)
         # A read: a thousand long-polling clients must not queue for SQLite's write lock. The
-        # key's last-used time is written at most once a LAST_USED_RESOLUTION.
+        # key's last-used time is written at most once a LAST_USED_RESOLUTION, in the
+        # background (auth/last_used.py).
         async with runtime.db.read() as session:
             found, stale = await KeyService(session).identify(secret, location.header)
         if stale:
-            async with runtime.db.transaction() as session:
-                await KeyService(session).touch(found.api_key_id)
+            runtime.last_used.record(found.api_key_id)
         state = await runtime.rate_limiter.hit(found.api_key_id)
         if state is not None:
             request.state.rate_headers = state.headers()  # added to the response by middleware
