@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -480,6 +481,7 @@ async def test_a_long_poll_holds_no_rows_and_no_uploads_while_it_waits(
     import httpx
 
     from imagesmith.app import create_app
+    from imagesmith.auth.last_used import LastUsed
     from imagesmith.models import KeyType
     from tests.pictures import png
 
@@ -489,7 +491,8 @@ async def test_a_long_poll_holds_no_rows_and_no_uploads_while_it_waits(
             KeyType.PROJECT, org_slug="q-org", project_slug="q-proj", name=None, expires_in_days=1
         )
     app = create_app(runtime.settings, embedded_worker=False)
-    app.state.runtime = runtime  # no lifespan here: this runtime, and no worker
+    app.state.runtime = runtime  # no lifespan here: what it would keep, and no worker
+    app.state.last_used = LastUsed(runtime.db)
     upload = png((96, 80))
 
     def held(generation_id: str) -> list[str]:
@@ -639,6 +642,7 @@ async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(
 
     from imagesmith.api.deps import principal_from
     from imagesmith.api.native.auth import NATIVE_KEY
+    from imagesmith.auth.last_used import LastUsed
     from imagesmith.models import KeyType
 
     async with runtime.db.transaction() as session:
@@ -656,11 +660,13 @@ async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(
             writes.append(statement)
 
     event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    last_used = LastUsed(runtime.db)  # what the app's lifespan keeps in app.state
+    scope = {"type": "http", "app": SimpleNamespace(state=SimpleNamespace(last_used=last_used))}
     authenticate = principal_from(NATIVE_KEY)
     principals = await asyncio.gather(
-        *(authenticate(Request({"type": "http"}), runtime, issued.secret) for _ in range(40))
+        *(authenticate(Request(scope), runtime, issued.secret) for _ in range(40))
     )
-    await runtime.last_used.drain()
+    await last_used.drain()
     assert {p.api_key_id for p in principals} == {issued.key.id}
     assert len(writes) == 1
     async with runtime.db.read() as session:

@@ -16,6 +16,7 @@ from imagesmith import __version__, serving
 from imagesmith.api.dialect import Dialect, Dialects
 from imagesmith.api.dialects import DIALECTS
 from imagesmith.api.middleware import BodyLimit, HttpMetrics, RateHeaders
+from imagesmith.auth.last_used import LastUsed
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.generation.watch import ChangeSweep
@@ -94,6 +95,7 @@ def create_app(
                 settings.poll_seconds, settings.wait_recheck_seconds
             )
         app.state.runtime = runtime
+        app.state.last_used = LastUsed(runtime.db)  # API keys' last use, off the request path
         stop = asyncio.Event()
         sweeping = asyncio.create_task(ChangeSweep(runtime).run(stop))
         # Every API process sends webhooks (its own cancels, its embedded worker's events, and
@@ -112,6 +114,7 @@ def create_app(
                 await worker.stop(settings.shutdown_grace_seconds + 15)
             await sweeping
             await sending
+            await app.state.last_used.drain()
             await runtime.close()
 
     app = FastAPI(

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from imagesmith.auth.last_used import LastUsed
 from imagesmith.catalog.models import ModelRegistry
 from imagesmith.config import Settings
 from imagesmith.db.engine import Database
@@ -27,7 +26,6 @@ class Runtime:
     registry: ModelRegistry
     notifier: Notifier
     rate_limiter: RateLimiter
-    last_used: LastUsed  # API keys' last-used times, written in the background
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -39,7 +37,6 @@ class Runtime:
             registry=ModelRegistry.load(settings.models_file),
             notifier=Notifier(publisher_for(settings, db), settings.wait_recheck_seconds),
             rate_limiter=RateLimiter(settings),
-            last_used=LastUsed(db),
         )
 
     def for_another_loop(self) -> Runtime:
@@ -48,10 +45,7 @@ class Runtime:
         notifier that shares this one's waiters, so wake-ups cross between the loops."""
         db = Database(self.settings, priority=True)
         return dataclasses.replace(
-            self,
-            db=db,
-            notifier=self.notifier.sibling(publisher_for(self.settings, db)),
-            last_used=LastUsed(db),
+            self, db=db, notifier=self.notifier.sibling(publisher_for(self.settings, db))
         )
 
     @contextlib.asynccontextmanager
@@ -73,7 +67,6 @@ class Runtime:
                 await task
 
     async def close(self) -> None:
-        await self.last_used.drain()
         await self.notifier.drain()
         await self.db.dispose()
 

@@ -56,7 +56,7 @@ def principal_from(
         async with runtime.db.read() as session:
             found, stale = await KeyService(session).identify(secret, location.header)
         if stale:
-            runtime.last_used.record(found.api_key_id)
+            request.app.state.last_used.record(found.api_key_id)
         state = await runtime.rate_limiter.hit(found.api_key_id)
         if state is not None:
             request.state.rate_headers = state.headers()  # added to the response by middleware
