@@ -46,28 +46,34 @@ async def db(runtime: Runtime) -> tuple[Database, str, Settings]:
 
 
 async def add_jobs(database: Database, project_id: str, count: int, **overrides: Any) -> list[str]:
-    ids = []
     async with database.transaction() as session:
-        for i in range(count):
-            values: dict[str, Any] = {
-                "project_id": project_id,
-                "prompt": f"p{i}",
-                "original_prompt": f"p{i}",
-                "model_id": "tiny-sd",
-                "width": 64,
-                "height": 64,
-                "steps": 4,
-                "guidance_scale": 7.5,
-                "seed": i,
-                "meta": {},
-                "reference_images": [],
-            }
-            values.update(overrides)
-            generation = Generation(**values)
-            session.add(generation)
-            await session.flush()
-            ids.append(generation.id)
-            generation.created_at = utcnow() + timedelta(milliseconds=i)
+        return await add_jobs_in(session, project_id, count, **overrides)
+
+
+async def add_jobs_in(session: Any, project_id: str, count: int = 1, **overrides: Any) -> list[str]:
+    """Pending jobs in `session`'s transaction, flushed (each INSERT, with its foreign key's
+    KEY SHARE on the project), created a millisecond apart."""
+    ids = []
+    for i in range(count):
+        values: dict[str, Any] = {
+            "project_id": project_id,
+            "prompt": f"p{i}",
+            "original_prompt": f"p{i}",
+            "model_id": "tiny-sd",
+            "width": 64,
+            "height": 64,
+            "steps": 4,
+            "guidance_scale": 7.5,
+            "seed": i,
+            "meta": {},
+            "reference_images": [],
+        }
+        values.update(overrides)
+        generation = Generation(**values)
+        session.add(generation)
+        await session.flush()
+        ids.append(generation.id)
+        generation.created_at = utcnow() + timedelta(milliseconds=i)
     return ids
 
 
@@ -610,24 +616,6 @@ async def test_a_create_holding_its_project_does_not_hold_up_the_workers_inserts
                 await add_jobs_in(other, project_id)
         finally:
             await engine.dispose()
-
-
-async def add_jobs_in(session: Any, project_id: str) -> None:
-    values: dict[str, Any] = {
-        "project_id": project_id,
-        "prompt": "p",
-        "original_prompt": "p",
-        "model_id": "tiny-sd",
-        "width": 64,
-        "height": 64,
-        "steps": 4,
-        "guidance_scale": 7.5,
-        "seed": 1,
-        "meta": {},
-        "reference_images": [],
-    }
-    session.add(Generation(**values))
-    await session.flush()  # the INSERT, with its foreign key's KEY SHARE on the project
 
 
 async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(
