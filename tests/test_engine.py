@@ -143,6 +143,7 @@ def test_on_a_cpu_the_child_leaves_torch_the_cores_the_rest_of_the_machine_does_
         ours.send(Shutdown())
         thread.join(10)
     finally:
+        share.stop()
         torch.set_num_threads(was)
     assert busy["others_cores"] >= 0.5 and busy["threads"] == max(1, cores - 1), busy
     assert quiet["others_cores"] < 0.5 and quiet["threads"] == cores, quiet

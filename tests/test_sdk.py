@@ -9,6 +9,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
+import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,8 +160,18 @@ def test_retries_honour_retry_after_with_one_idempotency_key(
             201, json={"success": True, "data": {"id": "g1", "status": "pending", "prompt": "p"}}
         )
 
+    # time.sleep is the time module's, shared by every thread in this process: count only the
+    # client's own waits (a server thread left by another test once slept 0.25 s in here).
     waits: list[float] = []
-    monkeypatch.setattr("imagesmith.client._sync.time.sleep", waits.append)
+    this_thread, real_sleep = threading.get_ident(), time.sleep
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() == this_thread:
+            waits.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr("imagesmith.client._sync.time.sleep", sleep)
     transport = httpx.MockTransport(handler)
     with Client("http://sdk.test", api_key="k", http_client=httpx.Client(transport=transport)) as c:
         assert c.generations.create("p").id == "g1"

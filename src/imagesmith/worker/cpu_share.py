@@ -80,6 +80,7 @@ class CpuShare:
         self._tick = os.sysconf("SC_CLK_TCK")
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=WINDOW_SAMPLES)
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     @classmethod
     def start(cls) -> CpuShare | None:
@@ -104,9 +105,12 @@ class CpuShare:
         with self._lock:
             self._samples.append((time.monotonic(), busy, own))
 
+    def stop(self) -> None:
+        """End the sampling thread (the model child's runs for the process's life)."""
+        self._stopped.set()
+
     def _run(self) -> None:
-        while True:
-            time.sleep(SAMPLE_SECONDS)
+        while not self._stopped.wait(SAMPLE_SECONDS):
             try:
                 self.sample()
             except (OSError, ValueError):
