@@ -95,7 +95,13 @@ start_s3() {
 {"identities": [{"name": "ci", "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
+  # Every bucket is a SeaweedFS collection with volumes of its own, and by default the volume
+  # count is the free disk over a size chosen from it (25 of 1 GiB with 26 GB free): a suite
+  # that makes a bucket per server ran out part way through its PostgreSQL pass, and every
+  # PUT after that was a 500 ("No writable volumes and no free volumes left"). Small, sparse
+  # volumes, counted explicitly, do not depend on the disk.
   setsid "$VENV/bin/weed" mini -dir="$d/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.volumeSizeLimitMB=64 -volume.max=2000 \
     -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
     -master.port="$SW_MASTER_PORT" -volume.port="$SW_VOLUME_PORT" -filer.port="$SW_FILER_PORT" \
     -admin.port="$SW_ADMIN_PORT" -s3.port="$S3_PORT" -s3.config="$d/s3.json" \
