@@ -1,5 +1,6 @@
-"""Migrations: `migrate.HEAD` is Alembic's head, and a serving process never imports Alembic
-(a needed migration runs in a forked child; a database at head is seen with one query)."""
+"""Migrations: `migrate.HEAD` is Alembic's head, and a serving process never imports Alembic or
+its sync PostgreSQL driver (a needed migration runs in a forked child; a database at head is
+seen with one query through the serving driver)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import imagesmith.app  # what `serve` imports before it migrates
 settings = Settings()
 before = migrate.current_revision(settings)
 migrate.upgrade_in_child(settings)
-print(json.dumps([before, migrate.current_revision(settings), "alembic" in sys.modules]))
+print(json.dumps([before, migrate.current_revision(settings),
+                  "alembic" in sys.modules or "psycopg" in sys.modules]))
 """
 
 
@@ -43,5 +45,6 @@ def test_a_serving_process_migrates_without_importing_alembic(tmp_path: Path) ->
         )
         for _ in range(2)
     ]
-    # A fresh database is migrated (by the child), then seen at head; Alembic never loaded.
+    # A fresh database is migrated (by the child), then seen at head; Alembic and psycopg (the
+    # migrations' driver) never loaded.
     assert runs == [[None, migrate.HEAD, False], [migrate.HEAD, migrate.HEAD, False]]

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from imagesmith.auth.service import KeyService
 from imagesmith.config import Settings
 from imagesmith.db import migrate
 from imagesmith.db.base import utcnow
-from imagesmith.db.engine import Database
+from imagesmith.db.engine import Database, async_engine
 from imagesmith.errors import Overloaded
 from imagesmith.generation.jobs import JobQueue
 from imagesmith.generation.repository import Claim, GenerationRepository
@@ -276,8 +276,8 @@ async def test_lease_renewal_survives_a_failing_database_call(runtime: Runtime) 
 async def test_a_pool_that_stays_busy_is_overload_not_a_crash(runtime: Runtime) -> None:
     """Every connection held past the pool's timeout (a burst on PostgreSQL did this): the caller
     gets Overloaded — 503 SERVER_BUSY with Retry-After in every dialect — not a 500."""
-    small = create_async_engine(
-        runtime.db.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2
+    small = async_engine(
+        runtime.settings.resolved_database_url, pool_size=1, max_overflow=0, pool_timeout=0.2
     )
     database = runtime.db
     saved = database.read_sessionmaker, database.sessionmaker
@@ -606,18 +606,76 @@ async def test_a_create_holding_its_project_does_not_hold_up_the_workers_inserts
     tuple lock)."""
     from imagesmith.limits.quotas import Quotas
 
-    database, project_id, _ = db
+    database, project_id, settings = db
     if database.is_sqlite:
         pytest.skip("row locks are PostgreSQL's; SQLite has one writer at a time")
     async with database.transaction() as holder:
         await Quotas(holder).admit(project_id)
-        engine = create_async_engine(database.engine.url)  # another connection, like the worker
+        engine = async_engine(settings.resolved_database_url)  # another connection, the worker's
         try:
             async with async_sessionmaker(engine)() as other, other.begin():
                 await other.execute(text("SET LOCAL lock_timeout = '2s'"))
                 await add_jobs_in(other, project_id)
         finally:
             await engine.dispose()
+
+
+async def test_a_postgresql_url_takes_libpqs_options(runtime: Runtime) -> None:
+    """Managed PostgreSQL hands out URLs such as `…?sslmode=require`: the serving driver
+    (asyncpg) is given the URL as libpq reads it, not as keywords (a TypeError there)."""
+    if runtime.settings.is_sqlite:
+        pytest.skip("PostgreSQL URLs")
+    url = runtime.settings.resolved_database_url
+    url += ("&" if "?" in url else "?") + "sslmode=disable&application_name=imagesmith-test"
+    engine = async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            name = await conn.execute(text("SELECT current_setting('application_name')"))
+            assert name.scalar() == "imagesmith-test"
+    finally:
+        await engine.dispose()
+
+
+async def test_the_listener_hears_again_after_its_connection_is_killed(runtime: Runtime) -> None:
+    """PostgreSQL: other processes' wake-ups come over one LISTEN connection. Killed (a restart,
+    a failover, an idle-connection reaper), it is opened again and the wake-ups come back."""
+    from imagesmith.db.listen import APPLICATION_NAME, listen
+    from imagesmith.db.notify import CHANGED_CHANNEL, Notifier
+
+    if runtime.settings.is_sqlite:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    notifier, stop = Notifier(), asyncio.Event()
+    listening = asyncio.create_task(
+        listen(runtime.settings.resolved_database_url, notifier, stop, heartbeat=1.0)
+    )
+
+    async def heard(seconds: float) -> bool:
+        with notifier.watch("g1") as watch:
+            for _ in range(int(seconds * 5)):
+                async with runtime.db.transaction() as session:
+                    await session.execute(text(f"SELECT pg_notify('{CHANGED_CHANNEL}', 'g1')"))
+                if await watch.wait(0.2):
+                    return True
+        return False
+
+    async def kill_listener() -> int:
+        async with runtime.db.transaction() as session:
+            killed = await session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND datname = current_database()"
+                ),
+                {"name": APPLICATION_NAME},
+            )
+            return len(killed.all())
+
+    try:
+        assert await heard(10)
+        assert await kill_listener() == 1
+        assert await heard(15)  # a new connection, listening again
+    finally:
+        stop.set()
+        await asyncio.wait_for(listening, 10)
 
 
 async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 # Modules only the server extra installs: a server command without them says how to get them.
 SERVER_MODULES = {
     "fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "minio", "redis",
-    "limits", "jwt", "argon2", "PIL", "numpy", "multipart", "aiosqlite", "psycopg",
+    "limits", "jwt", "argon2", "PIL", "numpy", "multipart", "aiosqlite", "asyncpg",
+    "psycopg",
     "prometheus_client",
 }  # fmt: skip
 # The local engine's (the `diffusers` extra): only commands that run a model here need them.

@@ -7,13 +7,14 @@ plain query, and `serve`/`worker` run a needed migration in a short-lived child 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 from pathlib import Path
 from typing import Any
 
 from imagesmith.config import Settings
-from imagesmith.db.engine import sync_url
+from imagesmith.db.engine import async_engine, sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (tests/test_migrate.py checks it against
@@ -31,20 +32,27 @@ def alembic_config(settings: Settings) -> Any:
 
 
 def current_revision(settings: Settings) -> str | None:
-    """The database's Alembic revision, or None (no database yet, or never migrated)."""
-    from sqlalchemy import create_engine, exc, text
-    from sqlalchemy.pool import NullPool
-
+    """The database's Alembic revision, or None (no database yet, or never migrated). Asked
+    through the serving driver (asyncpg, aiosqlite), so a serving process loads no other; not
+    from a thread whose event loop is running."""
     if settings.is_sqlite and not Path(sqlite_path(settings)).exists():
         return None
-    engine = create_engine(sync_url(settings.resolved_database_url), poolclass=NullPool)
+    return asyncio.run(_revision(settings.resolved_database_url))
+
+
+async def _revision(url: str) -> str | None:
+    from sqlalchemy import exc, text
+    from sqlalchemy.pool import NullPool
+
+    engine = async_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return found.scalar()
     except exc.DBAPIError:  # no alembic_version table yet
         return None
     finally:
-        engine.dispose()
+        await engine.dispose()
 
 
 def upgrade(settings: Settings) -> None:
