@@ -558,8 +558,6 @@ async def test_a_burst_of_reads_waits_for_a_turn_before_it_opens_sessions(
     from imagesmith.db import engine as db_engine
 
     database, _project_id, _ = db
-    if not database.is_sqlite:
-        pytest.skip("the read gate is SQLite's (db/engine.py says why)")
     inside = most = 0
 
     async def reader() -> None:

@@ -83,7 +83,8 @@ def configure_sqlite(engine: Any) -> None:
 READ_ONLY = "imagesmith_read_only"
 POOL_SIZE, POOL_OVERFLOW = 10, 10
 WRITERS = 12  # PostgreSQL write transactions at once per pool; the other 8 connections read
-READERS = 8  # SQLite: read sessions open at once per pool; more wait for a turn before one
+READERS = 8  # read sessions open at once per pool; more wait for a turn before one (on
+# PostgreSQL, with the WRITERS, that is the whole pool)
 WAIT_SECONDS = 30.0  # for a read turn: as long as SQLAlchemy's pool waits for a connection
 # Set while this task holds a session (a read or a transaction): a read opened inside it takes
 # no read turn. Otherwise a transaction that reads inside would wait for a turn held by readers
@@ -201,10 +202,7 @@ class Database:
         (bench/RESULTS.md). A read opened inside another read or a transaction (the same task)
         takes no turn: it must not wait for the readers, who may be waiting for its
         connection."""
-        if _IN_SESSION.get() or not self.is_sqlite:
-            # PostgreSQL: with this gate on, CI's PostgreSQL pass once stalled a whole test module
-            # (tests/test_webhooks.py: a worker stopped renewing its lease, 21 min instead of
-            # 11); not understood yet, so there reads wait in the pool (bench/RESULTS.md).
+        if _IN_SESSION.get():
             yield
             return
         if self._readers is None:
