@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import json
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -174,3 +176,37 @@ def test_the_sdk_imports_nothing_of_the_server() -> None:
         "imagesmith.client.cli",
         "imagesmith.logging",
     }
+
+
+SERVING_IMPORTS = """
+import json, sys
+from imagesmith import serve_process
+serve_process.keep_httpx_cli_out()
+import httpx
+from imagesmith.app import create_app
+from imagesmith.runtime import Runtime
+from imagesmith.webhooks.sender import WebhookSender
+create_app()
+print(json.dumps(sorted(m for m in ("typer", "click", "rich", "pygments") if m in sys.modules)))
+"""
+
+
+def test_a_serving_process_loads_nothing_of_the_command_line(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """`serve` parses its options with typer, then execs into `imagesmith.serve_process` (the
+    same PID): the API holds no typer, click or rich, nor the pygments httpx's own command-line
+    client would bring (~6 MB of RSS, bench/RESULTS.md)."""
+    from tests.serverproc import Server
+
+    srv = Server(tmp_path, models_dir).start("--no-worker", wait_child=False)
+    try:
+        cmdline = Path(f"/proc/{srv.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"imagesmith.serve_process" in cmdline, cmdline
+        assert srv.client().get("/health").status_code == 200
+    finally:
+        srv.stop()
+    loaded = subprocess.run(
+        [sys.executable, "-c", SERVING_IMPORTS], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(loaded) == []

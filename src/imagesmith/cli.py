@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -84,10 +86,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Start the API and one embedded worker (SQLite + local folder by default)."""
-    import uvicorn
-
-    from imagesmith import serving
-    from imagesmith.app import create_app
+    from imagesmith import serve_process, serving
     from imagesmith.db import migrate
 
     settings = load_settings()
@@ -104,20 +103,12 @@ def serve(
         + f"  [{serving.event_loop(settings)}, {serving.http_parser(settings)}]",
         err=True,
     )
-    from uvicorn.config import LOGGING_CONFIG
-
-    uvicorn.run(
-        create_app(settings, embedded_worker=not no_worker),
-        host=host,
-        port=port,
-        log_level=log_level,
-        loop=serving.event_loop(settings),
-        http=serving.http_parser(settings),
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
-        timeout_keep_alive=settings.keep_alive_seconds,
-        # JSON logs: uvicorn's loggers go through the root handler's formatter too.
-        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
-    )
+    command = serve_process.argv(host, port, not no_worker, log_level)
+    if hasattr(os, "execv") and sys.platform != "win32":
+        # The same process, without the command line's libraries (serve_process says why).
+        sys.stderr.flush()
+        os.execv(command[0], command)
+    serve_process.serve(host, port, not no_worker, log_level)  # Windows: no exec that keeps the PID
 
 
 @app.command()
