@@ -116,37 +116,48 @@ class GenerationService:
             request.prompt, request.auto_enhance, request.template
         )
         flow_id = str(uuid.uuid4()) if request.flow_id == NEW_FLOW else request.flow_id
-        generation = Generation(
-            project_id=project_id,
-            api_key_id=principal.api_key_id,
-            flow_id=flow_id,
-            prompt=prompt,
-            original_prompt=request.prompt,
-            auto_enhance=request.auto_enhance,
-            enhancement_template=request.template,
-            enhanced_by=enhanced_by,
-            aspect_ratio=request.aspect_ratio if request.width is None else None,
-            negative_prompt=request.negative_prompt,
-            seed_requested=request.seed if request.seed is not None and request.seed >= 0 else None,
-            reference_images=[{"imageId": image.id, "alias": image.alias} for image in references],
-            init_image_key=init_key,
-            init_image_ref=request.init_image,
-            credits_charged=0,
-            dialect=request.dialect,
-            end_user_id=principal.end_user_id,
-            instructions=request.instructions,
-            webhook_url=webhook_url,
-            webhook_events=webhook_events,
-            alias=request.alias,
-            flow_alias=request.flow_alias,
-            meta=dict(request.meta),
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
-            status=GenerationStatus.PENDING,
-        )
-        generation.set_params(params)
+
+        def new_generation() -> Generation:
+            # Built once the transaction has its turn: a thousand creates waiting for it held
+            # a thousand ORM rows (~1 KB each, bench/RESULTS.md) on top of their requests.
+            generation = Generation(
+                project_id=project_id,
+                api_key_id=principal.api_key_id,
+                flow_id=flow_id,
+                prompt=prompt,
+                original_prompt=request.prompt,
+                auto_enhance=request.auto_enhance,
+                enhancement_template=request.template,
+                enhanced_by=enhanced_by,
+                aspect_ratio=request.aspect_ratio if request.width is None else None,
+                negative_prompt=request.negative_prompt,
+                seed_requested=(
+                    request.seed if request.seed is not None and request.seed >= 0 else None
+                ),
+                reference_images=[
+                    {"imageId": image.id, "alias": image.alias} for image in references
+                ],
+                init_image_key=init_key,
+                init_image_ref=request.init_image,
+                credits_charged=0,
+                dialect=request.dialect,
+                end_user_id=principal.end_user_id,
+                instructions=request.instructions,
+                webhook_url=webhook_url,
+                webhook_events=webhook_events,
+                alias=request.alias,
+                flow_alias=request.flow_alias,
+                meta=dict(request.meta),
+                idempotency_key=idempotency_key,
+                request_hash=fingerprint,
+                status=GenerationStatus.PENDING,
+            )
+            generation.set_params(params)
+            return generation
+
         try:
             async with self.rt.db.transaction() as session:
+                generation = new_generation()
                 repo = GenerationRepository(session)
                 # First: admit locks the project row. Any insert before it would take a key
                 # share lock on that row (foreign keys), and two creates upgrading their shares
