@@ -72,3 +72,24 @@ def stored_keys(env: dict[str, str], data_dir: Path) -> set[str]:
         for path in root.rglob("*")
         if path.is_file() and not path.name.endswith(".type") and not path.name.startswith(".")
     }
+
+
+def break_store(env: dict[str, str], data_dir: Path) -> None:
+    """Make every later write to the server's store fail: its bucket deleted (S3), or its
+    folder replaced by a file (local)."""
+    storage_url = env.get("IMAGESMITH_STORAGE_URL")
+    if storage_url and storage_url.startswith("s3://"):
+        import boto3
+
+        bucket = storage_url.removeprefix("s3://").split("/", 1)[0]
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+        return
+    import shutil
+
+    root = data_dir / "images"
+    shutil.rmtree(root, ignore_errors=True)
+    root.write_text("not a folder")

@@ -1,4 +1,5 @@
-"""Jobs survive a killed model child and a killed server: every job ends `success`."""
+"""Jobs survive a killed model child and a killed server: every job ends `success`. A store that
+refuses the images fails the job with the store's reason."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backends import break_store
 from tests.serverproc import Server, create_key, wait_dead
 
 SLOW_JOB = {
@@ -129,3 +131,25 @@ def test_sigterm_hands_back_or_finishes_running_jobs(
         assert "worker shut down" in srv.log()
     finally:
         restarted.stop()
+
+
+def test_a_store_that_refuses_the_images_fails_the_job_with_its_reason(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    """Storage down: each attempt goes back at once with the store's error, and the last one
+    fails the job with it. It used to wait out its lease (60 s here), then read "worker …
+    stopped renewing its lease (crashed or lost)", as if the worker had died."""
+    srv = Server(tmp_path_factory.mktemp("store-down"), models_dir, lease_seconds=60, max_retries=1)
+    srv.start()
+    try:
+        key = create_key(srv.env, "crash", "store")
+        break_store(srv.env, srv.data_dir)
+        with srv.client(key) as api:
+            job = api.post("/api/v1/generations", json=FAST_JOB).json()["data"]["id"]
+            row = wait_all_terminal(api, [job], timeout=45)[0]  # well inside one lease
+        assert row["status"] == "failed", row
+        assert "storing its images failed" in row["errorMessage"], row["errorMessage"]
+        assert "renewing" not in row["errorMessage"]
+        assert row["retryCount"] == 2  # the first run and its one retry
+    finally:
+        srv.stop()

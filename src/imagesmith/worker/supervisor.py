@@ -326,18 +326,25 @@ class Worker:
         self, finished: list[tuple[ClaimedJob, list[GeneratedImage]]], leases: asyncio.Future[None]
     ) -> None:
         started = time.perf_counter()
+        failed: list[tuple[ClaimedJob, str]] = []
         try:
             for job, images in finished:
                 try:
                     await self.queue.succeed(job, images)
-                except Exception as exc:  # storage down: the lease runs out, the job runs again
+                except Exception as exc:
                     log.error(
                         "generation.store_failed generation_id=%s error=%r",
                         job.generation_id,
                         exc,
                     )
+                    failed.append((job, f"storing its images failed: {exc!r}"[:300]))
         finally:
             leases.cancel()
+            # The store said no (its client has retried already): the job goes back now, with
+            # the reason, instead of waiting out its lease as if this worker had died.
+            for job, reason in failed:
+                with contextlib.suppress(Exception):  # the database too: the lease runs out
+                    await self.queue.release([job], count_retry=True, reason=reason)
             if finished:
                 log.info(
                     "batch.stored jobs=%d store_ms=%.1f",
