@@ -4,6 +4,7 @@ fresh PostgreSQL database, its own S3 bucket, and the shared Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -75,18 +76,20 @@ def stored_keys(env: dict[str, str], data_dir: Path) -> set[str]:
 
 
 def break_store(env: dict[str, str], data_dir: Path) -> None:
-    """Make every later write to the server's store fail: its bucket deleted (S3), or its
-    folder replaced by a file (local)."""
+    """Make every later write to the server's store fail: its bucket deleted, for a server
+    started with `storage_create_bucket=False` (S3), or its folder replaced by a file (local)."""
     storage_url = env.get("IMAGESMITH_STORAGE_URL")
     if storage_url and storage_url.startswith("s3://"):
         import boto3
 
         bucket = storage_url.removeprefix("s3://").split("/", 1)[0]
         client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for obj in page.get("Contents", []):
-                client.delete_object(Bucket=bucket, Key=obj["Key"])
-        client.delete_bucket(Bucket=bucket)
+        assert env.get("IMAGESMITH_STORAGE_CREATE_BUCKET") == "False", "it would make it again"
+        with contextlib.suppress(client.exceptions.NoSuchBucket):  # made on the first write
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    client.delete_object(Bucket=bucket, Key=obj["Key"])
+            client.delete_bucket(Bucket=bucket)
         return
     import shutil
 

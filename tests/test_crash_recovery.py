@@ -139,8 +139,13 @@ def test_a_store_that_refuses_the_images_fails_the_job_with_its_reason(
     """Storage down: each attempt goes back at once with the store's error, and the last one
     fails the job with it. It used to wait out its lease (60 s here), then read "worker …
     stopped renewing its lease (crashed or lost)", as if the worker had died."""
-    srv = Server(tmp_path_factory.mktemp("store-down"), models_dir, lease_seconds=60, max_retries=1)
-    srv.start()
+    srv = Server(
+        tmp_path_factory.mktemp("store-down"),
+        models_dir,
+        lease_seconds=60,
+        max_retries=1,
+        storage_create_bucket=False,
+    ).start()
     try:
         key = create_key(srv.env, "crash", "store")
         break_store(srv.env, srv.data_dir)
