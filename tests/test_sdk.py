@@ -161,7 +161,7 @@ def test_retries_honour_retry_after_with_one_idempotency_key(
         )
 
     # time.sleep is the time module's, shared by every thread in this process: count only the
-    # client's own waits (a server thread left by another test once slept 0.25 s in here).
+    # client's own waits (a sampler thread left by another test once slept 0.25 s in here).
     waits: list[float] = []
     this_thread, real_sleep = threading.get_ident(), time.sleep
 

@@ -24,11 +24,16 @@ from imagesmith.config import Settings
 from imagesmith.errors import Overloaded
 
 
-def libpq_url(url: str) -> str | None:
-    """A plain `postgresql://` (or `postgres://`) URL as libpq writes it, or None for any other
-    URL (SQLite, or a SQLAlchemy URL that names its driver, which is used as written)."""
+def libpq_dsn(url: str) -> str:
+    """The libpq form of a PostgreSQL URL, any `+driver` part dropped (other URLs as given)."""
     scheme, sep, rest = url.partition("://")
-    return "postgresql://" + rest if sep and scheme in ("postgresql", "postgres") else None
+    return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
+
+
+def names_no_driver(url: str) -> bool:
+    """A plain `postgresql://` (or `postgres://`) URL: we pick its driver. One that names its
+    own (`postgresql+psycopg://`) is used as written."""
+    return url.partition("://")[0] in ("postgresql", "postgres")
 
 
 def async_engine(url: str, **pool: Any) -> AsyncEngine:
@@ -38,10 +43,11 @@ def async_engine(url: str, **pool: Any) -> AsyncEngine:
     third of psycopg's memory in a serving process (bench/RESULTS.md)."""
     if url.startswith("sqlite:"):
         return create_async_engine("sqlite+aiosqlite:" + url.removeprefix("sqlite:"), **pool)
-    dsn = libpq_url(url)
-    if dsn is None:
+    if not names_no_driver(url):
         return create_async_engine(url, **pool)
     import asyncpg
+
+    dsn = libpq_dsn(url)
 
     async def connect() -> Any:
         return await asyncpg.connect(dsn)
@@ -51,8 +57,9 @@ def async_engine(url: str, **pool: Any) -> AsyncEngine:
 
 def sync_url(url: str) -> str:
     """For Alembic, which migrates in a short-lived process: psycopg 3 for PostgreSQL."""
-    dsn = libpq_url(url)
-    return "postgresql+psycopg://" + dsn.removeprefix("postgresql://") if dsn else url
+    if not names_no_driver(url):
+        return url
+    return "postgresql+psycopg://" + libpq_dsn(url).removeprefix("postgresql://")
 
 
 def configure_sqlite(engine: Any) -> None:

@@ -10,17 +10,12 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from imagesmith.db.engine import libpq_dsn
 from imagesmith.db.notify import CHANGED_CHANNEL, JOBS_CHANNEL, Notifier
 
 log = logging.getLogger(__name__)
 APPLICATION_NAME = "imagesmith-listen"  # how pg_stat_activity shows the LISTEN connection
 HEARTBEAT = 30.0  # seconds between checks that the LISTEN connection still answers
-
-
-def libpq_dsn(url: str) -> str:
-    """The libpq form of a SQLAlchemy URL (drop the `+driver` part)."""
-    scheme, _, rest = url.partition("://")
-    return "postgresql://" + rest if scheme.startswith("postgres") else url
 
 
 class PgPublisher:
