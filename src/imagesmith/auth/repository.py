@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.models import ApiKey, EndUser, Organization, Project, RefreshToken
+
+# What every authenticated request asks, built once: building a statement and its cache key
+# costs more CPU than SQLAlchemy's whole execution of a built one (bench/RESULTS.md).
+KEY_AND_OWNERS = (
+    select(ApiKey, Organization, Project)
+    .outerjoin(Organization, Organization.id == ApiKey.organization_id)
+    .outerjoin(Project, Project.id == ApiKey.project_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
 
 
 class TenancyRepository:
@@ -40,13 +49,7 @@ class TenancyRepository:
     ) -> tuple[ApiKey, Organization | None, Project | None] | None:
         """The key with its organization and project (each None when the key has none): what
         every request's authentication reads, in one query."""
-        result = await self.session.execute(
-            select(ApiKey, Organization, Project)
-            .outerjoin(Organization, Organization.id == ApiKey.organization_id)
-            .outerjoin(Project, Project.id == ApiKey.project_id)
-            .where(ApiKey.key_hash == key_hash)
-        )
-        row = result.one_or_none()
+        row = (await self.session.execute(KEY_AND_OWNERS, {"key_hash": key_hash})).one_or_none()
         return None if row is None else (row[0], row[1], row[2])
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:

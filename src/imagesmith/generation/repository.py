@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.catalog.params import EngineParams
@@ -18,6 +18,21 @@ from imagesmith.models import Generation, GenerationStatus, Image, Organization,
 PENDING = GenerationStatus.PENDING
 CANDIDATES = 16  # head candidates to try when other workers hold the first ones
 PROCESSING = GenerationStatus.PROCESSING
+
+# The reads every GET, long poll and create makes, built once: building a statement and its
+# cache key costs more CPU than SQLAlchemy's whole execution of a built one (bench/RESULTS.md).
+_ONE = (
+    Generation.id == bindparam("generation_id"),
+    Generation.project_id == bindparam("project_id"),
+)
+GET = select(Generation).where(*_ONE)
+GET_LOCKED = GET.with_for_update()
+STATUS_OF = select(Generation.status).where(*_ONE)
+PROJECT_CARD = (
+    select(Organization.slug, Project.slug, Project.credit_balance)
+    .join(Project, Project.organization_id == Organization.id)
+    .where(Project.id == bindparam("project_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -65,21 +80,13 @@ class GenerationRepository:
         """`lock`: hold the row until commit (PostgreSQL), for writes that depend on its status:
         a worker's success must not land between our read and our write. SQLite serializes
         write transactions already."""
-        query = select(Generation).where(
-            Generation.id == generation_id, Generation.project_id == project_id
-        )
-        if lock:
-            query = query.with_for_update()
-        return (await self.session.execute(query)).scalar_one_or_none()
+        one = {"generation_id": generation_id, "project_id": project_id}
+        return (await self.session.execute(GET_LOCKED if lock else GET, one)).scalar_one_or_none()
 
     async def status_of(self, project_id: str, generation_id: str) -> GenerationStatus | None:
         """Just the status (what a waiter checks on each wake-up), None when it is gone."""
-        result = await self.session.execute(
-            select(Generation.status).where(
-                Generation.id == generation_id, Generation.project_id == project_id
-            )
-        )
-        return result.scalar_one_or_none()
+        one = {"generation_id": generation_id, "project_id": project_id}
+        return (await self.session.execute(STATUS_OF, one)).scalar_one_or_none()
 
     async def get_any(self, generation_id: str) -> Generation | None:
         return await self.session.get(Generation, generation_id)
@@ -194,13 +201,7 @@ class GenerationRepository:
     async def project_card(self, project_id: str) -> tuple[str, str, int | None]:
         """Its organization's slug, its slug and its credit balance (None: unlimited): what a
         generation's view shows of its project, in one query."""
-        row = (
-            await self.session.execute(
-                select(Organization.slug, Project.slug, Project.credit_balance)
-                .join(Project, Project.organization_id == Organization.id)
-                .where(Project.id == project_id)
-            )
-        ).one()
+        row = (await self.session.execute(PROJECT_CARD, {"project_id": project_id})).one()
         return str(row[0]), str(row[1]), row[2]
 
     # Queue --------------------------------------------------------------------------------

@@ -139,7 +139,6 @@ class GenerationService:
                 ],
                 init_image_key=init_key,
                 init_image_ref=request.init_image,
-                credits_charged=0,
                 dialect=request.dialect,
                 end_user_id=principal.end_user_id,
                 instructions=request.instructions,
@@ -153,6 +152,10 @@ class GenerationService:
                 status=GenerationStatus.PENDING,
             )
             generation.set_params(params)
+            # What `charge_run` below takes: set now, the row is inserted with it and no UPDATE
+            # follows in the one write transaction other writers wait for. (It rolls back with
+            # the row when the charge is refused.)
+            generation.credits_charged = generation.num_outputs
             return generation
 
         try:

@@ -14,13 +14,22 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.db.base import utcnow
 from imagesmith.errors import ValidationFailed
 from imagesmith.limits.rate import RateLimited
 from imagesmith.models import Generation, GenerationStatus, Project, UsageCounter
+
+# What every create reads, built once (building a statement costs more CPU than executing it).
+PROJECT = select(Project).where(Project.id == bindparam("project_id"))
+PROJECT_LOCKED = PROJECT.with_for_update(key_share=True)
+COUNTER = select(UsageCounter).where(
+    UsageCounter.project_id == bindparam("project_id"),
+    UsageCounter.end_user_id == bindparam("end_user_id"),
+    UsageCounter.month == bindparam("month"),
+)
 
 CONCURRENCY_RETRY_SECONDS = 5
 
@@ -106,10 +115,8 @@ class Quotas:
         worker storing an image, a foreign key's KEY SHARE) does not wait behind them; with FOR
         UPDATE a burst of 1000 creates kept the worker's results waiting on the project row."""
         now = utcnow()
-        query = select(Project).where(Project.id == project_id)
-        project = (
-            await self.session.execute(query.with_for_update(key_share=True) if count else query)
-        ).scalar_one()
+        query = PROJECT_LOCKED if count else PROJECT
+        project = (await self.session.execute(query, {"project_id": project_id})).scalar_one()
         limits = Limits.of(project)
         if limits.concurrent is not None:
             in_flight = await self._in_flight(project_id)
@@ -201,15 +208,8 @@ class Quotas:
         await self.session.flush()
 
     async def _counter(self, project_id: str, end_user_id: str, month: str) -> UsageCounter | None:
-        return (
-            await self.session.execute(
-                select(UsageCounter).where(
-                    UsageCounter.project_id == project_id,
-                    UsageCounter.end_user_id == end_user_id,
-                    UsageCounter.month == month,
-                )
-            )
-        ).scalar_one_or_none()
+        where = {"project_id": project_id, "end_user_id": end_user_id, "month": month}
+        return (await self.session.execute(COUNTER, where)).scalar_one_or_none()
 
     async def _in_flight(self, project_id: str) -> int:
         return int(

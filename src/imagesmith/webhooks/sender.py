@@ -59,41 +59,51 @@ class WebhookSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pruned = time.monotonic() - PRUNE_EVERY  # the first round prunes
         self._in_flight: dict[str, int] = {}  # project id → attempts under way here
+        # Opened with the first delivery: its TLS context holds the CA bundle (~2.7 MB), which
+        # a server that sends no webhooks never needs.
+        self._client: httpx.AsyncClient | None = None
 
     @property
     def _hold(self) -> timedelta:
         # Longer than one attempt can take, so a live sender never loses its row mid-attempt.
         return timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
-            try:
-                while not stop.is_set():
-                    try:
-                        started = await self._send_due(client)
-                    except Exception as exc:  # a database hiccup: try again on the next round
-                        log.warning("webhook.sender_error error=%r", exc)
-                        started = 0
-                    if started:
-                        continue
-                    waiting = asyncio.ensure_future(
-                        self.rt.notifier.wait_for_webhooks(self.settings.webhook_poll_seconds)
-                    )
-                    stopping = asyncio.ensure_future(stop.wait())
-                    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (waiting, stopping):
-                        task.cancel()
-            finally:
-                # Attempts under way get a moment to finish; the rest are retried later
-                # (their rows stay pending and come free when the hold runs out).
-                if self._tasks:
-                    await asyncio.wait(set(self._tasks), timeout=5)
-                for task in set(self._tasks):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        return self._client
 
-    async def _send_due(self, client: httpx.AsyncClient) -> int:
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    started = await self._send_due()
+                except Exception as exc:  # a database hiccup: try again on the next round
+                    log.warning("webhook.sender_error error=%r", exc)
+                    started = 0
+                if started:
+                    continue
+                waiting = asyncio.ensure_future(
+                    self.rt.notifier.wait_for_webhooks(self.settings.webhook_poll_seconds)
+                )
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (waiting, stopping):
+                    task.cancel()
+        finally:
+            # Attempts under way get a moment to finish; the rest are retried later
+            # (their rows stay pending and come free when the hold runs out).
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5)
+            for task in set(self._tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self._client is not None:
+                await self._client.aclose()
+
+    async def _send_due(self) -> int:
         free = self.settings.webhook_concurrency - len(self._tasks)
         if free <= 0:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
@@ -114,7 +124,7 @@ class WebhookSender:
         for delivery in due:
             project = delivery.project_id
             self._in_flight[project] = self._in_flight.get(project, 0) + 1
-            task = asyncio.create_task(self._deliver(client, delivery))
+            task = asyncio.create_task(self._deliver(self.client, delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(functools.partial(self._release_slot, project))
