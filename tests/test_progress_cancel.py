@@ -123,6 +123,7 @@ def test_batched_jobs_match_their_solo_images(batching: Server, server: Server, 
         wait_terminal(api, blocker["id"])
         batched = [wait_terminal(api, i) for i in ids]
     assert len({b["startedAt"] for b in batched}) == 1  # claimed together
+    assert len({b["completedAt"] for b in batched}) == 1  # recorded together, in one write
     with server.client(key_a) as solo_api:
         solo = [
             solo_api.post(

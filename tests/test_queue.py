@@ -193,6 +193,61 @@ async def test_batch_mates_come_from_every_project(db: Any) -> None:
     assert batch == [flood[0], lone, flood[1]]
 
 
+@dataclass
+class Png:
+    png: bytes
+    width: int = 64
+    height: int = 64
+
+
+async def test_a_batch_is_recorded_together_and_a_bad_row_fails_only_its_job(
+    db: Any, runtime: Runtime
+) -> None:
+    """A batch's successes are written in one transaction (one completion time for all); when
+    that write fails, each job is written alone, and only the job whose row is bad fails."""
+    from imagesmith.generation.jobs import Finished
+    from imagesmith.models import Image, ImageSource
+
+    database, project_id, _ = db
+    async with database.transaction() as session:
+        _org, other = await KeyService(session).ensure_project("q-org", "neighbour")
+        session.add(  # an image of another project, whose id the bad job will try to reuse
+            Image(
+                id="clash",
+                project_id=other.id,
+                storage_key="x",
+                mime_type="image/png",
+                width=1,
+                height=1,
+                file_size=1,
+                sha256="0" * 64,
+                source=ImageSource.UPLOADED,
+                meta={},
+            )
+        )
+    ids = await add_jobs(database, project_id, 3, num_outputs=1)
+    queue = JobQueue(runtime, "w")
+    jobs = await queue.claim(3)
+    assert [job.generation_id for job in jobs] == ids
+    assert await queue.succeed_all([Finished(job, [Png(b"\x89PNG ok")]) for job in jobs[:2]]) == []
+    first, second = [await row(database, i) for i in ids[:2]]
+    assert first.status is second.status is GenerationStatus.SUCCESS
+    assert first.completed_at == second.completed_at  # one write for the batch
+
+    (again,) = await add_jobs(database, project_id, 1, num_outputs=1)
+    async with database.transaction() as session:
+        bad = await GenerationRepository(session).get_any(ids[2])
+        assert bad is not None
+        bad.output_image_ids = ["clash"]  # its image row cannot be inserted
+    (good,) = await queue.claim(1)
+    failed = await queue.succeed_all(
+        [Finished(jobs[2], [Png(b"\x89PNG bad")]), Finished(good, [Png(b"\x89PNG ok")])]
+    )
+    assert [job.generation_id for job, _error in failed] == [ids[2]]
+    assert (await row(database, again)).status is GenerationStatus.SUCCESS
+    assert (await row(database, ids[2])).status is GenerationStatus.PROCESSING  # released later
+
+
 class RacingStore:
     """The object store, with a hook run just before the next put: the moment between a
     worker's "do I still hold the job?" check and its write."""
@@ -224,12 +279,6 @@ async def test_a_stale_attempt_cannot_overwrite_the_run_that_won(db: Any, runtim
     runtime.store = store
     a, b = JobQueue(runtime, "a"), JobQueue(runtime, "b")
     (stale,) = await a.claim(1)
-
-    @dataclass
-    class Png:
-        png: bytes
-        width: int = 64
-        height: int = 64
 
     async def regenerate_and_win() -> None:
         await GenerationService(runtime).regenerate(project_id, job_id)

@@ -20,12 +20,18 @@ DEFAULT_LINK_BASE = "http://localhost:8000"
 
 
 async def announce(
-    runtime: Runtime, session: AsyncSession, generation_id: str, event_type: str
+    runtime: Runtime,
+    session: AsyncSession,
+    generation_id: str,
+    event_type: str,
+    *,
+    fresh: Generation | None = None,
 ) -> bool:
     """Write the event's deliveries in this transaction; True when any was written (then wake
-    the sender after commit: `runtime.notifier.webhooks_queued()`)."""
+    the sender after commit: `runtime.notifier.webhooks_queued()`). `fresh`: the generation as
+    read after its status change, when the caller has it (a claim reads its batch at once)."""
     # Fresh: status changes are UPDATE statements that leave loaded objects as they were.
-    generation = await session.get(Generation, generation_id, populate_existing=True)
+    generation = fresh or await session.get(Generation, generation_id, populate_existing=True)
     if generation is None:
         return False
 

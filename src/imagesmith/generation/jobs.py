@@ -66,6 +66,24 @@ class ClaimedJob:
         return self.claim.generation_id
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A job the engine has drawn: its images, and what to merge into its record's meta."""
+
+    job: ClaimedJob
+    images: Sequence[ImageBytes]
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A finished job whose images are in the store, under these ids and keys."""
+
+    result: Finished
+    image_ids: list[str]
+    keys: list[str]
+
+
 class JobQueue:
     """One worker's handle on the queue."""
 
@@ -132,14 +150,17 @@ class JobQueue:
             rows: list[tuple[Claim, Generation, str, str]] = []
             slugs: dict[str, tuple[str, str]] = {}  # a batch is mostly one project's jobs
             hooks = False
+            claimed = await repo.held_rows(self.worker_id, claims)  # read after the claim
             for claim in claims:
-                generation = await repo.get_any(claim.generation_id)
+                generation = claimed.get(claim.generation_id)
                 if generation is not None:
                     project_id = generation.project_id
                     if project_id not in slugs:
                         slugs[project_id] = await repo.project_slugs(project_id)
                     rows.append((claim, generation, *slugs[project_id]))
-                    hooks |= await announce(self.rt, session, claim.generation_id, events.STARTED)
+                    hooks |= await announce(
+                        self.rt, session, claim.generation_id, events.STARTED, fresh=generation
+                    )
         if hooks:
             self.rt.notifier.webhooks_queued()
         for claim in claims:
@@ -317,85 +338,150 @@ class JobQueue:
         images: Sequence[ImageBytes],
         meta: dict[str, Any] | None = None,
     ) -> None:
-        """Store the images under the generation's output ids, then record the success; a
-        result for a job that was cancelled or re-queued meanwhile is discarded. `meta` is
-        merged into the record's (a remote provider's account of what it was sent)."""
-        claim = job.claim
-        # A look (a read: the write below checks again) at which output ids to store under.
+        """One job's success (a remote provider's); raises what storing it raised."""
+        for _job, error in await self.succeed_all([Finished(job, images, meta)]):
+            raise error
+
+    async def succeed_all(self, results: Sequence[Finished]) -> list[tuple[ClaimedJob, Exception]]:
+        """Store a batch's images under the generations' output ids, then record the successes
+        in one write transaction; returns the jobs whose images could not be stored or recorded,
+        with why. A result for a job that was cancelled or re-queued meanwhile is discarded.
+
+        One look, one write and one commit for the whole batch: a job at a time took ~20 ms of
+        this process a job (two transactions and their round trips), more than a 64 px batch of
+        16 spent in the model (bench/RESULTS.md). If the batch's write fails, each job is
+        written alone, so one bad row fails only its own job."""
+        failed: list[tuple[ClaimedJob, Exception]] = []
+        # A look (a read: the write checks again) at which output ids to store under.
         async with self.rt.db.read() as session:
-            generation = await self._held(GenerationRepository(session), claim)
-            if generation is None:
-                return
-            image_ids = output_slots(generation, len(images))
+            held = await GenerationRepository(session).held_rows(
+                self.worker_id, [result.job.claim for result in results]
+            )
+        slots = {
+            result.job.generation_id: output_slots(generation, len(result.images))
+            for result in results
+            if (generation := held.get(result.job.generation_id)) is not None
+        }
+        for result in results:
+            if result.job.generation_id not in slots:
+                log.info("generation.result_discarded generation_id=%s", result.job.generation_id)
         # Same ids → same URLs. The bytes go under this attempt's own keys; the rows point at
-        # them only if this attempt still holds the job when it records the success.
+        # them only if this attempt still holds the job when its success is recorded.
         attempt = secrets.token_hex(4)
-        keys = [image_key(job.org_slug, job.project_slug, i, attempt) for i in image_ids]
-        for key, output in zip(keys, images, strict=True):
-            await self.rt.store.put(key, output.png, "image/png")
+        todo = [
+            Stored(
+                result,
+                slots[result.job.generation_id],
+                [
+                    image_key(result.job.org_slug, result.job.project_slug, i, attempt)
+                    for i in slots[result.job.generation_id]
+                ],
+            )
+            for result in results
+            if result.job.generation_id in slots
+        ]
+        puts = await asyncio.gather(*(self._put(stored) for stored in todo), return_exceptions=True)
+        stored_ok: list[Stored] = []
+        for stored, outcome in zip(todo, puts, strict=True):
+            if isinstance(outcome, Exception):
+                failed.append((stored.result.job, outcome))
+                await delete_quietly(self.rt.store, stored.keys)
+            else:
+                stored_ok.append(stored)
+        if not stored_ok:
+            return failed
         now = utcnow()
-        replaced: list[str] = []
-        async with self.rt.db.transaction() as session:
-            repo = GenerationRepository(session)
-            generation = await self._held(repo, claim)
+        try:
+            async with self.rt.db.transaction() as session:
+                recorded = await self._record_all(session, stored_ok, now)
+        except Exception as exc:  # one bad row: each job alone, so it fails only its own
+            log.warning("generation.batch_record_failed jobs=%d error=%r", len(stored_ok), exc)
+            recorded = []
+            for stored in stored_ok:
+                try:
+                    async with self.rt.db.transaction() as session:
+                        recorded += await self._record_all(session, [stored], now)
+                except Exception as alone:
+                    failed.append((stored.result.job, alone))
+                    await delete_quietly(self.rt.store, stored.keys)
+        hooks = False
+        for stored, generation, replaced, hooked in recorded:
+            job = stored.result.job
+            hooks |= hooked
+            self._progress_sent.pop(job.generation_id, None)
+            # After commit: the objects nothing points at any more (the previous run's, or ours
+            # if this attempt lost the job meanwhile).
+            await delete_quietly(self.rt.store, stored.keys if generation is None else replaced)
+            if generation is None:
+                continue
+            log.info(
+                "generation.succeeded generation_id=%s images=%s",
+                job.generation_id,
+                ",".join(stored.image_ids),
+            )
+            metrics.JOBS.labels(job.params.model_id, "success").inc()
+            metrics.JOB_DURATION.labels(job.params.model_id).observe(
+                elapsed_ms(generation, now) / 1000
+            )
+            self.rt.notifier.generation_changed(job.generation_id)
+        if hooks:
+            self.rt.notifier.webhooks_queued()
+        return failed
+
+    async def _put(self, stored: Stored) -> None:
+        for key, output in zip(stored.keys, stored.result.images, strict=True):
+            await self.rt.store.put(key, output.png, "image/png")
+
+    async def _record_all(
+        self, session: AsyncSession, batch: list[Stored], now: datetime
+    ) -> list[tuple[Stored, Generation | None, list[str], bool]]:
+        """Each job's terminal write, its image rows and its event, in the caller's transaction:
+        (the job, its generation or None when this attempt lost it, the keys its images pointed
+        at before, whether a webhook delivery was written)."""
+        repo = GenerationRepository(session)
+        images_repo = ImageRepository(session)
+        held = await repo.held_rows(self.worker_id, [stored.result.job.claim for stored in batch])
+        recorded: list[tuple[Stored, Generation | None, list[str], bool]] = []
+        for stored in batch:
+            job, meta = stored.result.job, stored.result.meta
+            generation = held.get(job.generation_id)
             extra = {"meta": {**(generation.meta or {}), **meta}} if meta and generation else {}
             # The terminal write first: it is conditional on this attempt still holding the job
             # (and on PostgreSQL locks the row), so a cancel that committed first wins and
             # nothing of this attempt is written.
             if generation is not None and not await repo.finish(
                 self.worker_id,
-                claim,
+                job.claim,
                 now,
                 **extra,
                 status=GenerationStatus.SUCCESS,
-                output_image_id=image_ids[0],
-                output_image_ids=image_ids,
+                output_image_id=stored.image_ids[0],
+                output_image_ids=stored.image_ids,
                 processing_time_ms=elapsed_ms(generation, now),
                 progress_step=job.params.steps,
                 progress_total=job.params.steps,
                 error_message=None,
             ):
-                log.info("generation.result_discarded generation_id=%s", claim.generation_id)
                 generation = None
-            if generation is not None:
-                images_repo = ImageRepository(session)
-                for index, (image_id, key, output) in enumerate(
-                    zip(image_ids, keys, images, strict=True)
-                ):
-                    old = await self._record_image(
-                        images_repo, job, generation, image_id, key, output, index
-                    )
-                    if old is not None and old != key:
-                        replaced.append(old)
-                if generation.flow_alias and generation.flow_id:
-                    flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
-                    flow.aliases = {**(flow.aliases or {}), generation.flow_alias: image_ids[0]}
-                hooks = await announce(self.rt, session, claim.generation_id, events.COMPLETED)
-        # After commit: the objects nothing points at any more (the previous run's, or ours if
-        # this attempt lost the job meanwhile).
-        await delete_quietly(self.rt.store, keys if generation is None else replaced)
-        if generation is None:
-            self._progress_sent.pop(claim.generation_id, None)
-            return
-        log.info(
-            "generation.succeeded generation_id=%s images=%s",
-            claim.generation_id,
-            ",".join(image_ids),
-        )
-        self._progress_sent.pop(claim.generation_id, None)
-        metrics.JOBS.labels(job.params.model_id, "success").inc()
-        metrics.JOB_DURATION.labels(job.params.model_id).observe(elapsed_ms(generation, now) / 1000)
-        self.rt.notifier.generation_changed(claim.generation_id)
-        if hooks:
-            self.rt.notifier.webhooks_queued()
-
-    async def _held(self, repo: GenerationRepository, claim: Claim) -> Generation | None:
-        """The generation, if this worker still holds this version of it (else: discard)."""
-        generation = await repo.get_any(claim.generation_id)
-        if generation is None or not await repo.still_held(self.worker_id, claim):
-            log.info("generation.result_discarded generation_id=%s", claim.generation_id)
-            return None
-        return generation
+            if generation is None:
+                log.info("generation.result_discarded generation_id=%s", job.generation_id)
+                recorded.append((stored, None, [], False))
+                continue
+            replaced: list[str] = []
+            for index, (image_id, key, output) in enumerate(
+                zip(stored.image_ids, stored.keys, stored.result.images, strict=True)
+            ):
+                old = await self._record_image(
+                    images_repo, job, generation, image_id, key, output, index
+                )
+                if old is not None and old != key:
+                    replaced.append(old)
+            if generation.flow_alias and generation.flow_id:
+                flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
+                flow.aliases = {**(flow.aliases or {}), generation.flow_alias: stored.image_ids[0]}
+            hooked = await announce(self.rt, session, job.generation_id, events.COMPLETED)
+            recorded.append((stored, generation, replaced, hooked))
+        return recorded
 
     async def _record_image(
         self,

@@ -386,6 +386,23 @@ class GenerationRepository:
         await self.session.flush()
         return True
 
+    async def held_rows(self, worker_id: str, claims: list[Claim]) -> dict[str, Generation]:
+        """The generations of these claims that this worker still holds at the claimed version,
+        read fresh, by id: one query for a batch."""
+        if not claims:
+            return {}
+        versions = {c.generation_id: c.job_version for c in claims}
+        rows = await self.session.execute(
+            select(Generation)
+            .where(
+                Generation.id.in_(list(versions)),
+                Generation.worker_id == worker_id,
+                Generation.status == PROCESSING,
+            )
+            .execution_options(populate_existing=True)
+        )
+        return {row.id: row for row in rows.scalars() if versions[row.id] == row.job_version}
+
     async def held_ids(self, worker_id: str, claims: list[Claim]) -> set[str]:
         """Which of these claims this worker still holds (not cancelled, not re-queued)."""
         if not claims:

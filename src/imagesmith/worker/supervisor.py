@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from imagesmith import metrics, serving
 from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
-from imagesmith.generation.jobs import ClaimedJob, JobQueue
+from imagesmith.generation.jobs import ClaimedJob, Finished, JobQueue
 from imagesmith.runtime import Runtime
 from imagesmith.worker.messages import (
     BatchDone,
@@ -326,31 +326,29 @@ class Worker:
         self, finished: list[tuple[ClaimedJob, list[GeneratedImage]]], leases: asyncio.Future[None]
     ) -> None:
         started = time.perf_counter()
-        failed: list[tuple[ClaimedJob, str]] = []
         try:
-            for job, images in finished:
-                try:
-                    await self.queue.succeed(job, images)
-                except Exception as exc:
-                    log.error(
-                        "generation.store_failed generation_id=%s error=%r",
-                        job.generation_id,
-                        exc,
-                    )
-                    failed.append((job, f"storing its images failed: {exc!r}"[:300]))
+            try:
+                outcomes = await self.queue.succeed_all(
+                    [Finished(job, images) for job, images in finished]
+                )
+            except Exception as error:  # the database: nothing was recorded
+                outcomes = [(job, error) for job, _images in finished]
         finally:
             leases.cancel()
-            # The store said no (its client has retried already): the job goes back now, with
-            # the reason, instead of waiting out its lease as if this worker had died.
-            for job, reason in failed:
-                with contextlib.suppress(Exception):  # the database too: the lease runs out
-                    await self.queue.release([job], count_retry=True, reason=reason)
-            if finished:
-                log.info(
-                    "batch.stored jobs=%d store_ms=%.1f",
-                    len(finished),
-                    (time.perf_counter() - started) * 1000,
+        # The store said no (its client has retried already): the job goes back now, with the
+        # reason, instead of waiting out its lease as if this worker had died.
+        for job, exc in outcomes:
+            log.error("generation.store_failed generation_id=%s error=%r", job.generation_id, exc)
+            with contextlib.suppress(Exception):  # the database too: the lease runs out
+                await self.queue.release(
+                    [job], count_retry=True, reason=f"storing its images failed: {exc!r}"[:300]
                 )
+        if finished:
+            log.info(
+                "batch.stored jobs=%d store_ms=%.1f",
+                len(finished),
+                (time.perf_counter() - started) * 1000,
+            )
 
     async def _drain_storing(self) -> None:
         if self._storing:
