@@ -29,9 +29,14 @@ async def targets_for(
     found: list[Target] = []
     if generation.webhook_url and wants(generation.webhook_events, event_type):
         found.append((None, generation.webhook_url))
-    for endpoint in await WebhookRepository(session).endpoints(
-        generation.project_id, enabled_only=True
-    ):
+    # Read once per project and transaction: a batch's events (16 jobs of one project, say)
+    # ask the same question, and nothing that announces also edits endpoints.
+    known = session.info.setdefault("enabled_webhook_endpoints", {})
+    if generation.project_id not in known:
+        known[generation.project_id] = await WebhookRepository(session).endpoints(
+            generation.project_id, enabled_only=True
+        )
+    for endpoint in known[generation.project_id]:
         if wants(endpoint.events, event_type):
             found.append((endpoint.id, endpoint.url))
     return found
