@@ -495,7 +495,10 @@ class JobQueue:
     ) -> str | None:
         """Create or update the image row; returns the key it pointed at before (a re-run)."""
         digest = hashlib.sha256(output.png).hexdigest()
-        image = await repo.get(job.project_id, image_id)
+        # Only an id the generation already had (a re-run in place) can have a row: a new one
+        # was made for this run.
+        rerun = image_id in generation.output_ids()
+        image = await repo.get(job.project_id, image_id) if rerun else None
         if image is not None:  # re-run in place: same row and URL, new content and key
             old = image.storage_key
             image.width, image.height = output.width, output.height
