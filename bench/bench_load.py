@@ -49,6 +49,7 @@ class Phase:
         self.finished = 0
         self.errors: list[str] = []
         self.latencies: list[float] = []
+        self.settled: list[float] = []  # the GETs from BURST_SECONDS on
         self.peak_rss = 0.0
 
 
@@ -59,6 +60,9 @@ class Phase:
 # measured the freeze (bench/RESULTS.md). The SSL context is shared: building one per client
 # costs ~20 ms and ~0.8 MB.
 SSL = ssl.create_default_context()
+# Every client creates at once when a phase opens: the GETs of those first seconds time that
+# burst, the later ones the steady state. Both are reported.
+BURST_SECONDS = 5.0
 
 
 def user(url: str, key: str) -> httpx.AsyncClient:
@@ -111,14 +115,18 @@ def prober(url: str, key: str, probe_id: str, seconds: float, pid: int) -> dict[
     a finished job every 0.1 s, and the API's peak RSS."""
 
     async def probe() -> dict[str, Any]:
-        found: dict[str, Any] = {"latencies": [], "errors": [], "peak_rss": 0.0}
-        stop = time.monotonic() + seconds
+        found: dict[str, Any] = {"latencies": [], "settled": [], "errors": [], "peak_rss": 0.0}
+        opened = time.monotonic()
+        stop = opened + seconds
         async with user(url, key) as api:
             while time.monotonic() < stop:
                 start = time.perf_counter()
                 try:
                     await api.get(f"/api/v1/generations/{probe_id}")
-                    found["latencies"].append((time.perf_counter() - start) * 1000)
+                    took = (time.perf_counter() - start) * 1000
+                    found["latencies"].append(took)
+                    if time.monotonic() - opened >= BURST_SECONDS:
+                        found["settled"].append(took)
                 except httpx.HTTPError as exc:
                     found["errors"].append(f"probe {exc!r}")
                 found["peak_rss"] = max(found["peak_rss"], rss_mb(pid))
@@ -157,6 +165,7 @@ async def run_phase(
         elapsed = time.monotonic() - start
         probed = await probing
     phase.latencies = probed["latencies"]
+    phase.settled = probed["settled"]
     phase.errors += probed["errors"]
     phase.peak_rss = probed["peak_rss"]
     return phase, elapsed
@@ -280,7 +289,8 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
                 f"{len(phase.created)}, not terminal after drain {left}, errors "
                 f"{len(phase.errors)}; GET p50 "
                 f"{statistics.median(phase.latencies or [0]):.1f} ms p99 "
-                f"{p99(phase.latencies):.1f} ms; API RSS peak {phase.peak_rss:.0f} MB"
+                f"{p99(phase.latencies):.1f} ms (from {BURST_SECONDS:.0f} s on: p99 "
+                f"{p99(phase.settled):.1f} ms); API RSS peak {phase.peak_rss:.0f} MB"
             )
             if phase.errors:
                 line += f" (first error: {phase.errors[0]})"
