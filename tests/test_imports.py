@@ -182,12 +182,12 @@ SERVING_IMPORTS = """
 import json, sys
 from imagesmith import serve_process
 serve_process.keep_httpx_cli_out()
-import httpx
+import httpx, uvicorn
 from imagesmith.app import create_app
 from imagesmith.runtime import Runtime
 from imagesmith.webhooks.sender import WebhookSender
 create_app()
-print(json.dumps(sorted(m for m in ("typer", "click", "rich", "pygments") if m in sys.modules)))
+print(json.dumps(sorted(m for m in ("typer", "rich", "pygments", "PIL") if m in sys.modules)))
 """
 
 
@@ -195,8 +195,9 @@ def test_a_serving_process_loads_nothing_of_the_command_line(
     tmp_path: Path, models_dir: Path
 ) -> None:
     """`serve` parses its options with typer, then execs into `imagesmith.serve_process` (the
-    same PID): the API holds no typer, click or rich, nor the pygments httpx's own command-line
-    client would bring (~6 MB of RSS, bench/RESULTS.md)."""
+    same PID): the API holds no typer or rich, nor the pygments httpx's own command-line client
+    would bring (~6 MB of RSS, bench/RESULTS.md); click it does hold, uvicorn's `__init__`
+    imports it. Pillow loads with the first image a process checks, not before (~2 MB)."""
     from tests.serverproc import Server
 
     srv = Server(tmp_path, models_dir).start("--no-worker", wait_child=False)

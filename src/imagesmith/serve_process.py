@@ -2,9 +2,10 @@
 embedded worker) with nothing of the command line loaded.
 
 `serve` execs `python -m imagesmith.serve_process HOST PORT WORKER LOG_LEVEL` (same PID, so
-signals and process managers see no difference). The serving process then never imports typer,
-click or rich, nor the command-line client httpx imports with itself (click, rich and pygments):
-~6 MB of a process that serves for weeks (bench/RESULTS.md, 2026-12-06)."""
+signals and process managers see no difference). The serving process then never imports typer
+or rich, nor the command-line client httpx imports with itself (rich and pygments): ~6 MB of a
+process that serves for weeks (bench/RESULTS.md, 2026-12-06). click stays: uvicorn's own
+`__init__` imports it."""
 
 from __future__ import annotations
 

@@ -8,8 +8,6 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
 from imagesmith.errors import ValidationFailed
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -50,6 +48,10 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    # Pillow (~2 MB) loads with the first image a process checks: an API that takes no
+    # uploads never holds it.
+    from PIL import Image, UnidentifiedImageError
+
     mime = sniff_format(data)
     if mime is None:
         raise UnsupportedImage(

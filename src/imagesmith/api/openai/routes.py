@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
-from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData, UploadFile
 
@@ -153,6 +152,8 @@ async def encoded(
 def transcode(png: bytes, output_format: str | None, compression: int | None) -> bytes:
     if output_format in (None, "png"):
         return png
+    from PIL import Image as PILImage  # loaded with the first image that needs it
+
     with PILImage.open(io.BytesIO(png)) as image:
         buffer = io.BytesIO()
         quality = 100 - (compression if compression is not None else 25)
