@@ -66,9 +66,12 @@ def balance(server: Server, key: str) -> int:
 
 def test_cancel_running_and_pending_jobs(server: Server, paid: str) -> None:
     with server.client(paid) as api:
-        running = api.post("/api/v1/generations", json={**SLOW, "aspectRatio": "21:9"}).json()[
-            "data"
-        ]
+        # Long enough (256 px, 50 steps: seconds) that the cancel always lands mid-run: a job
+        # that ends before the worker's next cancel check is discarded, not dropped (a CI run
+        # on PostgreSQL met that race with the old 21:9 job of under a second).
+        running = api.post(
+            "/api/v1/generations", json={**SLOW, "width": 256, "height": 256}
+        ).json()["data"]
         queued = api.post("/api/v1/generations", json=SLOW).json()["data"]
         after = api.post("/api/v1/generations", json={"prompt": "after", "autoEnhance": False})
         assert balance(server, paid) == 7
