@@ -357,29 +357,19 @@ class JobQueue:
             held = await GenerationRepository(session).held_rows(
                 self.worker_id, [result.job.claim for result in results]
             )
-        slots = {
-            result.job.generation_id: output_slots(generation, len(result.images))
-            for result in results
-            if (generation := held.get(result.job.generation_id)) is not None
-        }
-        for result in results:
-            if result.job.generation_id not in slots:
-                log.info("generation.result_discarded generation_id=%s", result.job.generation_id)
         # Same ids → same URLs. The bytes go under this attempt's own keys; the rows point at
         # them only if this attempt still holds the job when its success is recorded.
         attempt = secrets.token_hex(4)
-        todo = [
-            Stored(
-                result,
-                slots[result.job.generation_id],
-                [
-                    image_key(result.job.org_slug, result.job.project_slug, i, attempt)
-                    for i in slots[result.job.generation_id]
-                ],
-            )
-            for result in results
-            if result.job.generation_id in slots
-        ]
+        todo: list[Stored] = []
+        for result in results:
+            job = result.job
+            generation = held.get(job.generation_id)
+            if generation is None:
+                log.info("generation.result_discarded generation_id=%s", job.generation_id)
+                continue
+            ids = output_slots(generation, len(result.images))
+            keys = [image_key(job.org_slug, job.project_slug, i, attempt) for i in ids]
+            todo.append(Stored(result, ids, keys))
         puts = await asyncio.gather(*(self._put(stored) for stored in todo), return_exceptions=True)
         stored_ok: list[Stored] = []
         for stored, outcome in zip(todo, puts, strict=True):

@@ -394,11 +394,7 @@ class GenerationRepository:
         versions = {c.generation_id: c.job_version for c in claims}
         rows = await self.session.execute(
             select(Generation)
-            .where(
-                Generation.id.in_(list(versions)),
-                Generation.worker_id == worker_id,
-                Generation.status == PROCESSING,
-            )
+            .where(*self._held_now(worker_id, claims))
             .execution_options(populate_existing=True)
         )
         return {row.id: row for row in rows.scalars() if versions[row.id] == row.job_version}
@@ -408,14 +404,19 @@ class GenerationRepository:
         if not claims:
             return set()
         result = await self.session.execute(
-            select(Generation.id, Generation.job_version).where(
-                Generation.id.in_([c.generation_id for c in claims]),
-                Generation.worker_id == worker_id,
-                Generation.status == PROCESSING,
-            )
+            select(Generation.id, Generation.job_version).where(*self._held_now(worker_id, claims))
         )
         versions = {c.generation_id: c.job_version for c in claims}
         return {gid for gid, version in result.all() if versions.get(gid) == version}
+
+    @staticmethod
+    def _held_now(worker_id: str, claims: list[Claim]) -> tuple[Any, ...]:
+        """These claims' rows that this worker runs now (their versions are checked after)."""
+        return (
+            Generation.id.in_([c.generation_id for c in claims]),
+            Generation.worker_id == worker_id,
+            Generation.status == PROCESSING,
+        )
 
     async def release(
         self,
