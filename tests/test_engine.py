@@ -91,6 +91,72 @@ def test_a_batch_that_runs_out_of_device_memory_runs_its_jobs_one_at_a_time(
     assert calls == [3, 1, 1, 1] and released == [1]
 
 
+def test_the_next_batch_denoises_while_the_last_ones_images_are_encoded(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding is off the denoising path (issue 13): the child starts a queued batch as soon
+    as the last one's pipeline call returns, and encodes that one's PNGs beside it. Messages
+    still leave in order (a batch's results, its BatchDone, then the next batch's progress),
+    and at most two batches wait to be encoded: a third waits for room. The real tiny-sd
+    pipeline runs; encoding is slowed so the overlap shows."""
+    import threading
+    import time
+    from multiprocessing import Pipe
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+    from imagesmith.worker import child
+    from imagesmith.worker.messages import BatchDone, JobDone, Progress, Ready, RunBatch, Shutdown
+
+    events: list[tuple[str, str, float]] = []  # (what, which batch, when)
+    real_encode = child.encode_png
+
+    def slow_encode(image: object, level: int = 1) -> object:
+        events.append(("encode", "", time.perf_counter()))
+        time.sleep(1.0)
+        return real_encode(image, level)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(child, "encode_png", slow_encode)
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    engine.pipeline("tiny-sd")
+    real_generate = engine.generate
+
+    def timed(jobs: list[EngineJob], *args: object) -> object:
+        events.append(("denoise", jobs[0].job_id, time.perf_counter()))
+        return real_generate(jobs, *args)  # type: ignore[arg-type]
+
+    engine.generate = timed  # type: ignore[method-assign,assignment]
+    ours, childs = Pipe()
+    thread = threading.Thread(target=child.serve, args=(childs, engine), daemon=True)
+    thread.start()
+    assert isinstance(ours.recv(), Ready)
+    for name in ("b1", "b2", "b3"):
+        ours.send(RunBatch(name, [replace(job("tiny-sd"), job_id=name)]))
+    messages: list[object] = []
+    while sum(isinstance(m, BatchDone) for m in messages) < 3:
+        assert ours.poll(120), messages
+        messages.append(ours.recv())
+    ours.send(Shutdown())
+    thread.join(10)
+
+    starts = {name: at for what, name, at in events if what == "denoise"}
+    encodes = [at for what, _, at in events if what == "encode"]
+    assert starts["b2"] < encodes[0] + 1.0  # b2 ran while b1's image was being encoded
+    assert starts["b3"] >= encodes[0] + 1.0  # b1 and b2 were waiting: b3 waited for room
+    order = [
+        (type(m).__name__, getattr(m, "batch_id", None) or getattr(m, "job_id", None))
+        for m in messages
+        if not isinstance(m, Progress) or m.step == m.total
+    ]
+    assert order == [
+        (kind, name) for name in ("b1", "b2", "b3") for kind in ("Progress", "JobDone", "BatchDone")
+    ]
+    done = [m for m in messages if isinstance(m, JobDone)]
+    assert all(m.images[0].png.startswith(b"\x89PNG") for m in done)
+    timings = [m.timings for m in messages if isinstance(m, BatchDone)]
+    assert all(t["encode_ms"] >= 1000 for t in timings)
+
+
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
 def test_on_a_cpu_the_child_leaves_torch_the_cores_the_rest_of_the_machine_does_not_use(
     models_dir: Path,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imagesmith.catalog.params import EngineParams
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class ModelUnavailable(RuntimeError):
     """The model's weights are not on this machine and may not be fetched: fail, never hang."""
 
 
-OnPreview = Callable[[str, int, GeneratedImage], None]
+OnPreview = Callable[[str, int, "Image"], None]
 """(job id, preview index, image): a partial image decoded from the latents mid-run."""
 
 
@@ -60,7 +63,8 @@ class GenerationEngine(Protocol):
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
         on_preview: OnPreview | None = None,
-    ) -> list[list[GeneratedImage]]:
+    ) -> list[list[Image]]:
         """Run jobs that share a batch key in one call; per job its `num_outputs` images, and
-        for a job with `params.previews` its partial images at `params.preview_steps()`."""
+        for a job with `params.previews` its partial images at `params.preview_steps()`. The
+        images come back unencoded: the model child encodes them while the next batch runs."""
         ...

@@ -1,7 +1,8 @@
 """The diffusers engine: SD 1.x/2.x and SDXL families through `from_pretrained`.
 
 Runs only in the model child. Steps follow diffusers' shape: check inputs → load → per-job
-scheduler → generators → denoise (with a step callback) → encode PNG."""
+scheduler → generators → denoise (with a step callback) → the images (the model child encodes
+them off the denoising path: worker/child.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from imagesmith.catalog.models import ModelSpec
 from imagesmith.engines.base import (
     EngineConfig,
     EngineJob,
-    GeneratedImage,
     ModelUnavailable,
     OnPreview,
 )
@@ -245,7 +245,7 @@ class DiffusersEngine:
         on_step: Callable[[int, int], None],
         should_stop: Callable[[], bool],
         on_preview: OnPreview | None = None,
-    ) -> list[list[GeneratedImage]]:
+    ) -> list[list[Image.Image]]:
         """One pipeline call for the whole batch; per job, `num_outputs` images seeded
         seed, seed+1, … so output 0 is the image the same seed gives alone."""
         started = time.perf_counter()
@@ -275,7 +275,6 @@ class DiffusersEngine:
                 if init is not None:
                     init_images.append(init)
         total = head.denoising_steps
-        level = self.config.png_compress_level
         # Previews: (job id, its first row in the batch, the steps after which to decode).
         wanted: list[tuple[str, int, list[int]]] = []
         row = 0
@@ -297,8 +296,7 @@ class DiffusersEngine:
                     if source is None or source.shape != tensors["latents"].shape:
                         source = tensors["latents"]
                     latents = source[first : first + 1]
-                    preview = decode_preview(p, latents)
-                    on_preview(job_id, steps.index(done), encode_png(preview, level))
+                    on_preview(job_id, steps.index(done), decode_preview(p, latents))
             if should_stop():
                 p._interrupt = True
             return tensors
@@ -319,19 +317,17 @@ class DiffusersEngine:
         called = time.perf_counter()
         with torch.inference_mode():
             result = runner(**kwargs)
-        returned = time.perf_counter()
-        encoded = [encode_png(image, level) for image in result.images]
         self.last_timings = {
             "prepare_ms": (called - started) * 1000,
-            "pipeline_ms": (returned - called) * 1000,
-            "encode_ms": (time.perf_counter() - returned) * 1000,
+            "pipeline_ms": (time.perf_counter() - called) * 1000,
         }
         if self.device.startswith("cuda"):
             self.last_timings["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        out: list[list[GeneratedImage]] = []
+        images: list[Image.Image] = list(result.images)
+        out: list[list[Image.Image]] = []
         for job in jobs:
-            out.append(encoded[: job.params.num_outputs])
-            encoded = encoded[job.params.num_outputs :]
+            out.append(images[: job.params.num_outputs])
+            images = images[job.params.num_outputs :]
         return out
 
 
@@ -407,9 +403,3 @@ def load_init_image(data: bytes | None, width: int, height: int) -> Image.Image:
     assert data is not None
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-
-
-def encode_png(image: Image.Image, level: int = 1) -> GeneratedImage:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=level)
-    return GeneratedImage(buffer.getvalue(), image.width, image.height)
