@@ -96,3 +96,18 @@ def break_store(env: dict[str, str], data_dir: Path) -> None:
     root = data_dir / "images"
     shutil.rmtree(root, ignore_errors=True)
     root.write_text("not a folder")
+
+
+def repair_store(env: dict[str, str], data_dir: Path) -> None:
+    """Undo `break_store`: the bucket made again (S3), or the folder back in place (local)."""
+    storage_url = env.get("IMAGESMITH_STORAGE_URL")
+    if storage_url and storage_url.startswith("s3://"):
+        import boto3
+
+        bucket = storage_url.removeprefix("s3://").split("/", 1)[0]
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        return
+    root = data_dir / "images"
+    root.unlink()
+    root.mkdir()

@@ -1,5 +1,6 @@
 """Jobs survive a killed model child and a killed server: every job ends `success`. A store that
-refuses the images fails the job with the store's reason."""
+refuses the images for a moment costs no rerun; one that keeps refusing fails the job with the
+store's reason."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import break_store
+from tests.backends import break_store, repair_store
 from tests.serverproc import Server, create_key, wait_dead
 
 SLOW_JOB = {
@@ -133,28 +134,41 @@ def test_sigterm_hands_back_or_finishes_running_jobs(
         restarted.stop()
 
 
-def test_a_store_that_refuses_the_images_fails_the_job_with_its_reason(
+def test_a_store_that_refuses_the_images_is_retried_then_fails_the_job_with_its_reason(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> None:
-    """Storage down: each attempt goes back at once with the store's error, and the last one
-    fails the job with it. It used to wait out its lease (60 s here), then read "worker …
-    stopped renewing its lease (crashed or lost)", as if the worker had died."""
+    """Storage down for a moment: the worker keeps the images and stores them again with
+    growing waits, and the job succeeds without a rerun (before, it went back to the queue at
+    once and was denoised again). Storage down for longer than `store_retry_seconds`: each
+    attempt goes back with the store's error, and the last one fails the job with it. (It once
+    waited out its lease, 60 s here, then read "worker … stopped renewing its lease", as if the
+    worker had died.)"""
     srv = Server(
         tmp_path_factory.mktemp("store-down"),
         models_dir,
         lease_seconds=60,
         max_retries=1,
         storage_create_bucket=False,
+        store_retry_seconds=8,  # tries at about 0, 0.5, 1.5, 3.5 and 7.5 s
     ).start()
     try:
         key = create_key(srv.env, "crash", "store")
-        break_store(srv.env, srv.data_dir)
+        break_store(srv.env, srv.data_dir)  # before the first write: S3 makes no bucket then
         with srv.client(key) as api:
             job = api.post("/api/v1/generations", json=FAST_JOB).json()["data"]["id"]
-            row = wait_all_terminal(api, [job], timeout=45)[0]  # well inside one lease
-        assert row["status"] == "failed", row
-        assert "storing its images failed" in row["errorMessage"], row["errorMessage"]
-        assert "renewing" not in row["errorMessage"]
-        assert row["retryCount"] == 2  # the first run and its one retry
+            row = wait_all_terminal(api, [job], timeout=60)[0]  # inside one lease
+            assert row["status"] == "failed", row
+            assert "storing its images failed" in row["errorMessage"], row["errorMessage"]
+            assert "renewing" not in row["errorMessage"]
+            assert row["retryCount"] == 2  # the first run and its one retry
+
+            retries = srv.log().count("generation.store_retry")
+            blip = api.post("/api/v1/generations", json=FAST_JOB).json()["data"]["id"]
+            srv.wait_for_log("generation.store_retry", 60, count=retries + 1)
+            repair_store(srv.env, srv.data_dir)
+            row = wait_all_terminal(api, [blip], timeout=30)[0]
+            assert row["status"] == "success", row
+            assert row["retryCount"] == 0  # stored from the images in hand: no second run
+            assert api.get(row["outputImage"]["storageUrl"]).status_code == 200
     finally:
         srv.stop()

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
         "every poll_seconds instead: SQLite carries no wake-ups between processes.",
     )
     max_retries: int = Field(default=3, ge=0)
+    store_retry_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="How long a worker keeps a finished batch's images and retries storing "
+        "them (growing, jittered waits from 0.5 s to 8 s) when the store or the database "
+        "refuses, before it hands the jobs back to run again. A storage blip then costs no "
+        "rerun; 0 hands them back at once.",
+    )
     job_timeout_seconds: float = Field(default=600.0, gt=0)
     shutdown_grace_seconds: float = Field(
         default=30.0, ge=0, description="On stop, how long a running batch may finish."

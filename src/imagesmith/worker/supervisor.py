@@ -16,6 +16,7 @@ import contextlib
 import enum
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
 CANCEL_CHECK_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
+STORE_RETRY_FIRST_SECONDS = 0.5
+STORE_RETRY_MAX_SECONDS = 8.0
 
 
 class WorkerState(enum.StrEnum):
@@ -325,18 +328,38 @@ class Worker:
     async def _store_all(
         self, finished: list[tuple[ClaimedJob, list[GeneratedImage]]], leases: asyncio.Future[None]
     ) -> None:
+        """Store and record a batch's results. What the store or the database refuses is tried
+        again, with growing jittered waits, for up to `store_retry_seconds` while the leases
+        are renewed: the images are in hand, and a blip should not cost a rerun. What is still
+        refused then goes back to the queue with the reason."""
         started = time.perf_counter()
+        results = [Finished(job, images) for job, images in finished]
+        deadline = time.monotonic() + self.settings.store_retry_seconds
+        delay = STORE_RETRY_FIRST_SECONDS
         try:
-            try:
-                outcomes = await self.queue.succeed_all(
-                    [Finished(job, images) for job, images in finished]
+            while True:
+                try:
+                    outcomes = await self.queue.succeed_all(results)
+                except Exception as error:  # the database: nothing was recorded
+                    outcomes = [(result.job, error) for result in results]
+                wait = delay * random.uniform(0.75, 1.25)  # workers of a fleet spread out
+                if not outcomes or self._stop.is_set() or time.monotonic() + wait > deadline:
+                    break
+                log.warning(
+                    "generation.store_retry jobs=%d in_s=%.1f error=%r",
+                    len(outcomes),
+                    wait,
+                    outcomes[0][1],
                 )
-            except Exception as error:  # the database: nothing was recorded
-                outcomes = [(job, error) for job, _images in finished]
+                with contextlib.suppress(TimeoutError):  # a stop cuts the wait short
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                refused = {job.generation_id for job, _exc in outcomes}
+                results = [result for result in results if result.job.generation_id in refused]
+                delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
         finally:
             leases.cancel()
-        # The store said no (its client has retried already): the job goes back now, with the
-        # reason, instead of waiting out its lease as if this worker had died.
+        # Still refused (the S3 client retried each request too): the job goes back now, with
+        # the reason, instead of waiting out its lease as if this worker had died.
         for job, exc in outcomes:
             log.error("generation.store_failed generation_id=%s error=%r", job.generation_id, exc)
             with contextlib.suppress(Exception):  # the database too: the lease runs out
