@@ -4,8 +4,8 @@ embedded worker) with nothing of the command line loaded.
 `serve` execs `python -m imagesmith.serve_process HOST PORT WORKER LOG_LEVEL` (same PID, so
 signals and process managers see no difference). The serving process then never imports typer
 or rich, nor the command-line client httpx imports with itself (rich and pygments): ~6 MB of a
-process that serves for weeks (bench/RESULTS.md, 2026-12-06). click stays: uvicorn's own
-`__init__` imports it."""
+process that serves for weeks (bench/RESULTS.md, 2026-12-06), nor the MinIO SDK's admin client
+(pycryptodome, cffi, pycparser: ~3 MB). click stays: uvicorn's own `__init__` imports it."""
 
 from __future__ import annotations
 
@@ -13,19 +13,33 @@ import sys
 import types
 
 
-def keep_httpx_cli_out() -> None:
-    """httpx's `__init__` imports its command-line client (`httpx._main`: click, rich, pygments)
-    whenever those are installed, and our CLI installs them. A serving process never runs it:
-    an empty `httpx._main` stands in for it (httpx's own fallback when they are missing)."""
-    if "httpx" in sys.modules or "httpx._main" in sys.modules:
-        return
-    stub = types.ModuleType("httpx._main")
+def keep_unused_imports_out() -> None:
+    """Two packages import, from their `__init__`, parts a serving process never runs; an
+    empty module stands in for each (in sys.modules before the package is first imported):
 
-    def main() -> None:
+    * httpx imports its command-line client (`httpx._main`: click, rich, pygments) whenever
+      those are installed, and our CLI installs them (httpx's own fallback when they are
+      missing is such a stand-in);
+    * the MinIO SDK (the S3 store) imports its admin client, `minio.minioadmin` (users and
+      policies of a MinIO server), and with it pycryptodome, cffi and pycparser (3.2 MB here).
+      The S3 client we use never touches it."""
+
+    def httpx_main() -> None:
         raise SystemExit("httpx's command-line client is not loaded in an imagesmith server")
 
-    stub.main = main  # type: ignore[attr-defined]
-    sys.modules["httpx._main"] = stub
+    class MinioAdmin:
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("the MinIO admin client is not loaded in an imagesmith server")
+
+    for package, name, attribute, value in (
+        ("httpx", "httpx._main", "main", httpx_main),
+        ("minio", "minio.minioadmin", "MinioAdmin", MinioAdmin),
+    ):
+        if package in sys.modules or name in sys.modules:
+            continue  # already imported: too late, and harmless
+        stand_in = types.ModuleType(name)
+        setattr(stand_in, attribute, value)
+        sys.modules[name] = stand_in
 
 
 def argv(host: str, port: int, embedded_worker: bool, log_level: str) -> list[str]:
@@ -35,7 +49,7 @@ def argv(host: str, port: int, embedded_worker: bool, log_level: str) -> list[st
 
 
 def serve(host: str, port: int, embedded_worker: bool, log_level: str) -> None:
-    keep_httpx_cli_out()
+    keep_unused_imports_out()
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
