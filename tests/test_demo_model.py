@@ -223,7 +223,7 @@ def test_a_batch_gives_each_job_its_own_prompts_colours(models_dir: Path) -> Non
     results = engine.generate(jobs, lambda *_: None, lambda: False)
     assert len(results) == 3
     for scene, [output] in zip(scenes, results, strict=True):
-        reading = read(Image.open(io.BytesIO(output.png)).convert("RGB"))
+        reading = read(output.convert("RGB"))  # the engine returns images; the child encodes
         assert (reading.color, reading.background) == (scene.color, scene.background), scene
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from imagesmith.catalog.models import ModelRegistry
 from imagesmith.catalog.params import EngineParams
 from imagesmith.config import Settings
-from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
+from imagesmith.engines.base import EngineConfig, EngineJob
 
 
 def engine(models_dir: Path, **speed: Any) -> Any:
@@ -27,16 +27,19 @@ def engine(models_dir: Path, **speed: Any) -> Any:
     return DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()], **speed))
 
 
-def run(engine: Any, previews: int = 0) -> tuple[Image.Image, list[GeneratedImage]]:
+def run(engine: Any, previews: int = 0) -> tuple[Image.Image, list[Image.Image]]:
+    """The job's image as the model child sends it (a PNG), and its previews."""
+    from imagesmith.worker.child import encode_png
+
     params = EngineParams("tiny-sd", 64, 64, 4, 7.5, "K_EULER", 5, previews=previews)
-    partial: list[GeneratedImage] = []
+    partial: list[Image.Image] = []
     [[image]] = engine.generate(
         [EngineJob("g", "a red circle", None, params)],
         lambda *_: None,
         lambda: False,
         lambda _job, _index, preview: partial.append(preview),
     )
-    picture = Image.open(io.BytesIO(image.png))
+    picture = Image.open(io.BytesIO(encode_png(image).png))
     picture.load()
     return picture, partial
 
@@ -92,7 +95,7 @@ def test_float16_decode_keeps_the_vae_in_float16_and_previews_decode(models_dir:
     assert pipe.vae.dtype == torch.float16  # upcast for the decode, then put back
     assert processors(pipe.unet) == {"AttnProcessor2_0"}
     assert len(previews) == 2
-    for image in [picture, *(Image.open(io.BytesIO(p.png)) for p in previews)]:
+    for image in [picture, *previews]:
         assert image.size == (64, 64)
         assert np.asarray(image).std() > 5
 
@@ -141,14 +144,28 @@ def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_png_compress_level_is_applied_to_the_pictures(models_dir: Path) -> None:
-    """The same picture (the same pixels: PNG is lossless) is stored larger at level 0."""
+    """The same picture (the same pixels: PNG is lossless) is sent larger at level 0: the model
+    child encodes what the engine draws at the configured level."""
+    import threading
+    from multiprocessing import Pipe
+
+    from imagesmith.worker.child import serve
+    from imagesmith.worker.messages import BatchDone, JobDone, Ready, RunBatch, Shutdown
+
     params = EngineParams("tiny-sd", 64, 64, 2, 7.5, "K_EULER", 5)
     stored = {}
     for level in (0, 9):
-        [[image]] = engine(models_dir, png_compress_level=level).generate(
-            [EngineJob("g", "a red circle", None, params)], lambda *_: None, lambda: False
-        )
-        stored[level] = image.png
+        ours, theirs = Pipe()
+        drawing = engine(models_dir, png_compress_level=level)
+        thread = threading.Thread(target=serve, args=(theirs, drawing), daemon=True)
+        thread.start()
+        assert isinstance(ours.recv(), Ready)
+        ours.send(RunBatch("b", [EngineJob("g", "a red circle", None, params)]))
+        while not isinstance(message := ours.recv(), BatchDone):
+            if isinstance(message, JobDone):
+                stored[level] = message.images[0].png
+        ours.send(Shutdown())
+        thread.join(10)
     pixels = {level: Image.open(io.BytesIO(png)).tobytes() for level, png in stored.items()}
     assert pixels[0] == pixels[9]
     assert len(stored[0]) > len(stored[9]) * 1.1, {k: len(v) for k, v in stored.items()}
