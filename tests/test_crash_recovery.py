@@ -137,30 +137,44 @@ def test_sigterm_hands_back_or_finishes_running_jobs(
 def test_a_store_that_refuses_the_images_is_retried_then_fails_the_job_with_its_reason(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> None:
-    """Storage down for a moment: the worker keeps the images and stores them again with
-    growing waits, and the job succeeds without a rerun (before, it went back to the queue at
-    once and was denoised again). Storage down for longer than `store_retry_seconds`: each
-    attempt goes back with the store's error, and the last one fails the job with it. (It once
-    waited out its lease, 60 s here, then read "worker … stopped renewing its lease", as if the
-    worker had died.)"""
+    """Storage down for longer than `store_retry_seconds`: the worker keeps each batch's images
+    and stores them again with growing waits, then the job goes back with the store's error,
+    and its last attempt fails it with that. (It once waited out its lease, 60 s here, then
+    read "worker … stopped renewing its lease", as if the worker had died.) Meanwhile the
+    worker claims nothing while two batches are being stored (their images are in memory):
+    with the one already queued behind them, three of the four jobs run, not all four.
+    Storage down for a moment: the job succeeds without a rerun (before, it went back to the
+    queue at once and was denoised again)."""
     srv = Server(
         tmp_path_factory.mktemp("store-down"),
         models_dir,
         lease_seconds=60,
         max_retries=1,
+        worker_batch_size=1,
         storage_create_bucket=False,
-        store_retry_seconds=8,  # tries at about 0, 0.5, 1.5, 3.5 and 7.5 s
+        store_retry_seconds=4,  # tries at about 0, 0.5, 1.5, 3.5 and 4 s
     ).start()
     try:
         key = create_key(srv.env, "crash", "store")
         break_store(srv.env, srv.data_dir)  # before the first write: S3 makes no bucket then
         with srv.client(key) as api:
-            job = api.post("/api/v1/generations", json=FAST_JOB).json()["data"]["id"]
-            row = wait_all_terminal(api, [job], timeout=60)[0]  # inside one lease
-            assert row["status"] == "failed", row
-            assert "storing its images failed" in row["errorMessage"], row["errorMessage"]
-            assert "renewing" not in row["errorMessage"]
-            assert row["retryCount"] == 2  # the first run and its one retry
+            jobs = [
+                api.post("/api/v1/generations", json=FAST_JOB).json()["data"]["id"]
+                for _ in range(4)
+            ]
+            peak, deadline = 0, time.monotonic() + 90
+            while time.monotonic() < deadline:
+                rows = statuses(api, jobs)
+                peak = max(peak, sum(row["status"] == "processing" for row in rows))
+                if all(row["status"] in ("success", "failed") for row in rows):
+                    break
+                time.sleep(0.2)
+            assert peak == 3, peak
+            for row in rows:
+                assert row["status"] == "failed", row
+                assert "storing its images failed" in row["errorMessage"], row["errorMessage"]
+                assert "renewing" not in row["errorMessage"]
+                assert row["retryCount"] == 2  # the first run and its one retry
 
             retries = srv.log().count("generation.store_retry")
             blip = api.post("/api/v1/generations", json=FAST_JOB).json()["data"]["id"]

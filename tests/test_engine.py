@@ -157,6 +157,36 @@ def test_the_next_batch_denoises_while_the_last_ones_images_are_encoded(
     assert all(t["encode_ms"] >= 1000 for t in timings)
 
 
+def test_a_child_whose_supervisor_is_gone_stops_at_the_next_step(models_dir: Path) -> None:
+    """The pipe closes (the supervisor was killed): the child stops its batch at the next step
+    and returns, runs nothing queued behind it, and does not hold the device for an orphan's
+    work while a restarted server loads its model."""
+    import threading
+    import time
+    from multiprocessing import Pipe
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+    from imagesmith.worker.child import serve
+    from imagesmith.worker.messages import Progress, Ready, RunBatch
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    ours, childs = Pipe()
+    thread = threading.Thread(target=serve, args=(childs, engine), daemon=True)
+    thread.start()
+    assert isinstance(ours.recv(), Ready)
+    long = replace(job("tiny-sd"), params=replace(job("tiny-sd").params, steps=4000))
+    ours.send(RunBatch("long", [replace(long, job_id="long")]))
+    ours.send(RunBatch("queued", [replace(long, job_id="queued")]))
+    while not isinstance(ours.recv(), Progress):  # it denoises (4000 steps: many seconds)
+        pass
+    ours.close()
+    started = time.monotonic()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 5  # at the next step, not after 8000 of them
+
+
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
 def test_on_a_cpu_the_child_leaves_torch_the_cores_the_rest_of_the_machine_does_not_use(
     models_dir: Path,

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 # Batches whose images may wait to be encoded: a model that draws faster than its images encode
-# is held back at the next batch instead of filling memory with pictures.
+# is held back at the next batch instead of filling memory with pictures. (The supervisor queues
+# one batch ahead and sees a batch's last step only after the results before it, so a falling-
+# behind encoder already slows its claims; this bounds a child that is given more.)
 ENCODE_BACKLOG_BATCHES = 2
 
 
@@ -91,18 +93,20 @@ class Outbox:
     images leaves after their JobDone, which waits for its PNGs: they are encoded on the pool's
     threads, not on the thread that denoises."""
 
-    def __init__(self, conn: Connection, threads: int, level: int) -> None:
+    def __init__(self, conn: Connection, threads: int, level: int, gone: threading.Event) -> None:
         self._conn = conn
         self._level = level
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="png")
-        self._queue: queue.Queue[Callable[[], ChildMessage | None] | None] = queue.Queue()
+        # (what to send, whether it ends a batch); None: close.
+        self._queue: queue.Queue[tuple[Callable[[], ChildMessage | None], bool] | None]
+        self._queue = queue.Queue()
         self._backlog = threading.Semaphore(ENCODE_BACKLOG_BATCHES)
-        self._gone = False  # the pipe broke: the supervisor is gone, nothing more is sent
+        self.gone = gone  # the supervisor is gone: nothing more is sent, and the child stops
         self._sender = threading.Thread(target=self._send_in_order, daemon=True, name="outbox")
         self._sender.start()
 
     def post(self, message: ChildMessage) -> None:
-        self._queue.put(lambda: message)
+        self._queue.put((lambda: message, False))
 
     def post_images(self, job_id: str, images: list[Image]) -> Future[Encoded]:
         """The job's JobDone (JobFailed if its images would not encode), once encoded."""
@@ -114,7 +118,7 @@ class Outbox:
                 return JobFailed(job_id, _describe(pngs))
             return JobDone(job_id, pngs)
 
-        self._queue.put(done)
+        self._queue.put((done, False))
         return encoded
 
     def post_preview(self, job_id: str, index: int, image: Image) -> None:
@@ -124,7 +128,7 @@ class Outbox:
             pngs, _ms = encoded.result()
             return None if isinstance(pngs, Exception) else Preview(job_id, index, pngs[0])
 
-        self._queue.put(done)
+        self._queue.put((done, False))
 
     def start_batch(self) -> None:
         """Wait while ENCODE_BACKLOG_BATCHES earlier batches are still being encoded."""
@@ -142,7 +146,7 @@ class Outbox:
             encode_ms = sum(future.result()[1] for future in encoding)
             return BatchDone(batch_id, {**timings, "encode_ms": encode_ms})
 
-        self._queue.put(done)
+        self._queue.put((done, True))
 
     def close(self, timeout: float = 60.0) -> None:
         """Send what is still queued, then stop."""
@@ -162,15 +166,22 @@ class Outbox:
         return pngs, (time.perf_counter() - started) * 1000
 
     def _send_in_order(self) -> None:
-        while (make := self._queue.get()) is not None:
-            message = make()
-            if message is not None and not self._gone:
-                try:
+        while (item := self._queue.get()) is not None:
+            make, ends_batch = item
+            try:
+                message = make()
+                if message is not None and not self.gone.is_set():
                     self._conn.send(message)
-                except (OSError, EOFError):  # BrokenPipe, ConnectionReset: the supervisor died
-                    self._gone = True  # keep draining, so a batch waiting for room never hangs
-            if isinstance(message, BatchDone):
-                self._backlog.release()
+            except (OSError, EOFError):  # BrokenPipe, ConnectionReset: the supervisor died
+                self.gone.set()  # keep draining, so a batch waiting for room never hangs
+            except Exception:
+                # A bug here would leave the supervisor waiting for a batch that never ends:
+                # exit, and it restarts the child and hands the batch's jobs back.
+                logging.exception("outbox.failed: the model process exits")
+                os._exit(70)
+            finally:
+                if ends_batch:
+                    self._backlog.release()
 
 
 def child_main(conn: Connection, config: EngineConfig) -> None:
@@ -192,10 +203,7 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
     threads = pick_threads(config.threads, engine.device, available_cores())
     if threads is not None:
         torch.set_num_threads(threads)  # with a CpuShare, until the first batch
-    try:
-        serve(conn, engine, share)
-    except (BrokenPipeError, EOFError, ConnectionResetError):
-        return  # the supervisor died: nobody is left to answer
+    serve(conn, engine, share)  # returns when the supervisor stops it or is gone
 
 
 def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = None) -> None:
@@ -211,13 +219,15 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
     batches: queue.Queue[RunBatch | None] = queue.Queue()
     cancelled: set[str] = set()
     received: dict[str, float] = {}
+    gone = threading.Event()  # the supervisor died: stop at the next step, run nothing more
 
     def read() -> None:
         while True:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                batches.put(None)  # the supervisor is gone
+                gone.set()
+                batches.put(None)
                 return
             if isinstance(message, CancelBatch):
                 cancelled.add(message.batch_id)
@@ -233,10 +243,11 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
         conn,
         encode_threads(engine.device, available_cores()),
         engine.config.png_compress_level,
+        gone,
     )
     outbox.post(Ready(pid=os.getpid(), device=engine.device, threads=torch.get_num_threads()))
     try:
-        while (batch := batches.get()) is not None:
+        while (batch := batches.get()) is not None and not gone.is_set():
             outbox.start_batch()
             run_batch(batch, engine, outbox, cancelled, received, adaptive)
     finally:
@@ -263,7 +274,7 @@ def run_batch(
         outbox.post(Progress(batch.batch_id, step, total))
 
     def should_stop() -> bool:
-        return batch.batch_id in cancelled
+        return batch.batch_id in cancelled or outbox.gone.is_set()
 
     def run(jobs: list[EngineJob]) -> None:
         results = engine.generate(jobs, on_step, should_stop, outbox.post_preview)

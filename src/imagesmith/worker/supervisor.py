@@ -46,6 +46,11 @@ CANCEL_CHECK_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
 STORE_RETRY_FIRST_SECONDS = 0.5
 STORE_RETRY_MAX_SECONDS = 8.0
+# Batches whose results may still be being stored while the worker claims more. Storing one
+# batch takes less than running the next, so this only bites while the store refuses (each
+# such batch holds its images in memory while it retries): then the worker stops taking work,
+# with at most this many batches' images held, and the one queued behind them.
+MAX_STORING = 2
 
 
 class WorkerState(enum.StrEnum):
@@ -145,6 +150,7 @@ class Worker:
             self._become(WorkerState.IDLE)
             while not stop.is_set():
                 if batch is None:
+                    await self._room_to_store()
                     batch = await self._claim_and_send()
                 if batch is None:
                     await self._idle(stop)
@@ -257,7 +263,7 @@ class Worker:
 
         def claim_following() -> None:
             nonlocal following
-            if following is None and not self._stop.is_set():
+            if following is None and not self._stop.is_set() and len(self._storing) < MAX_STORING:
                 following = asyncio.ensure_future(self._claim_and_send())
 
         async def next_batch() -> Batch | None:
@@ -342,9 +348,11 @@ class Worker:
                     outcomes = await self.queue.succeed_all(results)
                 except Exception as error:  # the database: nothing was recorded
                     outcomes = [(result.job, error) for result in results]
-                wait = delay * random.uniform(0.75, 1.25)  # workers of a fleet spread out
-                if not outcomes or self._stop.is_set() or time.monotonic() + wait > deadline:
+                left = deadline - time.monotonic()
+                if not outcomes or self._stop.is_set() or left <= 0:
                     break
+                # Jittered, so the workers of a fleet spread out; the last try at the deadline.
+                wait = min(delay * random.uniform(0.75, 1.25), left)
                 log.warning(
                     "generation.store_retry jobs=%d in_s=%.1f error=%r",
                     len(outcomes),
@@ -372,6 +380,12 @@ class Worker:
                 len(finished),
                 (time.perf_counter() - started) * 1000,
             )
+
+    async def _room_to_store(self) -> None:
+        """Wait while MAX_STORING batches are still being stored (the store is refusing)."""
+        while len(self._storing) >= MAX_STORING:
+            done, _ = await asyncio.wait(set(self._storing), return_when=asyncio.FIRST_COMPLETED)
+            self._storing.difference_update(done)
 
     async def _drain_storing(self) -> None:
         if self._storing:
