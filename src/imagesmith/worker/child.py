@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage
+from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage, ModelUnavailable
 from imagesmith.worker.cpu_share import AdaptiveThreads, CpuShare, quota_cores
 from imagesmith.worker.messages import (
     BatchDone,
@@ -263,8 +263,6 @@ def run_batch(
     adaptive: AdaptiveThreads | None,
 ) -> None:
     """Denoise one batch and post its results; its images are encoded after this returns."""
-    from imagesmith.engines.base import ModelUnavailable
-
     queued_ms = (time.perf_counter() - received.pop(batch.batch_id, time.perf_counter())) * 1000
     engine.last_timings = {}
     picked = adaptive.before(batch.jobs) if adaptive is not None else {}

@@ -263,7 +263,7 @@ class Worker:
 
         def claim_following() -> None:
             nonlocal following
-            if following is None and not self._stop.is_set() and len(self._storing) < MAX_STORING:
+            if following is None and not self._stop.is_set() and self._room_for_storing():
                 following = asyncio.ensure_future(self._claim_and_send())
 
         async def next_batch() -> Batch | None:
@@ -381,9 +381,12 @@ class Worker:
                 (time.perf_counter() - started) * 1000,
             )
 
+    def _room_for_storing(self) -> bool:
+        return len(self._storing) < MAX_STORING
+
     async def _room_to_store(self) -> None:
         """Wait while MAX_STORING batches are still being stored (the store is refusing)."""
-        while len(self._storing) >= MAX_STORING:
+        while not self._room_for_storing():
             done, _ = await asyncio.wait(set(self._storing), return_when=asyncio.FIRST_COMPLETED)
             self._storing.difference_update(done)
 
