@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from imagesmith.catalog.models import ModelRegistry
 from imagesmith.catalog.params import EngineParams
@@ -24,15 +26,67 @@ def test_loaded_models_stay_within_the_memory_budget(models_dir: Path) -> None:
     twin = replace(tiny, id="tiny-twin")
     config = EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict(), twin.to_dict()])
     engine = DiffusersEngine(config)
-    first = engine.pipeline("tiny-sd")
-    size = pipeline_bytes(first)
+    engine.generate([job("tiny-sd")], lambda *_: None, lambda: False)
+    size = pipeline_bytes(engine.pipeline("tiny-sd"))
     assert size > 1_000_000  # ~4 MB of fp32 weights
     engine.memory_budget = int(size * 1.5)  # room for one model, not two
     engine.generate([job("tiny-twin")], lambda *_: None, lambda: False)
     assert list(engine._loaded) == ["tiny-twin"]
+    assert [key[0] for key in engine._runners] == ["tiny-twin"]  # its runner went with it
     engine.memory_budget = size * 3
     engine.generate([job("tiny-sd")], lambda *_: None, lambda: False)
     assert list(engine._loaded) == ["tiny-twin", "tiny-sd"]
+
+
+def test_a_reused_runner_draws_what_a_fresh_one_draws_for_every_scheduler(
+    models_dir: Path,
+) -> None:
+    """A batch's pipeline and scheduler are built once per (model, scheduler, mode) and reused
+    (issue 13: setup off the per-batch path). A scheduler keeps state within a call (step index,
+    a multistep solver's history), so: after other runs of the same runner, another size and
+    step count, one stopped half way, and a run with previews (which wraps the scheduler's
+    `step` for the call), a job's pixels are the ones a fresh engine draws."""
+    import numpy as np
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+    from imagesmith.engines.schedulers import SCHEDULERS
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    config = EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()])
+    used = DiffusersEngine(config)
+
+    def run(engine: DiffusersEngine, params: EngineParams, stop_at: int = 0) -> list[object]:
+        steps: list[int] = []
+        previews: list[object] = []
+        out = engine.generate(
+            [EngineJob("g", "a red circle", None, params)],
+            lambda step, _total: steps.append(step),
+            lambda: bool(stop_at) and len(steps) >= stop_at,
+            lambda _id, _index, image: previews.append(image),
+        )
+        return [np.asarray(image) for image in out[0]] + previews
+
+    init = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(init, format="PNG")
+    for name in SCHEDULERS:
+        params = EngineParams("tiny-sd", 64, 64, 4, 7.5, name, 5)
+        other = replace(params, width=96, steps=5, seed=9)
+        run(used, other)
+        run(used, params, stop_at=2)  # stopped half way: its state is left mid-run
+        run(used, replace(params, previews=2))
+        again = run(used, params)
+        fresh = run(DiffusersEngine(config), params)
+        assert np.array_equal(again[0], fresh[0]), name
+        assert len(used._runners) == 1
+        used._runners.clear()
+    # img2img has a runner of its own, and reusing it changes nothing either.
+    strength = EngineParams("tiny-sd", 64, 64, 4, 7.5, "K_EULER", 5, prompt_strength=0.6)
+    job = EngineJob("g", "a red circle", None, strength, init.getvalue())
+    first = used.generate([job], lambda *_: None, lambda: False)[0][0]
+    run(used, replace(strength, prompt_strength=None))
+    second = used.generate([job], lambda *_: None, lambda: False)[0][0]
+    assert np.array_equal(np.asarray(first), np.asarray(second))
+    assert sorted(key[2] for key in used._runners) == [False, True]
 
 
 def test_unknown_model_is_a_clear_failure(models_dir: Path) -> None:

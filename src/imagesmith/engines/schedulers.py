@@ -20,7 +20,8 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def fresh_scheduler(base: Any, scheduler_id: str | None) -> Any:
-    """A new scheduler per job: diffusers schedulers keep per-call state and are not thread-safe."""
+    """A new scheduler, for one runner (diffusers_engine.py): diffusers schedulers keep per-call
+    state and are not thread-safe."""
     if scheduler_id is None:
         return base.__class__.from_config(base.config)
     import diffusers
