@@ -89,6 +89,41 @@ def test_a_reused_runner_draws_what_a_fresh_one_draws_for_every_scheduler(
     assert sorted(key[2] for key in used._runners) == [False, True]
 
 
+def test_the_images_are_the_pixels_diffusers_own_pil_output_gives(models_dir: Path) -> None:
+    """The engine makes the pipeline's output 8-bit itself (where it lies, so that on a GPU the
+    rounding is not done by numpy on the denoising thread): the same pixels as diffusers'
+    `output_type="pil"`, for a batch of two seeds and a preview."""
+    import numpy as np
+    import torch
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine, decode_preview
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    params = EngineParams("tiny-sd", 64, 96, 3, 7.5, "K_EULER", 11, num_outputs=2)
+    job = EngineJob("g", "a red circle", None, params)
+    ours = engine.generate([job], lambda *_: None, lambda: False)
+    runner = engine.runner("tiny-sd", "K_EULER", False)
+    theirs = runner(
+        prompt=["a red circle"] * 2,
+        num_inference_steps=3,
+        width=64,
+        height=96,
+        generator=[torch.Generator("cpu").manual_seed(seed) for seed in (11, 12)],
+        output_type="pil",
+    ).images
+    assert [image.size for image in ours[0]] == [(64, 96), (64, 96)]
+    for mine, reference in zip(ours[0], theirs, strict=True):
+        assert np.array_equal(np.asarray(mine), np.asarray(reference))
+    latents = torch.randn(1, 4, 12, 8, generator=torch.Generator("cpu").manual_seed(3))
+    with torch.inference_mode():  # as in the step callback
+        preview = decode_preview(runner, latents)
+        scaled = latents / runner.vae.config.scaling_factor
+        decoded = runner.vae.decode(scaled, return_dict=False)[0]
+        reference = runner.image_processor.postprocess(decoded, output_type="pil")[0]
+    assert np.array_equal(np.asarray(preview), np.asarray(reference))
+
+
 def test_unknown_model_is_a_clear_failure(models_dir: Path) -> None:
     from imagesmith.engines.base import ModelUnavailable
     from imagesmith.engines.diffusers_engine import DiffusersEngine

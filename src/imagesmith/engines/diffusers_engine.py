@@ -326,7 +326,7 @@ class DiffusersEngine:
             "guidance_scale": head.guidance_scale,
             "generator": generators,
             "callback_on_step_end": step_end,
-            "output_type": "pil",
+            "output_type": "pt",  # made 8-bit where it lies: to_images
         }
         if head.is_img2img:
             kwargs.update(image=init_images, strength=head.prompt_strength)
@@ -341,7 +341,7 @@ class DiffusersEngine:
         }
         if self.device.startswith("cuda"):
             self.last_timings["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        images: list[Image.Image] = list(result.images)
+        images = to_images(result.images)
         out: list[list[Image.Image]] = []
         for job in jobs:
             out.append(images[: job.params.num_outputs])
@@ -403,7 +403,20 @@ def decode_preview(pipe: Any, latents: torch.Tensor) -> Image.Image:
     finally:
         if upcast:
             vae.to(torch.float16)
-    return pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+    return to_images(pipe.image_processor.postprocess(decoded, output_type="pt"))[0]
+
+
+def to_images(batch: torch.Tensor) -> list[Image.Image]:
+    """The pipeline's "pt" output, (N, 3, H, W) in [0, 1] on its device, as PIL images.
+
+    diffusers' own "pil" output copies the floats to the CPU, then scales and rounds them with
+    numpy on the thread that denoises: after a GPU's batch of four 1024 px images, ~50 ms of
+    a core here (bench/RESULTS.md) before the next batch can start. Here they become 8-bit
+    where they lie (on a GPU, a few kernels) and only the bytes are copied, half the size of
+    float16. The arithmetic is the same (float32 times 255, rounded half to even, cast), so the
+    pixels are too (tests/test_engine.py)."""
+    pixels = (batch.float() * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return [Image.fromarray(row) for row in pixels.cpu().numpy()]
 
 
 def pipeline_bytes(pipe: Any) -> int:
