@@ -214,3 +214,33 @@ def test_a_serving_process_loads_nothing_of_the_command_line(
         [sys.executable, "-c", SERVING_IMPORTS], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(loaded) == []
+
+
+FROZEN_AFTER_START = """
+import asyncio, gc
+from imagesmith.app import create_app
+app = create_app(embedded_worker=False)
+async def main() -> int:
+    async with app.router.lifespan_context(app):
+        return gc.get_freeze_count()
+print(asyncio.run(main()))
+"""
+
+
+def test_a_started_api_keeps_its_start_up_objects_out_of_the_collectors_full_passes(
+    tmp_path: Path,
+) -> None:
+    """Once started, a serving process freezes what start-up built (`serving.settle_heap`):
+    without it, a full collection walked all of it while the event loop waited, 70-80 ms on the
+    dev VM, the slowest GETs of a busy server (bench/RESULTS.md)."""
+    import os
+
+    env = {**os.environ, "IMAGESMITH_DATA_DIR": str(tmp_path)}
+    frozen = subprocess.run(
+        [sys.executable, "-c", FROZEN_AFTER_START],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
+    assert int(frozen) > 100_000

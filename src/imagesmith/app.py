@@ -107,6 +107,7 @@ def create_app(
             await worker.start()
         try:
             async with runtime.listening():
+                serving.settle_heap()
                 yield
         finally:
             stop.set()

@@ -145,6 +145,7 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         try:
             async with runtime.listening():
+                serving.settle_heap()
                 sending = asyncio.create_task(WebhookSender(runtime).run(stop))
                 try:
                     await run_workers(runtime, stop)
