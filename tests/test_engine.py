@@ -246,6 +246,24 @@ def test_the_next_batch_denoises_while_the_last_ones_images_are_encoded(
     assert all(t["encode_ms"] >= 1000 for t in timings)
 
 
+def test_a_cancel_that_crosses_its_batchs_end_is_not_kept() -> None:
+    """The supervisor may cancel a batch just as it ends: that cancel reaches the child after
+    the batch is gone, and used to stay in the child's set for the life of the process."""
+    from imagesmith.worker.child import Pending
+
+    pending = Pending()
+    pending.arrived("b1")
+    pending.cancel("b1")
+    assert pending.is_cancelled("b1")  # sent, queued or running: it stops at its next step
+    pending.ended("b1")
+    pending.arrived("b2")
+    pending.ended("b2")
+    pending.cancel("b2")  # crossed b2's end in the pipe
+    pending.cancel("never-sent")
+    assert not pending.is_cancelled("b2")
+    assert pending._cancelled == set() and pending._arrived == {}
+
+
 def test_a_child_whose_supervisor_is_gone_stops_at_the_next_step(models_dir: Path) -> None:
     """The pipe closes (the supervisor was killed): the child stops its batch at the next step
     and returns, runs nothing queued behind it, and does not hold the device for an orphan's

@@ -184,6 +184,39 @@ class Outbox:
                     self._backlog.release()
 
 
+class Pending:
+    """The batches sent to this child and not yet ended: when each arrived, and which the
+    supervisor cancelled. A cancel that comes after its batch ended (the two cross in the pipe)
+    is dropped, instead of staying in the set for the life of the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the reader thread and the main thread
+        self._arrived: dict[str, float] = {}
+        self._cancelled: set[str] = set()
+
+    def arrived(self, batch_id: str) -> None:
+        with self._lock:
+            self._arrived[batch_id] = time.perf_counter()
+
+    def cancel(self, batch_id: str) -> None:
+        with self._lock:
+            if batch_id in self._arrived:
+                self._cancelled.add(batch_id)
+
+    def is_cancelled(self, batch_id: str) -> bool:
+        return batch_id in self._cancelled
+
+    def waited_ms(self, batch_id: str) -> float:
+        """Milliseconds since the batch arrived (how long it was queued, when it starts)."""
+        arrived = self._arrived.get(batch_id, time.perf_counter())
+        return (time.perf_counter() - arrived) * 1000
+
+    def ended(self, batch_id: str) -> None:
+        with self._lock:
+            self._arrived.pop(batch_id, None)
+            self._cancelled.discard(batch_id)
+
+
 def child_main(conn: Connection, config: EngineConfig) -> None:
     # Set before huggingface_hub is imported: without downloads allowed, never touch the network.
     os.environ["HF_HUB_OFFLINE"] = "0" if config.allow_downloads else "1"
@@ -217,8 +250,7 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
         AdaptiveThreads(share, torch.get_num_threads, torch.set_num_threads) if share else None
     )
     batches: queue.Queue[RunBatch | None] = queue.Queue()
-    cancelled: set[str] = set()
-    received: dict[str, float] = {}
+    pending = Pending()
     gone = threading.Event()  # the supervisor died: stop at the next step, run nothing more
 
     def read() -> None:
@@ -230,12 +262,12 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
                 batches.put(None)
                 return
             if isinstance(message, CancelBatch):
-                cancelled.add(message.batch_id)
+                pending.cancel(message.batch_id)
             elif isinstance(message, Shutdown):
                 batches.put(None)
                 return
             elif isinstance(message, RunBatch):
-                received[message.batch_id] = time.perf_counter()
+                pending.arrived(message.batch_id)
                 batches.put(message)
 
     threading.Thread(target=read, daemon=True, name="pipe-reader").start()
@@ -249,7 +281,7 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
     try:
         while (batch := batches.get()) is not None and not gone.is_set():
             outbox.start_batch()
-            run_batch(batch, engine, outbox, cancelled, received, adaptive)
+            run_batch(batch, engine, outbox, pending, adaptive)
     finally:
         outbox.close()
 
@@ -258,12 +290,11 @@ def run_batch(
     batch: RunBatch,
     engine: DiffusersEngine,
     outbox: Outbox,
-    cancelled: set[str],
-    received: dict[str, float],
+    pending: Pending,
     adaptive: AdaptiveThreads | None,
 ) -> None:
     """Denoise one batch and post its results; its images are encoded after this returns."""
-    queued_ms = (time.perf_counter() - received.pop(batch.batch_id, time.perf_counter())) * 1000
+    queued_ms = pending.waited_ms(batch.batch_id)
     engine.last_timings = {}
     picked = adaptive.before(batch.jobs) if adaptive is not None else {}
     encoding: list[Future[Encoded]] = []
@@ -272,7 +303,7 @@ def run_batch(
         outbox.post(Progress(batch.batch_id, step, total))
 
     def should_stop() -> bool:
-        return batch.batch_id in cancelled or outbox.gone.is_set()
+        return pending.is_cancelled(batch.batch_id) or outbox.gone.is_set()
 
     def run(jobs: list[EngineJob]) -> None:
         results = engine.generate(jobs, on_step, should_stop, outbox.post_preview)
@@ -307,7 +338,7 @@ def run_batch(
             logging.exception("batch.failed batch_id=%s", batch.batch_id)
             for job in batch.jobs:
                 outbox.post(JobFailed(job.job_id, _describe(exc)))
-    cancelled.discard(batch.batch_id)
+    pending.ended(batch.batch_id)
     timings = {"queued_ms": queued_ms, **engine.last_timings, **picked}
     outbox.end_batch(batch.batch_id, timings, encoding)
 
