@@ -38,6 +38,44 @@ def test_the_share_does_not_count_its_own_process() -> None:
     assert others is not None and others < 0.5
 
 
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux's /proc/stat")
+def test_the_childs_png_encoders_count_as_the_others_use() -> None:
+    """The encode threads run beside the denoising: a core they keep busy is not one torch
+    can have, so their CPU counts as the others' (the rest of the process is the model's)."""
+    import threading
+    from multiprocessing import Pipe
+
+    import numpy as np
+    from PIL import Image
+
+    from imagesmith.worker.child import Outbox
+
+    share = CpuShare.start()
+    assert share is not None
+    spent = [0.0]  # an "encoder" that spins a core for longer than the window
+
+    def encode() -> None:
+        end = time.monotonic() + 0.25 * WINDOW_SAMPLES + 0.3
+        while time.monotonic() < end:
+            spent[0] = time.thread_time()
+
+    share.beside = lambda: spent[0]
+    spinner = threading.Thread(target=encode)
+    spinner.start()
+    spinner.join()
+    others = share.others()
+    share.stop()
+    assert others is not None and others > 0.6
+
+    ours, theirs = Pipe()
+    outbox = Outbox(theirs, 1, 1, threading.Event())
+    noise = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    outbox.post_images("j", [Image.fromarray(noise)] * 4)
+    assert ours.poll(30) and ours.recv().job_id == "j"
+    outbox.close()
+    assert outbox.cpu_seconds() > 0.005  # ~25 ms of CPU a 512 px PNG here
+
+
 def test_while_the_machine_is_quiet_each_shape_runs_on_the_faster_thread_count() -> None:
     """A small model at a small size is faster on fewer threads, a bigger one on all of them:
     each shape is timed on both, then runs on its faster one, and the slower is timed again now

@@ -101,6 +101,8 @@ class Outbox:
         self._queue: queue.Queue[tuple[Callable[[], ChildMessage | None], bool] | None]
         self._queue = queue.Queue()
         self._backlog = threading.Semaphore(ENCODE_BACKLOG_BATCHES)
+        self._cpu_lock = threading.Lock()
+        self._cpu_seconds = 0.0  # CPU the encode threads have used, beside the denoising
         self.gone = gone  # the supervisor is gone: nothing more is sent, and the child stops
         self._sender = threading.Thread(target=self._send_in_order, daemon=True, name="outbox")
         self._sender.start()
@@ -154,8 +156,14 @@ class Outbox:
         self._sender.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the encode threads have spent so far (a CpuShare counts it as the others'
+        use: a core busy encoding is not one torch can have)."""
+        with self._cpu_lock:
+            return self._cpu_seconds
+
     def _encode(self, images: list[Image]) -> Encoded:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             pngs: list[GeneratedImage] | Exception = [
                 encode_png(image, self._level) for image in images
@@ -163,6 +171,8 @@ class Outbox:
         except Exception as exc:
             logging.exception("encode.failed")
             pngs = exc
+        with self._cpu_lock:
+            self._cpu_seconds += time.thread_time() - cpu
         return pngs, (time.perf_counter() - started) * 1000
 
     def _send_in_order(self) -> None:
@@ -277,6 +287,8 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
         engine.config.png_compress_level,
         gone,
     )
+    if share is not None:
+        share.beside = outbox.cpu_seconds
     outbox.post(Ready(pid=os.getpid(), device=engine.device, threads=torch.get_num_threads()))
     try:
         while (batch := batches.get()) is not None and not gone.is_set():

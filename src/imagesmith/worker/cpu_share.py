@@ -73,10 +73,13 @@ def _busy_seconds(cpus: frozenset[int], text: str, tick: int) -> float:
 
 class CpuShare:
     """Samples, on a daemon thread, the CPU time the other processes spent on this process's
-    cores (their busy time from /proc/stat minus this process's own CPU time)."""
+    cores (their busy time from /proc/stat minus this process's own CPU time). Threads of this
+    process that run beside the model (the PNG encoders) count as the others: torch cannot use
+    a core they keep busy; `beside` gives their CPU seconds so far."""
 
     def __init__(self, cpus: frozenset[int]) -> None:
         self.cpus = cpus
+        self.beside: Callable[[], float] = lambda: 0.0
         self._tick = os.sysconf("SC_CLK_TCK")
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=WINDOW_SAMPLES)
         self._lock = threading.Lock()
@@ -101,7 +104,7 @@ class CpuShare:
 
     def sample(self) -> None:
         busy = _busy_seconds(self.cpus, PROC_STAT.read_text(), self._tick)
-        own = time.process_time()
+        own = time.process_time() - self.beside()
         with self._lock:
             self._samples.append((time.monotonic(), busy, own))
 
