@@ -124,6 +124,41 @@ def test_the_images_are_the_pixels_diffusers_own_pil_output_gives(models_dir: Pa
     assert np.array_equal(np.asarray(preview), np.asarray(reference))
 
 
+def test_previews_leave_a_seeded_picture_as_it_is_for_schedulers_that_add_noise(
+    models_dir: Path,
+) -> None:
+    """A job that streams previews may share a batch with one that does not: the preview
+    hook must not change the pictures. Euler a and DDPM take the seeded generator only when
+    `step`'s signature shows it; the hook's wrapper used to hide it, and their noise came
+    unseeded. The scheduler, reused by later batches, gets its own `step` back."""
+    import numpy as np
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    seen: list[int] = []
+
+    def preview(_id: str, index: int, _image: object) -> None:
+        seen.append(index)
+
+    for name in ("K_EULER_ANCESTRAL", "DDPM"):
+        params = EngineParams("tiny-sd", 64, 64, 4, 7.5, name, 3)
+        seen.clear()
+        pictures = [
+            engine.generate(
+                [EngineJob("g", "a red circle", None, replace(params, previews=previews))],
+                lambda *_: None,
+                lambda: False,
+                preview,
+            )[0][0]
+            for previews in (0, 2)
+        ]
+        assert seen == [0, 1]
+        assert np.array_equal(np.asarray(pictures[0]), np.asarray(pictures[1])), name
+        assert "step" not in vars(engine.runner("tiny-sd", name, False).scheduler)
+
+
 def test_unknown_model_is_a_clear_failure(models_dir: Path) -> None:
     from imagesmith.engines.base import ModelUnavailable
     from imagesmith.engines.diffusers_engine import DiffusersEngine

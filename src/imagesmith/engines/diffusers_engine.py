@@ -7,6 +7,7 @@ them off the denoising path: worker/child.py)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import io
 import logging
@@ -362,6 +363,10 @@ def capture_prediction(scheduler: Any, captured: dict[str, Any], wanted: bool) -
         return
     original = scheduler.step
 
+    # wraps: the pipelines read `step`'s signature to decide whether to pass it the seeded
+    # `generator` (and `eta`); a bare (*args, **kwargs) made Euler a and DDPM draw their noise
+    # unseeded in every batch where some job wanted previews.
+    @functools.wraps(original)
     def step(*args: Any, **kwargs: Any) -> Any:
         out = original(*args, **kwargs)
         if isinstance(out, tuple):
