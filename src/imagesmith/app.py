@@ -110,6 +110,7 @@ def create_app(
                 serving.settle_heap()
                 yield
         finally:
+            serving.unsettle_heap()
             stop.set()
             if worker is not None:
                 await worker.stop(settings.shutdown_grace_seconds + 15)

@@ -150,6 +150,7 @@ def worker(
                 try:
                     await run_workers(runtime, stop)
                 finally:
+                    serving.unsettle_heap()
                     stop.set()
                     await sending
         finally:

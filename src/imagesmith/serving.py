@@ -61,10 +61,16 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], settings: Settings) -> T:
 
 
 def settle_heap() -> None:
-    """Call once a serving process has started. What start-up left behind is collected, and
-    the rest (modules, routes, models, mappers: hundreds of thousands of objects that live as
-    long as the process) is frozen out of the collector's view (`gc.freeze`). Otherwise each
-    full collection walks all of it while the event loop waits: 70-80 ms on the 2-core VM,
-    the slowest GETs of a busy server (bench/RESULTS.md)."""
+    """Call once a serving process has started (`unsettle_heap` when it stops). What start-up
+    left behind is collected, and the rest (modules, routes, models, mappers: ~150k objects that
+    live as long as the process) is frozen out of the collector's view (`gc.freeze`).
+    Otherwise each full collection walks all of it while the event loop waits: 70-80 ms on
+    the 2-core VM, the slowest GETs of a busy server (bench/RESULTS.md)."""
     gc.collect()
     gc.freeze()
+
+
+def unsettle_heap() -> None:
+    """When the process stops serving (an app started in-process may be started again, as
+    tests do): what was frozen is the collector's again, and what died meanwhile is freed."""
+    gc.unfreeze()

@@ -9,6 +9,7 @@ BatchDone, then the next batch's."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -96,13 +97,14 @@ class Outbox:
     def __init__(self, conn: Connection, threads: int, level: int, gone: threading.Event) -> None:
         self._conn = conn
         self._level = level
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="png")
+        self._clocks: list[int] = []  # the encode threads' CPU clocks (cpu_seconds)
+        self._pool = ThreadPoolExecutor(
+            threads, thread_name_prefix="png", initializer=self._register_clock
+        )
         # (what to send, whether it ends a batch); None: close.
         self._queue: queue.Queue[tuple[Callable[[], ChildMessage | None], bool] | None]
         self._queue = queue.Queue()
         self._backlog = threading.Semaphore(ENCODE_BACKLOG_BATCHES)
-        self._cpu_lock = threading.Lock()
-        self._cpu_seconds = 0.0  # CPU the encode threads have used, beside the denoising
         self.gone = gone  # the supervisor is gone: nothing more is sent, and the child stops
         self._sender = threading.Thread(target=self._send_in_order, daemon=True, name="outbox")
         self._sender.start()
@@ -157,13 +159,21 @@ class Outbox:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def cpu_seconds(self) -> float:
-        """CPU time the encode threads have spent so far (a CpuShare counts it as the others'
-        use: a core busy encoding is not one torch can have)."""
-        with self._cpu_lock:
-            return self._cpu_seconds
+        """CPU time the encode threads have spent so far, read from their own clocks (so an
+        encode under way counts as it runs). A CpuShare counts it as the others' use: a core
+        busy encoding is not one torch can have."""
+        total = 0.0
+        for clock in list(self._clocks):
+            with contextlib.suppress(OSError):  # a thread that has ended
+                total += time.clock_gettime(clock)
+        return total
+
+    def _register_clock(self) -> None:
+        if hasattr(time, "pthread_getcpuclockid"):  # Linux; CpuShare runs only there
+            self._clocks.append(time.pthread_getcpuclockid(threading.get_ident()))
 
     def _encode(self, images: list[Image]) -> Encoded:
-        started, cpu = time.perf_counter(), time.thread_time()
+        started = time.perf_counter()
         try:
             pngs: list[GeneratedImage] | Exception = [
                 encode_png(image, self._level) for image in images
@@ -171,8 +181,6 @@ class Outbox:
         except Exception as exc:
             logging.exception("encode.failed")
             pngs = exc
-        with self._cpu_lock:
-            self._cpu_seconds += time.thread_time() - cpu
         return pngs, (time.perf_counter() - started) * 1000
 
     def _send_in_order(self) -> None:
