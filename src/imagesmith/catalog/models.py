@@ -28,6 +28,10 @@ class ModelSpec:
     default_height: int = 512
     min_side: int = 256
     max_side: int = 1024
+    # The largest short side the model draws well. A request above it is drawn at that short
+    # side, in the same shape, and scaled up to the size asked for (a small model asked for a
+    # large picture otherwise draws no scene at all). None: drawn at the size asked for.
+    draw_short_side: int | None = None
     min_steps: int = 10
     max_steps: int = 50
     min_guidance: float = 1.0
@@ -39,6 +43,15 @@ class ModelSpec:
     # openai-compatible servers their base URL. None: local weights, run by diffusers.
     provider: str | None = None
     base_url: str | None = None
+
+    def draw_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size the model draws a (width, height) request at (see draw_short_side):
+        multiples of 8, the request's shape as near as they allow."""
+        short = self.draw_short_side
+        if short is None or min(width, height) <= short:
+            return width, height
+        scale = short / min(width, height)
+        return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
 
     @property
     def is_remote(self) -> bool:
@@ -56,7 +69,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="Demo model shipped in the package, trained here from scratch on drawings "
         "of coloured shapes (circle, square, triangle; 8 colours; sizes, positions, 'two …'). "
         "Draws 64x64 pictures (and the other aspect ratios' sizes) of what such a prompt says; "
-        "nothing else.",
+        "nothing else. Larger sizes are drawn 64 px on the short side and scaled up.",
         default_steps=8,
         default_guidance=2.0,
         default_scheduler="DDIM",
@@ -64,6 +77,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         default_height=64,
         min_side=64,
         max_side=256,
+        draw_short_side=64,  # its training canvases (64x64 to 144x64)
         min_steps=1,
         max_steps=50,
     ),

@@ -276,6 +276,13 @@ class DiffusersEngine:
         started = time.perf_counter()
         head = jobs[0].params
         runner = self.runner(head.model_id, head.scheduler, head.is_img2img)
+        # Drawn at the model's own size where it has one, then scaled up to the size asked for.
+        width, height = self.specs[head.model_id].draw_size(head.width, head.height)
+
+        def sized(image: Image.Image) -> Image.Image:
+            if image.size == (head.width, head.height):
+                return image
+            return image.resize((head.width, head.height), Image.Resampling.LANCZOS)
 
         prompts: list[str] = []
         negatives: list[str] = []
@@ -285,7 +292,7 @@ class DiffusersEngine:
             params = job.params
             init = None
             if head.is_img2img:
-                init = load_init_image(job.init_image, params.width, params.height)
+                init = load_init_image(job.init_image, width, height)
             for index in range(params.num_outputs):
                 prompts.append(job.prompt)
                 negatives.append(job.negative_prompt or "")
@@ -315,7 +322,7 @@ class DiffusersEngine:
                     if source is None or source.shape != tensors["latents"].shape:
                         source = tensors["latents"]
                     latents = source[first : first + 1]
-                    on_preview(job_id, steps.index(done), decode_preview(p, latents))
+                    on_preview(job_id, steps.index(done), sized(decode_preview(p, latents)))
             if should_stop():
                 p._interrupt = True
             return tensors
@@ -332,7 +339,7 @@ class DiffusersEngine:
         if head.is_img2img:
             kwargs.update(image=init_images, strength=head.prompt_strength)
         else:
-            kwargs.update(width=head.width, height=head.height)
+            kwargs.update(width=width, height=height)
         called = time.perf_counter()
         with torch.inference_mode(), capture_prediction(runner.scheduler, predicted, bool(wanted)):
             result = runner(**kwargs)
@@ -342,7 +349,7 @@ class DiffusersEngine:
         }
         if self.device.startswith("cuda"):
             self.last_timings["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        images = to_images(result.images)
+        images = [sized(image) for image in to_images(result.images)]
         out: list[list[Image.Image]] = []
         for job in jobs:
             out.append(images[: job.params.num_outputs])
