@@ -93,7 +93,9 @@ def test_every_resource(client: Client, tmp_path: Path) -> None:
     assert updated.meta == {"by": "sdk"}
     rerun = client.wait(client.generations.regenerate(made[1].id).id)
     assert rerun.output_image_id == done[1].output_image_id  # in place: same image id
-    slow = client.generations.create("a slow purple triangle", steps=50, width=256, height=256)
+    slow = client.generations.create(
+        "a slow purple triangle", model="tiny-sd", steps=50, width=256, height=256
+    )
     assert client.generations.cancel(slow.id).status == "cancelled"
     assert client.generations.delete(made[2].id) == made[2].id
     with pytest.raises(NotFoundError):
@@ -133,7 +135,8 @@ def test_errors_are_the_sdks_own(server: Server, client: Client) -> None:
     kept = client.generate("a cat", model="sd15", raise_on_failure=False)
     assert kept.status == "failed" and kept.error_message
     # A wait ends at its timeout even while the job sits in the queue (no event comes then).
-    busy = client.generations.create("a slow cat", steps=50, width=256, height=256)
+    # (tiny-sd draws at the size asked for; the demo draws 64 px and scales up: fast.)
+    busy = client.generations.create("a slow cat", model="tiny-sd", steps=50, width=256, height=256)
     with pytest.raises(WaitTimeoutError) as late:
         client.generate("a queued cat", timeout=1.0)
     assert late.value.generation.status == "pending"
