@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -22,22 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_server import latency  # noqa: E402
 from tests.serverproc import Server, create_key  # noqa: E402
-
-
-def latencies(srv: Server, key: str, generation_id: str, samples: int) -> list[float]:
-    times = []
-    with srv.client(key) as api:
-        for _ in range(samples):
-            started = time.perf_counter()
-            api.get(f"/api/v1/generations/{generation_id}")
-            times.append((time.perf_counter() - started) * 1000)
-    return sorted(times)
-
-
-def summary(times: list[float]) -> tuple[float, float, float]:
-    return statistics.median(times), times[int(len(times) * 0.99) - 1], times[-1]
 
 
 def probe(work: Path, src: str, args: argparse.Namespace) -> str:
@@ -53,11 +40,11 @@ def probe(work: Path, src: str, args: argparse.Namespace) -> str:
                 headers={"Prefer": "wait=60"},
                 json={"prompt": "probe", "autoEnhance": False},
             ).json()["data"]["id"]
-            idle = summary(latencies(srv, key, done, args.samples))
+            idle = latency(srv, key, done, args.samples)
             body = {"prompt": "load", "autoEnhance": False, "steps": args.steps}
             for _ in range(args.queued):
                 api.post("/api/v1/generations", json=body)
-        busy = summary(latencies(srv, key, done, args.samples))
+        busy = latency(srv, key, done, args.samples)
     finally:
         srv.stop()
     return (
