@@ -1,11 +1,14 @@
 """The GPU-path settings (dtype, attention, channels-last, compile warm-up), checked on CPU with
 the tiny pipeline: each explicit value is really applied to the loaded modules, a job still
-makes a picture, and the defaults leave CPU as it was. torch.compile itself is not run here:
-compiling even the tiny UNet takes minutes on two cores (bench/bench_sdxl.py --compile on)."""
+makes a picture, and the defaults leave CPU as it was. torch.compile runs here with dynamo's
+own eager backend: its real tracing, guards and graph cache, without inductor's code
+generation (43 s a bucket for tiny-sd on two cores; run by hand, bench/RESULTS.md)."""
 
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -42,6 +45,66 @@ def run(engine: Any, previews: int = 0) -> tuple[Image.Image, list[Image.Image]]
     picture = Image.open(io.BytesIO(encode_png(image).png))
     picture.load()
     return picture, partial
+
+
+def draw(engine: Any, scheduler: str = "K_EULER", width: int = 64, height: int = 64) -> bytes:
+    """The pixels one job of 4 steps draws."""
+    params = EngineParams("tiny-sd", width, height, 4, 7.5, scheduler, 5)
+    [[image]] = engine.generate(
+        [EngineJob("g", "a red circle", None, params)], lambda *_: None, lambda: False
+    )
+    return bytes(image.tobytes())
+
+
+@pytest.fixture
+def eager_compile(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], int]]:
+    """torch.compile on dynamo's eager backend; returns a counter of the graphs compiled. The
+    graph cache starts empty (a graph serves every UNet of the same shape, so another test's
+    would be reused) and is emptied again after the test."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    real = torch.compile
+
+    def compile_eagerly(fn: Any, mode: str | None = None, dynamic: bool | None = None) -> Any:
+        return real(fn, backend="eager", dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    torch._dynamo.reset()
+    start = counters["stats"]["unique_graphs"]
+    yield lambda: int(counters["stats"]["unique_graphs"] - start)
+    torch._dynamo.reset()
+
+
+def test_one_compiled_graph_serves_every_scheduler_with_the_same_pixels(
+    models_dir: Path, eager_compile: Callable[[], int]
+) -> None:
+    """Euler passes float timesteps, DDIM and DPM-Solver integer ones: without the float32
+    timestep, each kind compiled graphs of its own, and the warm-up covered only Euler."""
+    compiled = engine(models_dir, compile=True, compile_warmup=((1, 64, 64),))
+    compiled.pipeline("tiny-sd")
+    assert eager_compile() == 1  # the warm-up's bucket
+    plain = engine(models_dir)
+    for scheduler in ("K_EULER", "DDIM", "DPM++_2M"):
+        assert draw(compiled, scheduler) == draw(plain, scheduler), scheduler
+    assert eager_compile() == 1
+
+
+def test_buckets_past_the_cap_run_uncompiled_and_say_so(
+    models_dir: Path, eager_compile: Callable[[], int], caplog: pytest.LogCaptureFixture
+) -> None:
+    compiled = engine(models_dir, compile=True, compile_max_graphs=2)
+    draw(compiled, width=64, height=64)
+    draw(compiled, width=112, height=64)
+    assert eager_compile() == 2
+    with caplog.at_level(logging.INFO, logger="imagesmith.engines.diffusers_engine"):
+        third = [draw(compiled, width=64, height=112) for _ in range(2)]
+    assert eager_compile() == 2
+    assert third[0] == third[1] == draw(engine(models_dir), width=64, height=112)
+    skipped = [r.getMessage() for r in caplog.records if "compile_skipped" in r.getMessage()]
+    # The UNet's input: 2 rows (with guidance), 4 latent channels, 112 / 8 by 64 / 8.
+    assert len(skipped) == 1 and "unet_input=2x4x14x8 max_graphs=2" in skipped[0], skipped
 
 
 def processors(module: Any) -> set[str]:
@@ -131,6 +194,7 @@ def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("IMAGESMITH_COMPILE", "on")
     monkeypatch.setenv("IMAGESMITH_COMPILE_MODE", "max-autotune-no-cudagraphs")
     monkeypatch.setenv("IMAGESMITH_COMPILE_WARMUP", "1x1024x1024, 4x768x1024")
+    monkeypatch.setenv("IMAGESMITH_COMPILE_MAX_GRAPHS", "16")
     monkeypatch.setenv("IMAGESMITH_TORCH_THREADS", "1")
     monkeypatch.setenv("IMAGESMITH_PNG_COMPRESS_LEVEL", "9")
     runtime: Any = SimpleNamespace(settings=Settings(), registry=ModelRegistry.load())
@@ -138,6 +202,7 @@ def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> No
     assert (config.dtype, config.attention, config.channels_last) == ("bfloat16", "auto", "off")
     assert (config.compile, config.compile_mode) == (True, "max-autotune-no-cudagraphs")
     assert config.compile_warmup == ((1, 1024, 1024), (4, 768, 1024))
+    assert config.compile_max_graphs == 16
     assert (config.threads, config.png_compress_level) == (1, 9)
     runtime.settings = Settings(compile="off")
     assert engine_config(runtime).compile is False
@@ -180,6 +245,7 @@ def test_png_compress_level_is_applied_to_the_pictures(models_dir: Path) -> None
         ("compile", "true", "'off' or 'on'"),
         ("compile_warmup", "4x1024", "'4x1024' is not BATCHxWIDTHxHEIGHT"),
         ("compile_warmup", "1x1020x1024", "positive multiples of 8"),
+        ("compile_max_graphs", "0", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_are_refused_with_the_choices(name: str, value: str, message: str) -> None:

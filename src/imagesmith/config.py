@@ -183,6 +183,15 @@ class Settings(BaseSettings):
         "a model loads, e.g. '1x1024x1024,4x1024x1024' (the batch is the images per "
         "pipeline call). Empty: each compiles on its first job.",
     )
+    compile_max_graphs: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="With compile on, the most (batch, size) buckets compiled per model, the "
+        "warm-up's included; jobs of any other bucket run the UNet uncompiled (logged once "
+        "per bucket as model.compile_skipped). Bounds the compile time and memory that new "
+        "sizes can cost a worker.",
+    )
 
     @field_validator("compile_warmup")
     @classmethod

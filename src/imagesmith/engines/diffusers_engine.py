@@ -188,7 +188,7 @@ class DiffusersEngine:
             ) from exc
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        self._speed_up(pipe)
+        self._speed_up(pipe, spec.id)
         log.info(
             "model.loaded model_id=%s device=%s dtype=%s attention=%s channels_last=%s "
             "compile=%s vae_dtype=%s",
@@ -204,7 +204,7 @@ class DiffusersEngine:
             self._warm_up(spec, pipe)
         return pipe
 
-    def _speed_up(self, pipe: Any) -> None:
+    def _speed_up(self, pipe: Any, model_id: str) -> None:
         """Attention kernel and memory layout for the UNet and VAE, then the optional compile.
 
         The VAE keeps the pipeline's dtype. In float16, SDXL's VAE overflows: its config says
@@ -222,14 +222,18 @@ class DiffusersEngine:
             if self.channels_last:
                 module.to(memory_format=torch.channels_last)
         if self.config.compile:
-            # Static shapes: one graph per (batch, size) bucket, each tuned for its shape
-            # (dynamic shapes would trade that away after the second size).
-            pipe.unet.compile(mode=self.config.compile_mode, dynamic=False)
+            # An instance attribute: the pipeline's call (and img2img's, which shares the
+            # module) goes through it; `pipe.unet` stays the model diffusers knows.
+            config = self.config
+            pipe.unet.forward = CompiledForward(
+                pipe.unet.forward, config.compile_mode, config.compile_max_graphs, model_id
+            )
 
     def _warm_up(self, spec: ModelSpec, pipe: Any) -> None:
         """Compile now, per (batch, width, height) bucket the worker will see, so the first
         jobs do not wait for it. Jobs with classifier-free guidance off (guidance 1) run the
-        UNet at half the batch: a bucket of their own, compiled on first use."""
+        UNet at half the batch: a bucket of their own, compiled on first use (within
+        `compile_max_graphs`, like every bucket)."""
         for batch, width, height in self.config.compile_warmup:
             if not spec.min_side <= min(width, height) <= max(width, height) <= spec.max_side:
                 log.info(
@@ -355,6 +359,66 @@ class DiffusersEngine:
             out.append(images[: job.params.num_outputs])
             images = images[job.params.num_outputs :]
         return out
+
+
+class CompiledForward:
+    """The UNet's forward under torch.compile, one static-shape graph per (batch, size) bucket
+    (dynamic shapes would give up each bucket's own tuning after the second size).
+
+    Left to itself, torch.compile does two things a server cannot live with (both seen on
+    tiny-sd with torch 2.13, bench/RESULTS.md):
+    - Its guards split graphs on the timestep's dtype: Euler and LMS pass float timesteps,
+      DDIM, PNDM, DDPM and DPM-Solver integer ones, so each kind compiled its own graphs
+      (minutes each for SDXL on a GPU), and the warm-up covered only the model's own kind.
+      Here the timestep reaches the graph as float32. The UNet makes it float at its first
+      use anyway, and every integer timestep is exact in float32: the same pixels.
+    - After `recompile_limit` (8) graphs of one function it runs every new shape uncompiled,
+      silently, counting what any scheduler's dtype split cost. Here the buckets are
+      counted per model: at most `max_graphs` are compiled, the warm-up's first; a job of any
+      other bucket runs uncompiled, and the log says so once per bucket."""
+
+    def __init__(self, eager: Callable[..., Any], mode: str, max_graphs: int, model_id: str):
+        import torch._dynamo.config as dynamo
+
+        # torch's own cap is per function, shared by every UNet of one class: ours decides.
+        name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+        setattr(dynamo, name, max(getattr(dynamo, name), 256))
+        if hasattr(dynamo, "accumulated_recompile_limit"):
+            dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 1024)
+        self.eager = eager
+        self.compiled = torch.compile(eager, mode=mode, dynamic=False)
+        self.max_graphs = max_graphs
+        self.model_id = model_id
+        self.buckets: set[tuple[Any, ...]] = set()
+        self.skipped: set[tuple[Any, ...]] = set()
+
+    def __call__(self, sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> Any:
+        bucket = (*sample.shape, sample.dtype)
+        if bucket not in self.buckets:
+            if len(self.buckets) >= self.max_graphs:
+                if bucket not in self.skipped:
+                    self.skipped.add(bucket)
+                    log.warning(
+                        "model.compile_skipped model_id=%s unet_input=%s max_graphs=%d "
+                        "(this bucket runs uncompiled; IMAGESMITH_COMPILE_MAX_GRAPHS)",
+                        self.model_id,
+                        "x".join(str(side) for side in sample.shape),
+                        self.max_graphs,
+                    )
+                return self.eager(sample, timestep, *args, **kwargs)
+            self.buckets.add(bucket)
+            log.info(
+                "model.compiling model_id=%s unet_input=%s graph=%d/%d",
+                self.model_id,
+                "x".join(str(side) for side in sample.shape),
+                len(self.buckets),
+                self.max_graphs,
+            )
+        if isinstance(timestep, torch.Tensor):
+            timestep = timestep.to(torch.float32)
+        else:  # a number: as a tensor, or the graph would be specialised on its value
+            timestep = torch.tensor(float(timestep), device=sample.device)
+        return self.compiled(sample, timestep, *args, **kwargs)
 
 
 @contextlib.contextmanager
