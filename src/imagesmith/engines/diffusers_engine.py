@@ -367,8 +367,9 @@ class CompiledForward:
 
     Left to itself, torch.compile does two things a server cannot live with (both seen on
     tiny-sd with torch 2.13, bench/RESULTS.md):
-    - Its guards split graphs on the timestep's dtype: Euler and LMS pass float timesteps,
-      DDIM, PNDM, DDPM and DPM-Solver integer ones, so each kind compiled its own graphs
+    - Its guards split graphs on the timestep's dtype: Euler, Heun and LMS pass float
+      timesteps, DDIM, PNDM, DDPM, DPM-Solver, DEIS and UniPC integer ones, so each kind
+      compiled its own graphs
       (minutes each for SDXL on a GPU), and the warm-up covered only the model's own kind.
       Here the timestep reaches the graph as float32. The UNet makes it float at its first
       use anyway, and every integer timestep is exact in float32: the same pixels.
