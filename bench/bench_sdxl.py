@@ -9,6 +9,10 @@ the model build, two server starts per batch list and the demo check; `--quick` 
         --batches 1,2,4 --jobs 8
     .venv/bin/python bench/bench_sdxl.py --quick   # full, 1024 px, 20 steps, 1,4, 4 jobs
 
+On a GPU machine lent through the device tool, which reaches no package index: run
+`bench/device/prepare.sh` here first, then `bench/device/gpu_check.sh` there (its header says
+how); it runs this script with the machine's own torch and the wheels carried.
+
 On a CPU, the same script on a shrunken architecture (proves it end to end in about 2 min):
 
     .venv/bin/python bench/bench_sdxl.py --scale small --size 128 --steps 2 --batches 1,2 --jobs 4
