@@ -70,17 +70,27 @@ def test_generate_base64_and_urls_in_every_format(client: openai.OpenAI) -> None
 
 
 def test_edits_variations_and_models(client: openai.OpenAI) -> None:
+    # With no size (OpenAI's "auto") the output has the input's size, within the model's sides.
     edited = client.images.edit(
-        image=("in.png", png((64, 64), (0, 200, 0)), "image/png"),
+        image=("in.png", png((96, 64), (0, 200, 0)), "image/png"),
         prompt="a blue square",
         model="tiny-sd",
         response_format="b64_json",
     )
-    assert picture((edited.data or [])[0].b64_json or "").size == (64, 64)
+    assert picture((edited.data or [])[0].b64_json or "").size == (96, 64)
     varied = client.images.create_variation(
-        image=("in.png", png((64, 64), (0, 200, 0)), "image/png"), model="tiny-sd", n=2
+        image=("in.png", png((1024, 256), (0, 200, 0)), "image/png"), model="tiny-sd", n=2
     )
     assert len(varied.data or []) == 2 and (varied.data or [])[0].url
+    assert picture(httpx.get((varied.data or [])[0].url or "").content).size == (512, 128)
+    sized = client.images.edit(
+        image=("in.png", png((96, 64), (0, 200, 0)), "image/png"),
+        prompt="a blue square",
+        model="tiny-sd",
+        size="64x64",  # as asked
+        response_format="b64_json",
+    )
+    assert picture((sized.data or [])[0].b64_json or "").size == (64, 64)
     with pytest.raises(openai.BadRequestError, match="mask"):
         client.images.edit(
             image=("in.png", png(), "image/png"),

@@ -31,6 +31,7 @@ from imagesmith.errors import Conflict, ImagesmithError, NotFound
 from imagesmith.generation.parameters import ParamError
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService, OnTimeout
+from imagesmith.image.validation import InvalidImage, inspect_image
 from imagesmith.models import GenerationStatus
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import preview_key
@@ -459,6 +460,8 @@ async def image_to_image(
         form_text(form, "user"),
         for_images=True,
     )
+    if core.width is None and core.height is None:  # size "auto", OpenAI's default
+        core.width, core.height = input_shape(runtime, core.model_id, images[0])
     core.seed = form_int(form, "seed", 0, MAX_SEED)
     core.steps = form_int(form, "steps", 1, COUNT_BOUND)
     core.negative_prompt = form_text(form, "negative_prompt")
@@ -486,6 +489,31 @@ async def image_to_image(
     )
     del form, images  # stored with the job: the wait does not hold the uploads
     return await respond(request, runtime, job, b64, output_format, compression)
+
+
+def input_shape(
+    runtime: Runtime, model_id: str | None, first: bytes
+) -> tuple[int, int] | tuple[None, None]:
+    """`size: auto` on an edit or a variation: the input image's size, as OpenAI's own models
+    answer a landscape input in landscape; scaled into the model's sides where it is outside
+    them, in multiples of 8. It was the model's default size (square): a 1024x768 photo came
+    back squeezed into 512x512. Remote models keep their provider's default (their sizes are
+    the provider's), and an unknown model or an unreadable image is left to the create's
+    own error."""
+    try:
+        spec = runtime.registry.get(model_id or runtime.settings.default_model)
+        if spec.provider is not None:
+            return None, None
+        info = inspect_image(first)  # the header only
+    except (UnknownModel, InvalidImage):
+        return None, None
+    width, height = info.width, info.height
+    scale = max(min(1.0, spec.max_side / max(width, height)), spec.min_side / min(width, height))
+
+    def side(pixels: int) -> int:
+        return min(spec.max_side, max(spec.min_side, round(pixels * scale / 8) * 8))
+
+    return side(width), side(height)
 
 
 EDIT_BODY = multipart_body(
