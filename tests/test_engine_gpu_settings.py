@@ -91,6 +91,38 @@ def test_one_compiled_graph_serves_every_scheduler_with_the_same_pixels(
     assert eager_compile() == 1
 
 
+def test_auto_warm_up_compiles_each_batch_at_the_size_the_model_draws(
+    models_dir: Path, eager_compile: Callable[[], int]
+) -> None:
+    tiny = engine(models_dir, compile=True, compile_warmup_auto=2)
+    tiny.pipeline("tiny-sd")
+    assert eager_compile() == 2  # batches 1 and 2 at tiny-sd's default 64x64
+    params = EngineParams("tiny-sd", 64, 64, 2, 7.5, "DDIM", 5)
+    tiny.generate(
+        [EngineJob(f"g{i}", "a red circle", None, params) for i in range(2)],
+        lambda *_: None,
+        lambda: False,
+    )
+    assert eager_compile() == 2
+    # The demo draws 256 px at 64 px (draw_short_side): warmed where it draws, not at 256.
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+    demo = ModelRegistry.load().get("demo")
+    drawing = DiffusersEngine(
+        EngineConfig(
+            str(models_dir), "cpu", False, [demo.to_dict()], compile=True,
+            compile_warmup=((1, 256, 256),),
+        )
+    )  # fmt: skip
+    drawing.pipeline("demo")
+    assert eager_compile() == 3
+    params = EngineParams("demo", 256, 256, 2, demo.default_guidance, None, 5)
+    [[image]] = drawing.generate(
+        [EngineJob("g", "a red circle", None, params)], lambda *_: None, lambda: False
+    )
+    assert image.size == (256, 256) and eager_compile() == 3
+
+
 def test_buckets_past_the_cap_run_uncompiled_and_say_so(
     models_dir: Path, eager_compile: Callable[[], int], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -206,6 +238,9 @@ def test_settings_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> No
     assert (config.threads, config.png_compress_level) == (1, 9)
     runtime.settings = Settings(compile="off")
     assert engine_config(runtime).compile is False
+    runtime.settings = Settings(compile_warmup="auto", worker_batch_size=3)
+    config = engine_config(runtime)
+    assert (config.compile_warmup, config.compile_warmup_auto) == ((), 3)
 
 
 def test_png_compress_level_is_applied_to_the_pictures(models_dir: Path) -> None:

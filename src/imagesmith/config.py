@@ -12,7 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def warmup_buckets(value: str) -> tuple[tuple[int, int, int], ...]:
-    """'1x1024x1024,4x768x1024' → ((1, 1024, 1024), (4, 768, 1024)): batch, width, height."""
+    """'1x1024x1024,4x768x1024' → ((1, 1024, 1024), (4, 768, 1024)): batch, width, height.
+    'auto' → (): the engine derives them (Settings.compile_warmup_auto)."""
+    if value.strip().lower() == "auto":
+        return ()
     buckets = []
     for part in value.split(","):
         if not part.strip():
@@ -181,7 +184,8 @@ class Settings(BaseSettings):
         default="",
         description="With compile on, the BATCHxWIDTHxHEIGHT buckets to compile right after "
         "a model loads, e.g. '1x1024x1024,4x1024x1024' (the batch is the images per "
-        "pipeline call). Empty: each compiles on its first job.",
+        "pipeline call); 'auto': every batch from 1 to worker_batch_size at each model's "
+        "default size. Empty: each compiles on its first job.",
     )
     compile_max_graphs: int = Field(
         default=8,
@@ -411,6 +415,11 @@ class Settings(BaseSettings):
     @property
     def resolved_compile_warmup(self) -> tuple[tuple[int, int, int], ...]:
         return warmup_buckets(self.compile_warmup)
+
+    @property
+    def compile_warmup_auto(self) -> int:
+        """With compile_warmup 'auto': the largest batch to warm up (the worker's); else 0."""
+        return self.worker_batch_size if self.compile_warmup.strip().lower() == "auto" else 0
 
     @property
     def resolved_retry_delays(self) -> tuple[float, ...]:

@@ -27,6 +27,7 @@ class EngineConfig:
     compile: bool = False
     compile_mode: str = "default"
     compile_warmup: tuple[tuple[int, int, int], ...] = ()  # (batch, width, height) buckets
+    compile_warmup_auto: int = 0  # else batches 1..this at each model's default size
     compile_max_graphs: int = 8  # buckets compiled per model; others run uncompiled
     threads: int | None = None  # torch's intra-op threads in the child; None: pick_threads
     adaptive_threads: bool = False  # CPU, threads unset: chosen per batch (cpu_share.py)

@@ -233,8 +233,13 @@ class DiffusersEngine:
         """Compile now, per (batch, width, height) bucket the worker will see, so the first
         jobs do not wait for it. Jobs with classifier-free guidance off (guidance 1) run the
         UNet at half the batch: a bucket of their own, compiled on first use (within
-        `compile_max_graphs`, like every bucket)."""
-        for batch, width, height in self.config.compile_warmup:
+        `compile_max_graphs`, like every bucket). A model with a size of its own
+        (`draw_short_side`) is warmed at the size it draws."""
+        buckets = self.config.compile_warmup or tuple(
+            (batch, spec.default_width, spec.default_height)
+            for batch in range(1, self.config.compile_warmup_auto + 1)
+        )
+        for batch, width, height in buckets:
             if not spec.min_side <= min(width, height) <= max(width, height) <= spec.max_side:
                 log.info(
                     "model.warmup_skipped model_id=%s size=%dx%d allowed_sides=%d-%d",
@@ -248,13 +253,14 @@ class DiffusersEngine:
             started = time.perf_counter()
             runner = pipe.__class__(**pipeline_parts(pipe, fresh_scheduler(pipe.scheduler, None)))
             runner.set_progress_bar_config(disable=True)
+            drawn_width, drawn_height = spec.draw_size(width, height)
             with torch.inference_mode():
                 runner(
                     prompt=["warm-up"] * batch,
                     num_inference_steps=2,
                     guidance_scale=spec.default_guidance,
-                    width=width,
-                    height=height,
+                    width=drawn_width,
+                    height=drawn_height,
                     output_type="latent",
                 )
             log.info(

@@ -86,6 +86,7 @@ def engine_config(runtime: Runtime) -> EngineConfig:
         compile=settings.compile == "on",
         compile_mode=settings.compile_mode,
         compile_warmup=settings.resolved_compile_warmup,
+        compile_warmup_auto=settings.compile_warmup_auto,
         compile_max_graphs=settings.compile_max_graphs,
         threads=settings.torch_threads,
         adaptive_threads=settings.adaptive_threads,
