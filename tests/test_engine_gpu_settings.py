@@ -139,6 +139,31 @@ def test_buckets_past_the_cap_run_uncompiled_and_say_so(
     assert len(skipped) == 1 and "unet_input=2x4x14x8 max_graphs=2" in skipped[0], skipped
 
 
+def test_cuda_graph_modes_hand_out_copies_of_the_unets_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CUDA graph's replay writes its output where the last replay's lies (no CUDA here: a
+    stand-in replays into one buffer), and multistep schedulers keep earlier outputs."""
+    import torch
+
+    from imagesmith.engines.diffusers_engine import CompiledForward
+
+    buffer = torch.zeros(2, 4, 8, 8)
+
+    def graph(fn: Any, mode: str | None = None, dynamic: bool | None = None) -> Any:
+        def replay(sample: Any, timestep: Any, *args: Any, **kwargs: Any) -> Any:
+            return (buffer.copy_(sample),)
+
+        return replay
+
+    monkeypatch.setattr(torch, "compile", graph)
+    for mode, kept in (("reduce-overhead", True), ("max-autotune", True), ("default", False)):
+        forward = CompiledForward(lambda *a, **k: None, mode, 8, "tiny-sd")
+        (first,) = forward(torch.ones(2, 4, 8, 8), torch.tensor(981))
+        forward(torch.full((2, 4, 8, 8), 2.0), torch.tensor(961))
+        assert bool((first == 1).all()) is kept, mode
+
+
 def processors(module: Any) -> set[str]:
     return {type(p).__name__ for p in module.attn_processors.values()}
 

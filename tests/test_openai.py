@@ -70,7 +70,8 @@ def test_generate_base64_and_urls_in_every_format(client: openai.OpenAI) -> None
 
 
 def test_edits_variations_and_models(client: openai.OpenAI) -> None:
-    # With no size (OpenAI's "auto") the output has the input's size, within the model's sides.
+    # With no size (OpenAI's "auto") the output takes the input's shape, at the size the
+    # model's family draws it: 3:2 is 96x64 for tiny-sd, a 2:3 portrait 64x96.
     edited = client.images.edit(
         image=("in.png", png((96, 64), (0, 200, 0)), "image/png"),
         prompt="a blue square",
@@ -79,10 +80,10 @@ def test_edits_variations_and_models(client: openai.OpenAI) -> None:
     )
     assert picture((edited.data or [])[0].b64_json or "").size == (96, 64)
     varied = client.images.create_variation(
-        image=("in.png", png((1024, 256), (0, 200, 0)), "image/png"), model="tiny-sd", n=2
+        image=("in.png", png((400, 600), (0, 200, 0)), "image/png"), model="tiny-sd", n=2
     )
     assert len(varied.data or []) == 2 and (varied.data or [])[0].url
-    assert picture(httpx.get((varied.data or [])[0].url or "").content).size == (512, 128)
+    assert picture(httpx.get((varied.data or [])[0].url or "").content).size == (64, 96)
     sized = client.images.edit(
         image=("in.png", png((96, 64), (0, 200, 0)), "image/png"),
         prompt="a blue square",
@@ -101,6 +102,16 @@ def test_edits_variations_and_models(client: openai.OpenAI) -> None:
     assert client.models.retrieve("tiny-sd").owned_by == "imagesmith"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
+
+
+def test_auto_size_is_the_family_size_nearest_the_inputs_shape() -> None:
+    from imagesmith.generation.aspect import nearest_size
+
+    assert nearest_size("sdxl", 4032, 3024, 512, 1536) == (1216, 832)  # a 4:3 phone photo
+    assert nearest_size("sdxl", 3024, 4032, 512, 1536) == (832, 1216)  # the same, upright
+    assert nearest_size("sd15", 1000, 1000, 256, 1024) == (512, 512)
+    assert nearest_size("sdxl", 4000, 1000, 512, 1024) == (1024, 1024)  # the rest are wider
+    assert nearest_size("sdxl", 4000, 1000, 2048, 4096) is None
 
 
 def test_imagesmith_extensions_pass_seed_steps_and_negative_prompt(

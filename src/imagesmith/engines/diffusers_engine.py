@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import inspect
 import io
 import logging
@@ -120,6 +121,9 @@ class DiffusersEngine:
             log.info("model.evicted model_id=%s bytes=%d", evicted, self._sizes.pop(evicted))
             for key in [key for key in self._runners if key[0] == evicted]:
                 del self._runners[key]  # they hold the weights too
+            # A compiled UNet refers to itself (its forward holds its own bound method): only
+            # the cycle collector frees it, and the device cache can give back only what is.
+            gc.collect()
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         return pipe
@@ -235,9 +239,18 @@ class DiffusersEngine:
         UNet at half the batch: a bucket of their own, compiled on first use (within
         `compile_max_graphs`, like every bucket). A model with a size of its own
         (`draw_short_side`) is warmed at the size it draws."""
+        auto = self.config.compile_warmup_auto
+        if auto > self.config.compile_max_graphs:
+            log.warning(
+                "model.warmup_capped model_id=%s batches=1-%d max_graphs=%d (raise "
+                "IMAGESMITH_COMPILE_MAX_GRAPHS to compile them all)",
+                spec.id,
+                auto,
+                self.config.compile_max_graphs,
+            )
         buckets = self.config.compile_warmup or tuple(
             (batch, spec.default_width, spec.default_height)
-            for batch in range(1, self.config.compile_warmup_auto + 1)
+            for batch in range(1, min(auto, self.config.compile_max_graphs) + 1)
         )
         for batch, width, height in buckets:
             if not spec.min_side <= min(width, height) <= max(width, height) <= spec.max_side:
@@ -394,6 +407,10 @@ class CompiledForward:
             dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 1024)
         self.eager = eager
         self.compiled = torch.compile(eager, mode=mode, dynamic=False)
+        # These modes replay CUDA graphs, whose outputs live in memory the next replay writes
+        # over. Without guidance the pipeline hands the UNet's output to the scheduler as it
+        # is, and multistep schedulers (PNDM, DPM-Solver, UniPC) keep it for later steps.
+        self.copy_output = mode in ("reduce-overhead", "max-autotune")
         self.max_graphs = max_graphs
         self.model_id = model_id
         self.buckets: set[tuple[Any, ...]] = set()
@@ -425,7 +442,18 @@ class CompiledForward:
             timestep = timestep.to(torch.float32)
         else:  # a number: as a tensor, or the graph would be specialised on its value
             timestep = torch.tensor(float(timestep), device=sample.device)
-        return self.compiled(sample, timestep, *args, **kwargs)
+        out = self.compiled(sample, timestep, *args, **kwargs)
+        if self.copy_output:
+            return copied(out)
+        return out
+
+
+def copied(out: Any) -> Any:
+    """A UNet's output (a tuple with return_dict=False, else its output dataclass) with its
+    tensors copied out of a CUDA graph's memory."""
+    if isinstance(out, tuple):
+        return tuple(part.clone() if isinstance(part, torch.Tensor) else part for part in out)
+    return out.__class__(sample=out.sample.clone())
 
 
 @contextlib.contextmanager

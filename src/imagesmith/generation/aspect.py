@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:2", "21:9")
 
 _SD15 = {
@@ -41,3 +43,18 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
 def size_for(family: str, aspect_ratio: str) -> tuple[int, int]:
     """(width, height) for a family and ratio; callers validate the ratio first."""
     return SIZES[family][aspect_ratio]
+
+
+def nearest_size(
+    family: str, width: int, height: int, low: int, high: int
+) -> tuple[int, int] | None:
+    """The family's size whose shape is nearest a picture's (each ratio's size or its
+    transpose, so a 2:3 portrait gets 3:2's size turned upright), among those with both sides
+    within low..high; None when none is. For an output sized after an input image: the
+    sizes a model was made for, and a handful of shapes rather than one per photo."""
+    sizes = [*SIZES[family].values(), *((h, w) for w, h in SIZES[family].values())]
+    fitting = [(w, h) for w, h in sizes if low <= min(w, h) and max(w, h) <= high]
+    if not fitting or width < 1 or height < 1:
+        return None
+    shape = math.log(width / height)
+    return min(fitting, key=lambda size: abs(math.log(size[0] / size[1]) - shape))

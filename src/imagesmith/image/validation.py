@@ -47,6 +47,19 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image's header, without decoding it; None when it cannot be
+    read. Not a validation: `inspect_image` is."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # whatever Pillow makes of a broken header: inspect_image says why
+        return None
+    return width, height
+
+
 def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     # Pillow (~2 MB) loads with the first image a process checks: an API that takes no
     # uploads never holds it.

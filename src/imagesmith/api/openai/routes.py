@@ -28,10 +28,11 @@ from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
 from imagesmith.catalog.params import COUNT_BOUND, MAX_PREVIEWS, MAX_SEED
 from imagesmith.errors import Conflict, ImagesmithError, NotFound
+from imagesmith.generation.aspect import nearest_size
 from imagesmith.generation.parameters import ParamError
 from imagesmith.generation.schemas import MAX_PROMPT, GenerationRequest, GenerationView
 from imagesmith.generation.service import GenerationService, OnTimeout
-from imagesmith.image.validation import InvalidImage, inspect_image
+from imagesmith.image.validation import header_size
 from imagesmith.models import GenerationStatus
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import preview_key
@@ -494,26 +495,19 @@ async def image_to_image(
 def input_shape(
     runtime: Runtime, model_id: str | None, first: bytes
 ) -> tuple[int, int] | tuple[None, None]:
-    """`size: auto` on an edit or a variation: the input image's size, as OpenAI's own models
-    answer a landscape input in landscape; scaled into the model's sides where it is outside
-    them, in multiples of 8. It was the model's default size (square): a 1024x768 photo came
-    back squeezed into 512x512. Remote models keep their provider's default (their sizes are
-    the provider's), and an unknown model or an unreadable image is left to the create's
-    own error."""
+    """`size: auto` on an edit or a variation: the shape of the input image, as OpenAI's own
+    models answer a landscape input in landscape, at the size the model's family draws that
+    shape (generation/aspect.py, as for an aspect ratio). It was the model's default size,
+    square: a 1024x768 photo came back squeezed into 512x512. Remote models keep their
+    provider's default (their sizes are the provider's); an unknown model or an unreadable
+    image is left to the create's own error."""
     try:
         spec = runtime.registry.get(model_id or runtime.settings.default_model)
-        if spec.provider is not None:
-            return None, None
-        info = inspect_image(first)  # the header only
-    except (UnknownModel, InvalidImage):
+    except UnknownModel:
         return None, None
-    width, height = info.width, info.height
-    scale = max(min(1.0, spec.max_side / max(width, height)), spec.min_side / min(width, height))
-
-    def side(pixels: int) -> int:
-        return min(spec.max_side, max(spec.min_side, round(pixels * scale / 8) * 8))
-
-    return side(width), side(height)
+    size = header_size(first) if spec.provider is None else None
+    shaped = size and nearest_size(spec.family, *size, spec.min_side, spec.max_side)
+    return shaped or (None, None)
 
 
 EDIT_BODY = multipart_body(
