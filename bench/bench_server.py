@@ -1,6 +1,7 @@
 """Throughput and latency of the server against the raw diffusers loop, on tiny-sd.
 
-    .venv/bin/python bench/bench_server.py [--jobs 16] [--out bench/RESULTS.md]
+    .venv/bin/python bench/bench_server.py [--jobs 16] [--threads 1] [--parallel] [--repeats 3]
+        [--out bench/RESULTS.md]
 
 (a) raw pipeline loop vs server end to end (submit → success), batch size 1, images/s;
 (b) 16 compatible jobs queued on a batch-size-16 server vs the raw unbatched loop;
@@ -170,6 +171,14 @@ def main() -> None:
         action="store_true",
         help="(b): the jobs are created at once by --jobs clients, not one after another",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure each (a) and (b) this many times, the raw loop and the server "
+        "alternating (one server per size and batch), and report medians: on a noisy machine "
+        "one run's ratio swings by 0.2-0.4",
+    )
     args = parser.parse_args()
     sizes = [tuple(int(n) for n in pair.split("x")) for pair in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="imagesmith-bench-"))
@@ -178,10 +187,11 @@ def main() -> None:
     costs: list[str] = []
     batches: list[str] = []
     for size, steps in sizes:
-        raw = raw_loop(models, size, steps, args.jobs, args.threads)
+        raws: list[float] = []
         # What batching gains in diffusers itself: the most the server's (b) could reach.
         raw_batched = raw_loop(models, size, steps, args.jobs, args.threads, batch=args.jobs)
         results = {}
+        ratios: dict[int, list[float]] = {1: [], 16: []}
         for batch in (1, 16):
             srv = Server(
                 work / f"srv-{size}-{steps}-{batch}",
@@ -193,9 +203,17 @@ def main() -> None:
             srv.start()
             try:
                 key = create_key(srv.env, "bench", "run")
-                results[batch] = server_throughput(
-                    srv, key, size, steps, args.jobs, parallel=args.parallel and batch > 1
-                )
+                rates = []
+                for repeat in range(args.repeats):
+                    if batch == 1:  # the raw loop, alternating with the server
+                        raws.append(raw_loop(models, size, steps, args.jobs, args.threads))
+                    rates.append(
+                        server_throughput(
+                            srv, key, size, steps, args.jobs, parallel=args.parallel and batch > 1
+                        )
+                    )
+                    ratios[batch].append(rates[-1] / raws[repeat])
+                results[batch] = statistics.median(rates)
                 if batch > 1:
                     batches.append(f"{size} px / {steps} steps: {batch_sizes(srv.log())}")
                 if batch == 1:
@@ -230,11 +248,19 @@ def main() -> None:
                     )
             finally:
                 srv.stop()
+        raw = statistics.median(raws)
+        spread = (
+            f" ({min(ratios[1]):.2f}-{max(ratios[1]):.2f}; {min(ratios[16]):.2f}-"
+            f"{max(ratios[16]):.2f})"
+            if args.repeats > 1
+            else ""
+        )
         lines.insert(
             len(lines),
-            f"| {size} px | {steps} | {raw:.2f} | {results[1]:.2f} | {results[1] / raw:.2f} | "
-            f"{results[16]:.2f} | {results[16] / raw:.2f} | {raw_batched:.2f} | "
-            f"{raw_batched / raw:.2f} |",
+            f"| {size} px | {steps} | {raw:.2f} | {results[1]:.2f} | "
+            f"{statistics.median(ratios[1]):.2f} | {results[16]:.2f} | "
+            f"{statistics.median(ratios[16]):.2f} | {raw_batched:.2f} | "
+            f"{raw_batched / raw:.2f} |{spread}",
         )
         print(lines[-1], flush=True)
     how = "at once" if args.parallel else "one after another"
@@ -244,7 +270,13 @@ def main() -> None:
         "# Benchmark results",
         "",
         f"Command: `.venv/bin/python bench/bench_server.py {' '.join(sys.argv[1:])}` "
-        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, no GPU, tiny-sd, CPU fp32).",
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, no GPU, tiny-sd, CPU fp32)."
+        + (
+            f" Medians of {args.repeats} runs, the raw loop and the server alternating; each "
+            "ratio is the median of the runs' ratios (their range after the row)."
+            if args.repeats > 1
+            else ""
+        ),
         "",
         "| size | steps | raw loop img/s | server b=1 img/s | (a) ratio | server b=16 img/s "
         f"| (b) ratio | raw b={args.jobs} img/s | raw b={args.jobs} / raw b=1 (ceiling of (b)) |",
