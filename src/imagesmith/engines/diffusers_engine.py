@@ -388,8 +388,8 @@ class CompiledForward:
     tiny-sd with torch 2.13, bench/RESULTS.md):
     - Its guards split graphs on the timestep's dtype: Euler, Heun and LMS pass float
       timesteps, DDIM, PNDM, DDPM, DPM-Solver, DEIS and UniPC integer ones, so each kind
-      compiled its own graphs
-      (minutes each for SDXL on a GPU), and the warm-up covered only the model's own kind.
+      compiled its own graphs (minutes each for SDXL on a GPU), and the warm-up covered only
+      the model's own kind.
       Here the timestep reaches the graph as float32. The UNet makes it float at its first
       use anyway, and every integer timestep is exact in float32: the same pixels.
     - After `recompile_limit` (8) graphs of one function it runs every new shape uncompiled,
@@ -419,6 +419,7 @@ class CompiledForward:
     def __call__(self, sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> Any:
         bucket = (*sample.shape, sample.dtype)
         if bucket not in self.buckets:
+            shape = "x".join(str(side) for side in sample.shape)
             if len(self.buckets) >= self.max_graphs:
                 if bucket not in self.skipped:
                     self.skipped.add(bucket)
@@ -426,7 +427,7 @@ class CompiledForward:
                         "model.compile_skipped model_id=%s unet_input=%s max_graphs=%d "
                         "(this bucket runs uncompiled; IMAGESMITH_COMPILE_MAX_GRAPHS)",
                         self.model_id,
-                        "x".join(str(side) for side in sample.shape),
+                        shape,
                         self.max_graphs,
                     )
                 return self.eager(sample, timestep, *args, **kwargs)
@@ -434,7 +435,7 @@ class CompiledForward:
             log.info(
                 "model.compiling model_id=%s unet_input=%s graph=%d/%d",
                 self.model_id,
-                "x".join(str(side) for side in sample.shape),
+                shape,
                 len(self.buckets),
                 self.max_graphs,
             )
