@@ -159,6 +159,18 @@ def test_previews_leave_a_seeded_picture_as_it_is_for_schedulers_that_add_noise(
         assert "step" not in vars(engine.runner("tiny-sd", name, False).scheduler)
 
 
+def test_steps_are_reported_from_the_calls_start(models_dir: Path) -> None:
+    """Step 0 comes as the pipeline call starts: the supervisor times the steps from the
+    reports, and claims a one-step batch's successor as that step starts, not after it."""
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    steps: list[tuple[int, int]] = []
+    engine.generate([job("tiny-sd")], lambda *step: steps.append(step), lambda: False)
+    assert steps == [(0, 2), (1, 2), (2, 2)]
+
+
 def test_unknown_model_is_a_clear_failure(models_dir: Path) -> None:
     from imagesmith.engines.base import ModelUnavailable
     from imagesmith.engines.diffusers_engine import DiffusersEngine

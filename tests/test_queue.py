@@ -322,6 +322,61 @@ async def test_lease_renewal_survives_a_failing_database_call(runtime: Runtime) 
     assert calls[0] == "fail" and calls.count("ok") >= 2
 
 
+def test_the_next_batch_is_claimed_as_many_steps_ahead_as_a_claim_takes() -> None:
+    """At the last step at the latest; earlier only where the steps left are shorter than twice
+    a claim (issue 13: at 64 px on a CPU a claim made at the last step often reached the child
+    after the batch had ended), and never more than half a second ahead."""
+    from imagesmith.worker.supervisor import claim_is_due
+
+    assert claim_is_due(3, 4, None, 0.0)  # the last step, with nothing known
+    assert claim_is_due(0, 1, None, 0.0)  # a one-step batch: as its only step starts
+    assert not claim_is_due(2, 4, None, 0.012)  # no step timed yet
+    assert claim_is_due(2, 4, 0.010, 0.012)  # 20 ms left, a claim takes 12
+    assert not claim_is_due(1, 4, 0.010, 0.012)  # 30 ms left: too early
+    assert not claim_is_due(2, 4, 0.020, 0.012)  # 128 px steps: the last step is soon enough
+    assert not claim_is_due(10, 50, 0.05, 5.0)  # a slow claim leads by half a second at most
+    assert claim_is_due(45, 50, 0.05, 5.0)
+
+
+async def test_a_worker_claims_when_the_steps_left_take_less_than_a_claim(
+    runtime: Runtime,
+) -> None:
+    """The steps are timed as the child reports them: with claims that take 0.2 s and steps of
+    ~0.05 s, the claim comes steps before the last, not at step 0 or 1 (nothing timed yet)."""
+    from imagesmith.worker.messages import BatchDone, Progress
+    from imagesmith.worker.supervisor import Batch, Worker
+
+    total = 12
+    worker = Worker(runtime, "ahead")
+    worker._claim_seconds = 0.2  # a lead of 0.4 s: ~8 steps
+
+    class Child:
+        def __init__(self) -> None:
+            self.steps = iter(range(total + 1))
+            self.step = -1  # the last step reported
+
+        async def next_message(self, _wait: float) -> object:
+            step = next(self.steps, None)
+            if step is None:
+                return BatchDone("b", {})
+            await asyncio.sleep(0.05)
+            self.step = step
+            return Progress("b", step, total)
+
+    async def nothing(*_args: Any) -> int:
+        return 0
+
+    child = Child()
+    worker.child = child  # type: ignore[assignment]
+    worker._drop_cancelled = nothing  # type: ignore[method-assign]
+    worker.queue.report_progress = nothing  # type: ignore[method-assign]
+    claimed_at: list[int] = []
+    leases = asyncio.get_running_loop().create_future()
+    batch = Batch("b", [], leases)
+    assert await worker._collect(batch, {}, [], lambda: claimed_at.append(child.step))
+    assert 2 <= claimed_at[0] < total - 1, claimed_at
+
+
 async def test_a_pool_that_stays_busy_is_overload_not_a_crash(runtime: Runtime) -> None:
     """Every connection held past the pool's timeout (a burst on PostgreSQL did this): the caller
     gets Overloaded — 503 SERVER_BUSY with Retry-After in every dialect — not a 500."""

@@ -363,6 +363,7 @@ class DiffusersEngine:
             kwargs.update(image=init_images, strength=head.prompt_strength)
         else:
             kwargs.update(width=width, height=height)
+        on_step(0, total)  # the call starts: a one-step batch's last step is its first
         called = time.perf_counter()
         with torch.inference_mode(), capture_prediction(runner.scheduler, predicted, bool(wanted)):
             result = runner(**kwargs)

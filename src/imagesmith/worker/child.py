@@ -299,9 +299,11 @@ def serve(conn: Connection, engine: DiffusersEngine, share: CpuShare | None = No
         share.beside = outbox.cpu_seconds
     outbox.post(Ready(pid=os.getpid(), device=engine.device, threads=torch.get_num_threads()))
     try:
+        ended = time.perf_counter()
         while (batch := batches.get()) is not None and not gone.is_set():
             outbox.start_batch()
-            run_batch(batch, engine, outbox, pending, adaptive)
+            run_batch(batch, engine, outbox, pending, adaptive, ended)
+            ended = time.perf_counter()
     finally:
         outbox.close()
 
@@ -312,9 +314,16 @@ def run_batch(
     outbox: Outbox,
     pending: Pending,
     adaptive: AdaptiveThreads | None,
+    last_ended: float | None = None,
 ) -> None:
-    """Denoise one batch and post its results; its images are encoded after this returns."""
+    """Denoise one batch and post its results; its images are encoded after this returns.
+    Its timings say how long it was queued here (`queued_ms`) and how long the model had
+    nothing to run before it arrived, since the last batch ended (`idle_ms`; under a full
+    queue, time lost to a claim that came late)."""
     queued_ms = pending.waited_ms(batch.batch_id)
+    idle_ms = 0.0
+    if last_ended is not None:
+        idle_ms = max(0.0, (time.perf_counter() - last_ended) * 1000 - queued_ms)
     engine.last_timings = {}
     picked = adaptive.before(batch.jobs) if adaptive is not None else {}
     encoding: list[Future[Encoded]] = []
@@ -359,7 +368,7 @@ def run_batch(
             for job in batch.jobs:
                 outbox.post(JobFailed(job.job_id, _describe(exc)))
     pending.ended(batch.batch_id)
-    timings = {"queued_ms": queued_ms, **engine.last_timings, **picked}
+    timings = {"idle_ms": idle_ms, "queued_ms": queued_ms, **engine.last_timings, **picked}
     outbox.end_batch(batch.batch_id, timings, encoding)
 
 
