@@ -575,12 +575,14 @@ def main() -> None:
     models.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     raw = run_raw(args, folder)
+    # Each phase's figures as soon as they exist: a run cut off by a time limit keeps them.
+    print(f"raw: {json.dumps(raw)}", file=sys.stderr, flush=True)
     write_models_file(work / "models.toml", folder, args)
     served = []
     for batch in args.batch_list:
         served.append(run_server(args, work, models, batch))
         rate = served[-1]["images"] / served[-1]["seconds"]
-        print(f"server b={batch}: {rate:.3f} img/s", file=sys.stderr, flush=True)
+        print(f"server b={batch}: {rate:.3f} img/s {json.dumps(served[-1])}", file=sys.stderr)
     args.demo_memory = None if args.no_demo else run_demo(args, work, models)
     text = report(args, raw, served) + f"\n\ntotal wall {time.perf_counter() - started:.0f} s"
     print(text)

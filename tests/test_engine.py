@@ -38,6 +38,76 @@ def test_loaded_models_stay_within_the_memory_budget(models_dir: Path) -> None:
     assert list(engine._loaded) == ["tiny-twin", "tiny-sd"]
 
 
+def test_a_model_that_does_not_fit_beside_the_loaded_ones_drops_them_first(
+    models_dir: Path,
+) -> None:
+    """A GPU may hold one model and not two, whatever the budget says: the move onto the
+    device drops loaded models until the new one fits, and they are really freed (a reference
+    kept to the evicted pipeline used to keep its weights through the collection). One that
+    does not fit alone is unavailable, not a job's fault. (No GPU here: the move raises
+    torch's out-of-memory error while another model is loaded, as a small card would.)"""
+    import weakref
+
+    import torch
+
+    from imagesmith.engines.base import ModelUnavailable
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    twin = replace(tiny, id="tiny-twin")
+    config = EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict(), twin.to_dict()])
+    engine = DiffusersEngine(config)
+    engine.generate([job("tiny-sd")], lambda *_: None, lambda: False)
+    first = weakref.ref(engine.pipeline("tiny-sd").unet)
+    moves: list[list[str]] = []
+    freed_when_released: list[bool] = []  # the device cache can give back only what is freed
+    engine.release_cached_memory = lambda: freed_when_released.append(first() is None)  # type: ignore[method-assign]
+
+    class SmallCard:
+        def to(self, _device: str) -> None:
+            moves.append(list(engine._loaded))
+            if engine._loaded:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+    engine._move(SmallCard(), "tiny-twin")
+    assert moves == [["tiny-sd"], []]
+    assert not engine._runners
+    assert freed_when_released == [True]
+
+    class NoRoom:
+        def to(self, _device: str) -> None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    engine.pipeline("tiny-sd")
+    with pytest.raises(ModelUnavailable, match="'tiny-twin' does not fit in the memory of cpu"):
+        engine._move(NoRoom(), "tiny-twin")
+    assert not engine._loaded
+
+
+def test_a_call_that_fails_leaves_the_vae_in_the_unets_dtype(models_dir: Path) -> None:
+    """SDXL's pipelines move a float16 VAE to float32 for the decode and back, with no
+    `finally`: a decode that ran out of memory left it in float32, and every later batch failed
+    on float16 latents. (Here the decode itself changes the VAE's dtype, then fails.)"""
+    import torch
+
+    from imagesmith.engines.diffusers_engine import DiffusersEngine
+
+    tiny = ModelRegistry.load().get("tiny-sd")
+    engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
+    runner = engine.runner("tiny-sd", "K_EULER", False)
+
+    def upcast_then_fail(*_args: object, **_kwargs: object) -> None:
+        runner.vae.to(dtype=torch.float64)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    runner.vae.decode = upcast_then_fail
+    with pytest.raises(torch.OutOfMemoryError):
+        engine.generate([job("tiny-sd")], lambda *_: None, lambda: False)
+    assert runner.vae.dtype == runner.unet.dtype == torch.float32
+    del runner.vae.decode
+    assert engine.generate([job("tiny-sd")], lambda *_: None, lambda: False)[0][0].size == (64, 64)
+
+
 def test_a_reused_runner_draws_what_a_fresh_one_draws_for_every_scheduler(
     models_dir: Path,
 ) -> None:
@@ -186,7 +256,9 @@ def test_a_batch_that_runs_out_of_device_memory_runs_its_jobs_one_at_a_time(
     """Batching is on by default, and a batch may not fit a GPU where each of its jobs does:
     the child runs them one at a time instead of failing them all. (No GPU here: the engine
     raises torch's out-of-memory error for any batch of more than one job, as a small card
-    would; single jobs run the real pipeline.)"""
+    would; single jobs run the real pipeline.) They run once the error is handled: while it is,
+    its traceback holds the failed call's frames, and their tensors, on the device."""
+    import sys
     import threading
     from multiprocessing import Pipe
 
@@ -200,8 +272,12 @@ def test_a_batch_that_runs_out_of_device_memory_runs_its_jobs_one_at_a_time(
     engine = DiffusersEngine(EngineConfig(str(models_dir), "cpu", False, [tiny.to_dict()]))
     real_generate, calls, released = engine.generate, [], []
 
+    handling: list[object] = []  # the exception being handled during each single job
+
     def small_card(jobs: list[EngineJob], *args: object) -> object:
         calls.append(len(jobs))
+        if len(jobs) == 1:
+            handling.append(sys.exc_info()[1])
         if len(jobs) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_generate(jobs, *args)  # type: ignore[arg-type]
@@ -225,6 +301,7 @@ def test_a_batch_that_runs_out_of_device_memory_runs_its_jobs_one_at_a_time(
     assert all(m.images[0].png.startswith(b"\x89PNG") for m in done)
     assert not [m for m in messages if isinstance(m, JobFailed)]
     assert calls == [3, 1, 1, 1] and released == [1]
+    assert handling == [None, None, None]
 
 
 def test_the_next_batch_denoises_while_the_last_ones_images_are_encoded(

@@ -9,14 +9,22 @@
 #   diffusers loop and the server end to end, and what each process holds;
 # full: the same with batches 1, 2 and 4 and 8 jobs each;
 # compile: only batch 1 with IMAGESMITH_COMPILE=on (raw loop and server each compile: minutes).
-# What it prints is also written to $OUT/gpu_check.log. PYTHON overrides the interpreter (the
-# machine's python3 holds its torch).
+# What it prints is also written to $OUT/gpu_check.log, line by line (a call cut off at its time
+# limit keeps what came before), and the servers' logs (the model child's tracebacks) go to $OUT
+# when it ends. PYTHON overrides the interpreter (the machine's python3 holds its torch).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode="${1:-quick}"
 python="${PYTHON:-python3}"
 out="${OUT:-/tmp/gpu-check}"
 mkdir -p "$out"
+keep_logs() {
+  for log in /tmp/sdxl/srv-*/server.log; do
+    [ -f "$log" ] && cp "$log" "$out/$(basename "$(dirname "$log")").log"
+  done
+}
+trap keep_logs EXIT
+trap 'exit 143' TERM INT
 "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD/src:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -30,4 +38,5 @@ sdxl=("$python" bench/bench_sdxl.py --scale full --size 1024 --steps 20 --work /
     compile) "${sdxl[@]}" --batches 1 --jobs 4 --compile on --no-demo ;;
     *) echo "usage: gpu_check.sh [quick|full|compile]"; exit 2 ;;
   esac
-} 2>&1 | grep -v -E "Loading (pipeline components|weights)|Writing model shards" | tee "$out/gpu_check.log"
+} 2>&1 | grep --line-buffered -v -E "Loading (pipeline components|weights)|Writing model shards" |
+  tee "$out/gpu_check.log"

@@ -54,6 +54,11 @@ class ModelUnavailable(RuntimeError):
     """The model's weights are not on this machine and may not be fetched: fail, never hang."""
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA), MPS's "MPS backend out of memory", CPU allocators."""
+    return "out of memory" in str(exc).lower()
+
+
 OnPreview = Callable[[str, int, "Image"], None]
 """(job id, preview index, image): a partial image decoded from the latents mid-run."""
 

@@ -28,6 +28,7 @@ from imagesmith.engines.base import (
     EngineJob,
     ModelUnavailable,
     OnPreview,
+    out_of_memory,
 )
 from imagesmith.engines.schedulers import fresh_scheduler
 from imagesmith.engines.tiny import builtin_folder
@@ -117,16 +118,41 @@ class DiffusersEngine:
         self._loaded[model_id] = pipe
         self._sizes[model_id] = pipeline_bytes(pipe)
         while len(self._loaded) > 1 and sum(self._sizes.values()) > self.memory_budget:
-            evicted, _ = self._loaded.popitem(last=False)
-            log.info("model.evicted model_id=%s bytes=%d", evicted, self._sizes.pop(evicted))
-            for key in [key for key in self._runners if key[0] == evicted]:
-                del self._runners[key]  # they hold the weights too
-            # A compiled UNet refers to itself (its forward holds its own bound method): only
-            # the cycle collector frees it, and the device cache can give back only what is.
-            gc.collect()
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            self._evict_oldest()
         return pipe
+
+    def _evict_oldest(self) -> None:
+        """Drop the least recently used model and give its memory back to the device."""
+        evicted = next(iter(self._loaded))
+        del self._loaded[evicted]  # no reference kept here: the collection below must free it
+        log.info("model.evicted model_id=%s bytes=%d", evicted, self._sizes.pop(evicted))
+        for key in [key for key in self._runners if key[0] == evicted]:
+            del self._runners[key]  # they hold the weights too
+        # A compiled UNet refers to itself (its forward holds its own bound method): only the
+        # cycle collector frees it, and the device cache can give back only what is freed.
+        gc.collect()
+        self.release_cached_memory()
+
+    def _move(self, pipe: Any, model_id: str) -> None:
+        """Put a loaded pipeline on the device. Where it does not fit beside the models already
+        there, they are dropped (least recently used first) until it does; a model that does
+        not fit alone is unavailable on this worker, not a job that asked too much."""
+        while True:
+            try:
+                pipe.to(self.device)
+                return
+            except Exception as exc:
+                if not out_of_memory(exc):
+                    raise
+                if not self._loaded:
+                    reason = str(exc).strip().splitlines()[0][:300]
+                    raise ModelUnavailable(
+                        f"Model '{model_id}' does not fit in the memory of {self.device} "
+                        f"({reason}). Use a device with more memory, or a smaller dtype "
+                        "(IMAGESMITH_DTYPE)."
+                    ) from None
+            log.warning("model.does_not_fit model_id=%s: dropping a loaded model", model_id)
+            self._evict_oldest()
 
     def runner(self, model_id: str, scheduler_id: str | None, img2img: bool) -> Any:
         """The pipeline that runs a batch: the loaded model's weights with the batch's
@@ -190,7 +216,7 @@ class DiffusersEngine:
                 "reach the model hub, set IMAGESMITH_ALLOW_DOWNLOADS=true to fetch them on first "
                 "use, or point the model at a local folder in IMAGESMITH_MODELS_FILE."
             ) from exc
-        pipe.to(self.device)
+        self._move(pipe, spec.id)
         pipe.set_progress_bar_config(disable=True)
         self._speed_up(pipe, spec.id)
         log.info(
@@ -365,14 +391,23 @@ class DiffusersEngine:
             kwargs.update(width=width, height=height)
         on_step(0, total)  # the call starts: a one-step batch's last step is its first
         called = time.perf_counter()
-        with torch.inference_mode(), capture_prediction(runner.scheduler, predicted, bool(wanted)):
-            result = runner(**kwargs)
+        try:
+            with (
+                torch.inference_mode(),
+                capture_prediction(runner.scheduler, predicted, bool(wanted)),
+            ):
+                result = runner(**kwargs)
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize(self.device)  # the call's kernels, timed to their end
+        finally:
+            keep_vae_dtype(runner)
         self.last_timings = {
             "prepare_ms": (called - started) * 1000,
             "pipeline_ms": (time.perf_counter() - called) * 1000,
         }
         if self.device.startswith("cuda"):
-            self.last_timings["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            peak = torch.cuda.max_memory_allocated(self.device)
+            self.last_timings["cuda_peak_mb"] = peak / 2**20
         images = [sized(image) for image in to_images(result.images)]
         out: list[list[Image.Image]] = []
         for job in jobs:
@@ -492,6 +527,16 @@ def capture_prediction(scheduler: Any, captured: dict[str, Any], wanted: bool) -
         yield
     finally:
         del scheduler.step  # the class's method again
+
+
+def keep_vae_dtype(pipe: Any) -> None:
+    """Put the VAE back in the UNet's dtype if a call left it in another. SDXL's pipelines move
+    a float16 VAE to float32 for the decode (and its img2img for the encode) and back, with no
+    `finally`: a decode that ran out of memory left it in float32, and every later call failed
+    on float16 latents ("Input type (c10::Half) and bias type (float) should be the same")."""
+    vae, unet = getattr(pipe, "vae", None), getattr(pipe, "unet", None)
+    if vae is not None and unet is not None and vae.dtype != unet.dtype:
+        vae.to(dtype=unet.dtype)
 
 
 def decode_preview(pipe: Any, latents: torch.Tensor) -> Image.Image:

@@ -22,7 +22,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from imagesmith.engines.base import EngineConfig, EngineJob, GeneratedImage, ModelUnavailable
+from imagesmith.engines.base import (
+    EngineConfig,
+    EngineJob,
+    GeneratedImage,
+    ModelUnavailable,
+    out_of_memory,
+)
 from imagesmith.worker.cpu_share import AdaptiveThreads, CpuShare, quota_cores
 from imagesmith.worker.messages import (
     BatchDone,
@@ -340,6 +346,7 @@ def run_batch(
             for job, images in zip(jobs, results, strict=True):
                 encoding.append(outbox.post_images(job.job_id, images))
 
+    one_at_a_time = False
     try:
         run(batch.jobs)
         if adaptive is not None and not should_stop():
@@ -348,38 +355,36 @@ def run_batch(
         for job in batch.jobs:
             outbox.post(JobFailed(job.job_id, str(exc)))
     except Exception as exc:  # a failed generation is data: report it, keep serving
-        if _out_of_memory(exc) and len(batch.jobs) > 1:
-            # The batch did not fit on the device: each job may fit alone.
-            logging.warning(
-                "batch.out_of_memory batch_id=%s jobs=%d: running them one at a time",
-                batch.batch_id,
-                len(batch.jobs),
-            )
-            engine.release_cached_memory()
-            for job in batch.jobs:
-                if should_stop():  # the batch was cancelled meanwhile
-                    break
-                try:
-                    run([job])
-                except Exception as alone:
-                    outbox.post(JobFailed(job.job_id, _describe(alone)))
-        else:
+        # The batch did not fit on the device: each job may fit alone. They run after this
+        # handler, once the error's traceback (and with it the failed call's frames: its
+        # latents, embeddings, activations) has let go of the device memory they hold.
+        one_at_a_time = out_of_memory(exc) and len(batch.jobs) > 1
+        if not one_at_a_time:
             logging.exception("batch.failed batch_id=%s", batch.batch_id)
             for job in batch.jobs:
                 outbox.post(JobFailed(job.job_id, _describe(exc)))
+    if one_at_a_time:
+        logging.warning(
+            "batch.out_of_memory batch_id=%s jobs=%d: running them one at a time",
+            batch.batch_id,
+            len(batch.jobs),
+        )
+        engine.release_cached_memory()
+        for job in batch.jobs:
+            if should_stop():  # the batch was cancelled meanwhile
+                break
+            try:
+                run([job])
+            except Exception as alone:
+                outbox.post(JobFailed(job.job_id, _describe(alone)))
     pending.ended(batch.batch_id)
     timings = {"idle_ms": idle_ms, "queued_ms": queued_ms, **engine.last_timings, **picked}
     outbox.end_batch(batch.batch_id, timings, encoding)
 
 
-def _out_of_memory(exc: Exception) -> bool:
-    """torch.OutOfMemoryError (CUDA), MPS's "MPS backend out of memory", CPU allocators."""
-    return "out of memory" in str(exc).lower()
-
-
 def _describe(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
-    if _out_of_memory(exc):
+    if out_of_memory(exc):
         return (
             "The device ran out of memory for this job; try a smaller size, fewer outputs or "
             f"fewer steps ({text})"
