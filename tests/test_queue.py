@@ -537,6 +537,60 @@ async def test_authentication_and_a_view_take_one_query_each(db: Any, runtime: R
         event.remove(database.engine.sync_engine, "before_cursor_execute", count)
 
 
+async def test_a_sqlite_statement_is_one_trip_to_its_connections_thread(
+    db: Any, runtime: Runtime
+) -> None:
+    """aiosqlite runs every call on its connection's thread, each a round trip that wakes the
+    thread and then the event loop; SQLAlchemy's adapter made four per query (open a cursor,
+    execute, fetch, close) and three per INSERT or UPDATE. Now a statement, rows included, is
+    one trip, and what SQLAlchemy reads back (rows, rowcount, a new row's id) is as before.
+    Fails too if a SQLAlchemy or aiosqlite upgrade drops the private parts this relies on."""
+    if runtime.db.engine.dialect.name != "sqlite":
+        pytest.skip("aiosqlite: SQLite only")
+    import aiosqlite
+
+    database, project_id, _ = db
+    [generation_id] = await add_jobs(database, project_id, 1)
+    trips: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await real(self, fn, *args, **kwargs)
+
+    aiosqlite.Connection._execute = counted  # type: ignore[method-assign]
+    try:
+        async with database.transaction() as session:
+            await session.execute(text("SELECT 1"))  # after the BEGIN, a trip of its own
+            before = len(trips)
+            found = await session.execute(
+                text("SELECT id, prompt FROM generations WHERE id = :id"), {"id": generation_id}
+            )
+            assert found.all() == [(generation_id, "p0")] and len(trips) == before + 1, trips
+            before = len(trips)
+            changed = await session.execute(
+                text("UPDATE generations SET prompt = 'q' WHERE project_id = :p"), {"p": project_id}
+            )
+            assert changed.rowcount == 1 and len(trips) == before + 1, trips  # type: ignore[attr-defined]
+            await session.execute(text("CREATE TEMP TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+            await session.execute(text("INSERT INTO t (v) VALUES ('a'), ('b')"))
+            inserted = await session.execute(text("INSERT INTO t (v) VALUES ('c')"))
+            assert inserted.lastrowid == 3  # type: ignore[attr-defined]
+            many = await session.execute(
+                text("UPDATE t SET v = :v WHERE id = :id"),
+                [{"v": "x", "id": 1}, {"v": "y", "id": 2}],
+            )
+            assert many.rowcount == 2  # type: ignore[attr-defined]
+            assert (await session.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all() == [
+                "x",
+                "y",
+                "c",
+            ]
+    finally:
+        aiosqlite.Connection._execute = real  # type: ignore[method-assign]
+    assert set(trips) <= {"_run", "commit", "rollback"}, trips  # no cursors opened or closed
+
+
 async def test_an_unlimited_projects_create_writes_no_balance(db: Any, runtime: Runtime) -> None:
     """The write transaction of a create is the one every other write waits behind (SQLite):
     an unlimited project's balance is neither updated nor read again (admit read its row under

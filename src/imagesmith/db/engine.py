@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from imagesmith.config import Settings
+from imagesmith.db.sqlite_trips import use_one_trip_cursors
 from imagesmith.errors import Overloaded
 
 
@@ -68,6 +69,7 @@ def configure_sqlite(engine: Any) -> None:
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
+        use_one_trip_cursors(dbapi_connection)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # The wait first: then even this connection's first statement waits for the lock
