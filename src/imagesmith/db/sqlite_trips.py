@@ -74,7 +74,7 @@ class OneTripCursor(adapter.AsyncAdapt_aiosqlite_cursor):
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         return await self._one_trip(operation, seq_of_parameters, True)
 
-    async def _one_trip(self, operation: Any, parameters: Any, many: bool) -> None:
+    async def _one_trip(self, operation: Any, parameters: Any, many: bool) -> OneTripCursor:
         async with self._adapt_connection._execute_mutex:
             connection = self._connection
             description, rowcount, lastrowid, rows = await connection._execute(
@@ -84,6 +84,7 @@ class OneTripCursor(adapter.AsyncAdapt_aiosqlite_cursor):
         done.description, done.rowcount, done.lastrowid = description, rowcount, lastrowid
         if rows is not None:
             self._rows = collections.deque(rows)
+        return self  # as aiosqlite's cursor returns itself (SQLAlchemy ignores it on SQLite)
 
 
 class OneTripConnection(adapter.AsyncAdapt_aiosqlite_connection):
@@ -97,11 +98,21 @@ def use_one_trip_cursors(dbapi_connection: Any) -> bool:
     not there."""
     if type(dbapi_connection) is not adapter.AsyncAdapt_aiosqlite_connection:
         return False
+    if not hasattr(dbapi_connection, "_execute_mutex"):
+        return False
     inner = getattr(dbapi_connection, "_connection", None)
     if inner is None or not all(hasattr(type(inner), name) for name in ("_execute", "_conn")):
         return False
     hooks = ("_make_new_cursor", "_aenter_cursor", "_execute_async", "_executemany_async")
-    if not all(hasattr(AsyncAdapt_dbapi_cursor, name) for name in hooks):
-        return False
-    dbapi_connection.__class__ = OneTripConnection
-    return True
+    stock = adapter.AsyncAdapt_aiosqlite_cursor
+    compatible = (
+        issubclass(stock, AsyncAdapt_dbapi_cursor)
+        and all(hasattr(AsyncAdapt_dbapi_cursor, name) for name in hooks)
+        and hasattr(AsyncAdapt_dbapi_cursor, "_awaitable_cursor_close")
+        # aiosqlite's own cursor overrides none of what OneTripCursor replaces or relies on
+        # (a fix there would otherwise be thrown away unseen)
+        and not {*hooks, "close", "execute", "executemany"} & set(vars(stock))
+    )
+    if compatible:
+        dbapi_connection.__class__ = OneTripConnection
+    return compatible
