@@ -1,17 +1,18 @@
 """The in-process notifier: a watcher keeps the wake-ups that land between its waits (while it
-reads the database), from its own event loop and from the embedded worker's thread."""
+reads the database), from its own event loop and from the embedded worker's thread; a running
+job's steps wake only the watchers that follow its progress."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
-from imagesmith.db.notify import Notifier
+from imagesmith.db.notify import CHANGED_CHANNEL, Notifier
 
 
 async def test_a_change_while_the_watcher_reads_is_not_lost() -> None:
     notifier = Notifier()
-    with notifier.watch("g1") as changes:
+    with notifier.watch("g1", progress=False) as changes:
         # The watcher is reading the row; the worker finishes the job now.
         notifier.wake_changed("g1")
         notifier.wake_changed("g2")  # someone else's generation
@@ -22,7 +23,7 @@ async def test_a_change_while_the_watcher_reads_is_not_lost() -> None:
 
 async def test_a_wake_up_from_the_worker_thread_reaches_the_watcher() -> None:
     notifier = Notifier()
-    with notifier.watch("g1") as changes:
+    with notifier.watch("g1", progress=False) as changes:
         assert notifier.watched() == ["g1"]
 
         def worker() -> None:  # the embedded worker: its own thread and loop
@@ -35,3 +36,33 @@ async def test_a_wake_up_from_the_worker_thread_reaches_the_watcher() -> None:
         thread.start()
         thread.join()
         assert await changes.wait(30)
+
+
+async def test_a_step_wakes_only_the_watchers_that_follow_progress() -> None:
+    notifier = Notifier()
+    with (
+        notifier.watch("g1", progress=False) as ends,
+        notifier.watch("g1", progress=True) as steps,
+    ):
+        notifier.generation_progressed("g1")
+        assert await steps.wait(0) and not await ends.wait(0)
+        notifier.generation_changed("g1")
+        assert await steps.wait(0) and await ends.wait(0)
+        # Other processes' NOTIFY payloads: "<id> progress" for a step, "<id>" for the rest.
+        notifier.wake_from_payload("g1 progress")
+        assert await steps.wait(0) and not await ends.wait(0)
+        notifier.wake_from_payload("g1")
+        assert await steps.wait(0) and await ends.wait(0)
+
+
+async def test_the_notify_payloads_say_which_kind_of_change() -> None:
+    sent: list[tuple[str, str]] = []
+
+    async def publish(channel: str, payload: str) -> None:
+        sent.append((channel, payload))
+
+    notifier = Notifier(publish)
+    notifier.generation_progressed("g1")
+    notifier.generation_changed("g1")
+    await notifier.drain()
+    assert sent == [(CHANGED_CHANNEL, "g1 progress"), (CHANGED_CHANNEL, "g1")]

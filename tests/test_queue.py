@@ -468,6 +468,78 @@ async def test_a_waiter_holds_the_status_and_reads_the_view_once(db: Any, runtim
     assert view.generation.status is GenerationStatus.CANCELLED and full_reads == 1
 
 
+async def test_a_waiter_for_the_end_is_not_woken_by_its_jobs_claim_or_steps(
+    db: Any, runtime: Runtime
+) -> None:
+    """`Prefer: wait` and the synchronous dialects wait for a job's end, yet each of its
+    claim, steps and previews woke the waiter for a status read: a thousand such clients read a
+    thousand rows at every progress write. Now only changes that may end it wake it; an event
+    stream's watcher still sees every step."""
+    from imagesmith.generation.service import GenerationService
+
+    database, project_id, _ = db
+    [generation_id] = await add_jobs(database, project_id, 1)
+    service = GenerationService(runtime)
+    reads = 0
+    status = service._status
+
+    async def counted(project: str, generation: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await status(project, generation)
+
+    service._status = counted  # type: ignore[method-assign]
+    queue = JobQueue(runtime, "w")
+    with runtime.notifier.watch(generation_id, progress=True) as stream:
+        waiting = asyncio.ensure_future(service.wait(project_id, generation_id, 30))
+        await asyncio.sleep(0.05)
+        assert reads == 1  # its first look
+        [job] = await queue.claim(1)
+        assert await stream.wait(0)
+        for step in (1, 2):
+            await queue.report_progress([job], step, 4)
+            assert await stream.wait(0)
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and reads == 1
+        await service.cancel(project_id, generation_id)
+        view = await asyncio.wait_for(waiting, 10)
+        assert view.generation.status is GenerationStatus.CANCELLED and reads == 2
+        assert await stream.wait(0)
+
+
+async def test_the_sweep_wakes_a_waiter_for_the_end_only_for_an_ending(
+    db: Any, runtime: Runtime
+) -> None:
+    """What a wake-up misses (another process's worker on SQLite) the sweep finds by reading
+    the watched rows; a step it finds wakes only the watchers that follow progress."""
+    from sqlalchemy import update
+
+    from imagesmith.generation.watch import ChangeSweep
+
+    database, project_id, _ = db
+    [generation_id] = await add_jobs(database, project_id, 1)
+    sweep = ChangeSweep(runtime)
+
+    async def change(**values: Any) -> None:
+        async with database.transaction() as session:
+            await session.execute(
+                update(Generation).where(Generation.id == generation_id).values(**values)
+            )
+
+    with (
+        runtime.notifier.watch(generation_id, progress=False) as ends,
+        runtime.notifier.watch(generation_id, progress=True) as steps,
+    ):
+        await sweep.sweep()  # first sight: still pending, nobody is woken
+        assert not await ends.wait(0) and not await steps.wait(0)
+        await change(progress_step=2, previews_ready=1)
+        await sweep.sweep()
+        assert not await ends.wait(0) and await steps.wait(0)
+        await change(status=GenerationStatus.SUCCESS)
+        await sweep.sweep()
+        assert await ends.wait(0) and await steps.wait(0)
+
+
 def test_no_route_or_dependency_runs_in_the_thread_pool(tmp_path: Path) -> None:
     """FastAPI runs a plain `def` endpoint or dependency in its thread pool: a thread hop on
     every request, and under a burst of requests forty threads, each with its own malloc
@@ -806,7 +878,7 @@ async def test_the_listener_hears_again_after_its_connection_is_killed(runtime: 
     )
 
     async def heard(seconds: float) -> bool:
-        with notifier.watch("g1") as watch:
+        with notifier.watch("g1", progress=False) as watch:
             for _ in range(int(seconds * 5)):
                 async with runtime.db.transaction() as session:
                     await session.execute(text(f"SELECT pg_notify('{CHANGED_CHANNEL}', 'g1')"))

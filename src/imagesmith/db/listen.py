@@ -43,7 +43,7 @@ async def listen(
         if channel == JOBS_CHANNEL:
             notifier.wake_work()
         elif channel == CHANGED_CHANNEL:
-            notifier.wake_changed(payload)
+            notifier.wake_from_payload(payload)
 
     while not stop.is_set():
         try:

@@ -3,7 +3,9 @@
 In one process these are asyncio events. On PostgreSQL every process also publishes them with
 NOTIFY and a listener turns other processes' notifications into local wake-ups, so an API can
 answer `Prefer: wait` the moment a remote worker finishes, and idle remote workers start at once.
-Waiters re-read the database only when woken. What a wake-up could miss (another process's
+Waiters re-read the database only when woken, and a job's steps (its claim, a step, a preview)
+wake only those that follow its progress (event streams), not those waiting for its end (`Prefer:
+wait`, the synchronous dialects). What a wake-up could miss (another process's
 worker on SQLite, a NOTIFY lost while the listener reconnects) one sweep per process catches
 every `recheck_seconds` (generation/watch.py): a thousand idle waiters cost one query."""
 
@@ -18,11 +20,13 @@ from typing import Any
 
 JOBS_CHANNEL = "imagesmith_jobs"
 CHANGED_CHANNEL = "imagesmith_generation"
+PROGRESS = "progress"  # CHANGED_CHANNEL's payload: "<id>", or "<id> progress" for a step
 
 Publisher = Callable[[str, str], Coroutine[Any, Any, None]]
 
 
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+Watcher = tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]  # and: follows progress
 
 
 class _Signal:
@@ -39,7 +43,7 @@ class _Waiters:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.changed: dict[str, set[Waiter]] = defaultdict(set)
+        self.changed: dict[str, set[Watcher]] = defaultdict(set)
         self.work = _Signal()
         # Webhook deliveries written in this process (each process that writes them sends
         # them; other processes' leftovers are found by the sender's poll).
@@ -109,11 +113,22 @@ class Notifier:
 
     # Local wake-ups (also what the listener calls for other processes' notifications).
 
-    def wake_changed(self, generation_id: str) -> None:
+    def wake_changed(self, generation_id: str, *, progress: bool = False) -> None:
+        """Wake the generation's watchers; with `progress` (the change is a running job's step,
+        not an ending) only those that follow its progress."""
         with self._waiters.lock:
-            waiting = list(self._waiters.changed.get(generation_id, ()))
+            waiting = [
+                (loop, event)
+                for loop, event, follows in self._waiters.changed.get(generation_id, ())
+                if follows or not progress
+            ]
         for waiter in waiting:
             _set(waiter)
+
+    def wake_from_payload(self, payload: str) -> None:
+        """Another process's `generation_changed` or `generation_progressed` (its NOTIFY)."""
+        generation_id, _, kind = payload.partition(" ")
+        self.wake_changed(generation_id, progress=kind == PROGRESS)
 
     def wake_work(self) -> None:
         self._raise(self._waiters.work)
@@ -128,8 +143,16 @@ class Notifier:
     # Announcements: wake this process and tell the others.
 
     def generation_changed(self, generation_id: str) -> None:
+        """It may have ended (or been cancelled, deleted, re-queued, edited): every watcher."""
         self.wake_changed(generation_id)
         self._broadcast(CHANGED_CHANNEL, generation_id)
+
+    def generation_progressed(self, generation_id: str) -> None:
+        """A running job moved on without ending (claimed, a step, a preview stored): only the
+        watchers that follow its progress. A thousand clients waiting for their images each
+        used to re-read their job's status at its claim and at each progress write."""
+        self.wake_changed(generation_id, progress=True)
+        self._broadcast(CHANGED_CHANNEL, f"{generation_id} {PROGRESS}")
 
     def work_queued(self) -> None:
         self.wake_work()
@@ -144,11 +167,12 @@ class Notifier:
             return list(self._waiters.changed)
 
     @contextlib.contextmanager
-    def watch(self, generation_id: str) -> Iterator[Watch]:
-        """Watch a generation for as long as the block runs. Register before the first read:
+    def watch(self, generation_id: str, *, progress: bool) -> Iterator[Watch]:
+        """Watch a generation for as long as the block runs: its every change with `progress`
+        (an event stream), else only those that may end it. Register before the first read:
         a change that lands while the watcher reads the database is kept for its next `wait`
         (a waiter registered per wait lost it, and slept until the sweep)."""
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        waiter = (asyncio.get_running_loop(), asyncio.Event(), progress)
         with self._waiters.lock:
             self._waiters.changed[generation_id].add(waiter)
         try:

@@ -169,7 +169,7 @@ class JobQueue:
                 claim.generation_id,
                 self.worker_id,
             )
-            self.rt.notifier.generation_changed(claim.generation_id)
+            self.rt.notifier.generation_progressed(claim.generation_id)
         jobs: list[ClaimedJob] = []
         for _claim, generation, _org, _project in rows:
             if generation.job_version == 1 and generation.retry_count == 0:  # a first run
@@ -220,7 +220,7 @@ class JobQueue:
                 self._progress_sent[job.generation_id] = clock
                 hooks |= await announce(self.rt, session, job.generation_id, events.PROGRESS)
         for job in jobs:
-            self.rt.notifier.generation_changed(job.generation_id)
+            self.rt.notifier.generation_progressed(job.generation_id)
         if hooks:
             self.rt.notifier.webhooks_queued()
 
@@ -243,7 +243,7 @@ class JobQueue:
             log.warning("preview.store_failed generation_id=%s error=%r", job.generation_id, exc)
             return
         if counted:
-            self.rt.notifier.generation_changed(job.generation_id)
+            self.rt.notifier.generation_progressed(job.generation_id)
 
     async def still_held(self, jobs: Iterable[ClaimedJob]) -> set[str]:
         """Ids of the jobs this worker still holds (not cancelled, not re-queued meanwhile)."""

@@ -350,7 +350,7 @@ class GenerationService:
         then apply `on_timeout` — also as soon as `abandoned()` says the client has gone.
         Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
-        with self.rt.notifier.watch(generation_id) as changes:
+        with self.rt.notifier.watch(generation_id, progress=False) as changes:
             # A waiter holds only the job's status: a thousand long-polling clients each
             # holding a full view (the ORM rows and their images) cost megabytes.
             status = await self._status(project_id, generation_id)
@@ -359,8 +359,9 @@ class GenerationService:
                 if remaining <= 0 or (abandoned is not None and await abandoned()):
                     break
                 # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling.
-                # A wake-up (claimed, a step, a preview) costs one status read; the whole view
-                # is read once, at the end. A client that may leave is looked at every second.
+                # Only changes that may end the job wake it (not its claim, steps or previews);
+                # each costs one status read, and the whole view is read once, at the end. A
+                # client that may leave is looked at every second.
                 pause = remaining if abandoned is None else min(remaining, 1.0)
                 if await changes.wait(pause):
                     status = await self._status(project_id, generation_id)

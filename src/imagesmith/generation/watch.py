@@ -3,7 +3,8 @@ event streams) sleep until the notifier wakes them; wake-ups from this process a
 and other processes' arrive by NOTIFY. What could still be missed — a worker in another process
 on SQLite, a NOTIFY lost while the listener reconnects — this sweep catches: every interval, one
 query reads the state of every generation someone here waits on, and wakes the waiters of those
-that changed. A thousand waiters cost one query an interval, not a thousand."""
+that changed (for a step or a preview, only those that follow progress). A thousand waiters
+cost one query an interval, not a thousand."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from imagesmith.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CHUNK = 500
+PROGRESS_AT = 3  # a row's state: status, job_version, retry_count, then its progress
 
 
 class ChangeSweep:
@@ -50,9 +52,9 @@ class ChangeSweep:
                         Generation.id,
                         Generation.status,
                         Generation.job_version,
+                        Generation.retry_count,
                         Generation.progress_step,
                         Generation.previews_ready,
-                        Generation.retry_count,
                     ).where(Generation.id.in_(watched[start : start + CHUNK]))
                 )
                 for row in rows:
@@ -66,5 +68,7 @@ class ChangeSweep:
                 if now is None or now[0].is_terminal:
                     self.rt.notifier.wake_changed(generation_id)
             elif now != before:
-                self.rt.notifier.wake_changed(generation_id)
+                # The first three (status, run, retries) unchanged: only a step or a preview.
+                progress = now is not None and now[:PROGRESS_AT] == before[:PROGRESS_AT]
+                self.rt.notifier.wake_changed(generation_id, progress=progress)
         self._seen = {gid: value for gid, value in state.items()}

@@ -305,7 +305,7 @@ async def generation_events(
         last: dict[str, Any] | None = None
         sequence = 0
         last_sent = time.monotonic()
-        with runtime.notifier.watch(generation_id) as changes:
+        with runtime.notifier.watch(generation_id, progress=True) as changes:
             while True:
                 view = await service.get(project_id, generation_id)
                 out = render_generation(view, links)

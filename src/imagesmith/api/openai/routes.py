@@ -279,7 +279,7 @@ async def image_events(
     last_sent = time.monotonic()
     ended = False
     try:
-        with runtime.notifier.watch(generation_id) as changes:
+        with runtime.notifier.watch(generation_id, progress=True) as changes:
             while True:
                 view = await service.get(project_id, generation_id)
                 g = view.generation
