@@ -44,7 +44,13 @@ from imagesmith.catalog.models import BUILTIN_MODELS
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.serverproc import Server, children_of, create_key, free_port  # noqa: E402
+from tests.serverproc import (  # noqa: E402
+    Server,
+    children_of,
+    cpu_seconds,
+    create_key,
+    free_port,
+)
 
 AQUILES_VENV = Path.home() / ".cache" / "imagesmith-bench" / "aquiles-venv"
 AQUILES_VERSION = "0.8.3"
@@ -248,12 +254,6 @@ def models_file(path: Path, steps: int) -> Path:
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if v not in (None, {})}
     path.write_text("[[models]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in fields.items()))
     return path
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (/proc, Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree(pid: int) -> list[int]:

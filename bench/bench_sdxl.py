@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_server import PARTS, breakdown  # noqa: E402
-from tests.serverproc import Server, create_key  # noqa: E402
+from tests.serverproc import Server, cpu_seconds, create_key  # noqa: E402
 
 MODEL_ID = "sdxl-random"
 GUIDANCE = 7.0  # classifier-free guidance on, as SDXL runs: the UNet sees twice the batch
@@ -425,8 +425,17 @@ def run_server(args: argparse.Namespace, work: Path, models: Path, batch: int) -
             wait_all(api, submit(api, batch, MODEL_ID, args.size, args.steps, 1), args.size, 3600)
             warm_s = time.perf_counter() - started
             started = time.perf_counter()
+            # The API's (and supervisor's) CPU a picture: with the model on a GPU, what one
+            # serving process's single core can keep up with is 1000 / this many pictures/s.
+            child = srv.model_child()
+            api_cpu, child_cpu = cpu_seconds(srv.pid), cpu_seconds(child)
             wait_all(api, submit(api, count, MODEL_ID, args.size, args.steps, 100), args.size, 3600)
             elapsed = time.perf_counter() - started
+            api_cpu = cpu_seconds(srv.pid) - api_cpu
+            try:
+                child_cpu = cpu_seconds(child) - child_cpu
+            except OSError:  # the child was restarted meanwhile (its log says why)
+                child_cpu = math.nan
         log = srv.log()
         loaded = [
             line.split("child ", 1)[-1] for line in log.splitlines() if "model.loaded" in line
@@ -436,6 +445,8 @@ def run_server(args: argparse.Namespace, work: Path, models: Path, batch: int) -
             "images": count,
             "seconds": elapsed,
             "warmup_s": warm_s,
+            "api_cpu_ms": api_cpu * 1000 / count,
+            "child_cpu_ms": child_cpu * 1000 / count,
             "parts": breakdown(log),
             "loaded": loaded[-1] if loaded else "",
             "memory": server_memory(srv),
@@ -482,8 +493,9 @@ def report(args: argparse.Namespace, raw: dict[str, Any], served: list[dict[str,
         lines.append("NOTE: no CUDA device here; these are CPU numbers, not GPU ones.")
     lines += [
         "",
-        "| part | batch | images | seconds | img/s | server/raw | warm-up s | CUDA peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| part | batch | images | seconds | img/s | server/raw | warm-up s | CUDA peak MiB "
+        "| API CPU ms/img | child CPU ms/img |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     raw_rate = {}
     for run in raw["runs"]:
@@ -491,21 +503,24 @@ def report(args: argparse.Namespace, raw: dict[str, Any], served: list[dict[str,
         raw_rate[run["batch"]] = rate
         lines.append(
             f"| raw diffusers | {run['batch']} | {run['images']} | {run['seconds']:.2f} | "
-            f"{rate:.3f} | | {run['warmup_s']:.1f} | {mib(run['cuda_peak_mib'])} |"
+            f"{rate:.3f} | | {run['warmup_s']:.1f} | {mib(run['cuda_peak_mib'])} | | |"
         )
     for run in served:
         rate = run["images"] / run["seconds"]
         lines.append(
             f"| server | {run['batch']} | {run['images']} | {run['seconds']:.2f} | {rate:.3f} | "
             f"{rate / raw_rate[run['batch']]:.2f} | {run['warmup_s']:.1f} | "
-            f"{mib(run['memory']['child_cuda_peak_mib'])} |"
+            f"{mib(run['memory']['child_cuda_peak_mib'])} | {run['api_cpu_ms']:.1f} | "
+            f"{run['child_cpu_ms']:.1f} |"
         )
     best = max(served, key=lambda run: run["images"] / run["seconds"])
     lines += [
         "",
         f"best server batch: {best['batch']} "
         f"({best['images'] / best['seconds']:.3f} img/s; raw best "
-        f"{max(raw_rate.values()):.3f} img/s at batch {max(raw_rate, key=lambda b: raw_rate[b])})",
+        f"{max(raw_rate.values()):.3f} img/s at batch {max(raw_rate, key=lambda b: raw_rate[b])}); "
+        f"the API's CPU there ({best['api_cpu_ms']:.1f} ms a picture) would keep up with "
+        f"~{1000 / max(best['api_cpu_ms'], 1e-3):.0f} img/s",
         "",
         "server per batch, ms (medians of batch.done / batch.stored after the warm-up):",
     ]
