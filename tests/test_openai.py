@@ -104,6 +104,32 @@ def test_edits_variations_and_models(client: openai.OpenAI) -> None:
         client.models.retrieve("no-such-model")
 
 
+def test_base64_bodies_are_the_json_the_standard_library_writes() -> None:
+    """b64_json bodies are written by hand around the encoded bytes (api/b64json.py): they must
+    parse to what json.dumps + base64 would have said, whatever the text around them holds."""
+    import json
+
+    from imagesmith.api.b64json import Base64, dumps
+
+    blobs = [b"", b"\x00\xff" * 7, bytes(range(256)) * 3]
+    value = {
+        "created": 1,
+        "data": [
+            {"b64_json": Base64(blob), "revised_prompt": 'é "q"\n\\ \u2028 🎨'} for blob in blobs
+        ],
+        "usage": {"n": [1, 2.5, None, True, False], "empty": {}, "none": []},
+    }
+    expected = {
+        **value,
+        "data": [
+            {"b64_json": base64.b64encode(blob).decode(), "revised_prompt": 'é "q"\n\\ \u2028 🎨'}
+            for blob in blobs
+        ],
+    }
+    assert json.loads(dumps(value)) == expected
+    assert json.loads(dumps([Base64(b"ab"), "x"])) == ["YWI=", "x"]
+
+
 def test_auto_size_is_the_family_size_nearest_the_inputs_shape() -> None:
     from imagesmith.generation.aspect import nearest_size
 

@@ -5,9 +5,7 @@ client goes away first."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import json
 import logging
 import re
 import time
@@ -20,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData, UploadFile
 
+from imagesmith.api.b64json import Base64, Base64JSONResponse, dumps
 from imagesmith.api.deps import BEARER_KEY, RuntimeDep, principal_from
 from imagesmith.api.dialect import error_responses
 from imagesmith.api.links import ImageLinks, image_links
@@ -146,9 +145,15 @@ async def encoded(
         stored = await runtime.store.get(image.storage_key)
         if stored is None:
             raise ImagesmithError("An output image is missing from storage", status_code=500)
-        # Re-encoding is CPU work: off the event loop.
-        out.append(await asyncio.to_thread(transcode, stored.data, output_format, compression))
+        out.append(await transcoded(stored.data, output_format, compression))
     return out
+
+
+async def transcoded(png: bytes, output_format: str | None, compression: int | None) -> bytes:
+    if output_format in (None, "png"):
+        return png  # as stored: no trip to a thread
+    # Re-encoding is CPU work: off the event loop.
+    return await asyncio.to_thread(transcode, png, output_format, compression)
 
 
 def transcode(png: bytes, output_format: str | None, compression: int | None) -> bytes:
@@ -178,7 +183,7 @@ async def respond(
     b64: bool,
     output_format: str | None,
     compression: int | None,
-) -> dict[str, Any]:
+) -> Base64JSONResponse:
     """Wait for the job `created_job` named, and answer. The wait can last minutes; callers
     keep neither the job's rows nor an edit's uploads while it runs (they are stored by now)."""
     project_id, generation_id = job
@@ -208,19 +213,21 @@ async def respond(
     data: list[dict[str, Any]] = []
     if b64:
         for image in await encoded(runtime, view, output_format, compression):
-            data.append({"b64_json": base64.b64encode(image).decode(), "revised_prompt": g.prompt})
+            data.append({"b64_json": Base64(image), "revised_prompt": g.prompt})
     else:
         links: ImageLinks = image_links(request, runtime)
         data = [
             {"url": links.url(image, view.org_slug, view.project_slug), "revised_prompt": g.prompt}
             for image in view.images
         ]
-    return {
-        "created": int(time.time()),
-        "data": data,
-        "output_format": output_format or "png",
-        "size": f"{g.width}x{g.height}",
-    }
+    return Base64JSONResponse(
+        {
+            "created": int(time.time()),
+            "data": data,
+            "output_format": output_format or "png",
+            "size": f"{g.width}x{g.height}",
+        }
+    )
 
 
 KEEPALIVE_SECONDS = 15.0
@@ -228,8 +235,8 @@ KEEPALIVE_SECONDS = 15.0
 _cancelling: set[asyncio.Task[Any]] = set()
 
 
-def sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
 def echo(value: str | None, allowed: tuple[str, ...]) -> str:
@@ -259,7 +266,7 @@ def stream_response(
 
 async def image_events(
     runtime: Runtime, view: GenerationView, options: StreamOptions
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     """OpenAI's image stream over the generation: a `partial_image` event per preview the worker
     stores (fewer than asked when the run has too few steps), then one `completed` event per
     image, or an `error` event. A client that leaves first has its generation cancelled."""
@@ -287,12 +294,12 @@ async def image_events(
                     key = preview_key(view.org_slug, view.project_slug, generation_id, index)
                     stored = await runtime.store.get(key)
                     if stored is not None:
-                        image = await asyncio.to_thread(transcode, stored.data, fmt, compression)
+                        image = await transcoded(stored.data, fmt, compression)
                         yield sse(
                             f"{options.kind}.partial_image",
                             {
                                 "type": f"{options.kind}.partial_image",
-                                "b64_json": base64.b64encode(image).decode(),
+                                "b64_json": Base64(image),
                                 "created_at": int(time.time()),
                                 "partial_image_index": index,
                                 **common,
@@ -307,7 +314,7 @@ async def image_events(
                             f"{options.kind}.completed",
                             {
                                 "type": f"{options.kind}.completed",
-                                "b64_json": base64.b64encode(image).decode(),
+                                "b64_json": Base64(image),
                                 "created_at": int(time.time()),
                                 "usage": NO_TOKENS,
                                 **common,
@@ -335,7 +342,7 @@ async def image_events(
                 await changes.wait(pause)
                 if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()
-                    yield ": keep-alive\n\n"
+                    yield b": keep-alive\n\n"
     except ImagesmithError as exc:  # the headers are sent: the error travels as an event
         ended = True
         yield stream_error(exc.message, code=exc.code)
@@ -365,7 +372,7 @@ NO_TOKENS = {
 }
 
 
-def stream_error(message: str, code: str | None = None) -> str:
+def stream_error(message: str, code: str | None = None) -> bytes:
     error = {"message": message, "type": "server_error", "param": None, "code": code}
     return sse("error", {"error": error})
 
@@ -388,7 +395,7 @@ async def create_image(
     runtime: RuntimeDep,
     principal: BearerDep,
     body: Annotated[ImageGenerate, Body()],
-) -> dict[str, Any] | StreamingResponse:
+) -> Base64JSONResponse | StreamingResponse:
     """Create images from a prompt and answer when they are done (an ordinary generation); with
     `stream`, as server-sent events: partial images while it runs, then the images."""
     core = core_request(runtime, body.prompt, body.model, body.n, body.size, body.user)
@@ -437,7 +444,7 @@ def form_int(form: FormData, name: str, low: int, high: int) -> int | None:
 
 async def image_to_image(
     request: Request, runtime: Runtime, principal: Principal, prompt: str | None
-) -> dict[str, Any] | StreamingResponse:
+) -> Base64JSONResponse | StreamingResponse:
     """Edits and variations: the images are the generation's references, so the first is the
     img2img init image (masks: not yet)."""
     form = await limited_form(request, EDIT_MAX_BYTES, max_files=17, max_fields=20)
@@ -532,7 +539,7 @@ EDIT_BODY = multipart_body(
 )
 async def edit_image(
     request: Request, runtime: RuntimeDep, principal: BearerDep
-) -> dict[str, Any] | StreamingResponse:
+) -> Base64JSONResponse | StreamingResponse:
     """Edit an image with a prompt (img2img from the first image); `stream` as for generations."""
     return await image_to_image(request, runtime, principal, None)
 
@@ -545,7 +552,7 @@ async def edit_image(
 )
 async def image_variations(
     request: Request, runtime: RuntimeDep, principal: BearerDep
-) -> dict[str, Any] | StreamingResponse:
+) -> Base64JSONResponse | StreamingResponse:
     """Variations of an image (img2img with no prompt)."""
     return await image_to_image(request, runtime, principal, "")
 
