@@ -226,6 +226,10 @@ async def test_a_batch_is_recorded_together_and_a_bad_row_fails_only_its_job(
             )
         )
     ids = await add_jobs(database, project_id, 3, num_outputs=1)
+    async with database.transaction() as session:
+        bad = await GenerationRepository(session).get_any(ids[2])
+        assert bad is not None
+        bad.output_image_ids = ["clash"]  # a re-run whose image row cannot be inserted
     queue = JobQueue(runtime, "w")
     jobs = await queue.claim(3)
     assert [job.generation_id for job in jobs] == ids
@@ -235,10 +239,6 @@ async def test_a_batch_is_recorded_together_and_a_bad_row_fails_only_its_job(
     assert first.completed_at == second.completed_at  # one write for the batch
 
     (again,) = await add_jobs(database, project_id, 1, num_outputs=1)
-    async with database.transaction() as session:
-        bad = await GenerationRepository(session).get_any(ids[2])
-        assert bad is not None
-        bad.output_image_ids = ["clash"]  # its image row cannot be inserted
     (good,) = await queue.claim(1)
     failed = await queue.succeed_all(
         [Finished(jobs[2], [Png(b"\x89PNG bad")]), Finished(good, [Png(b"\x89PNG ok")])]

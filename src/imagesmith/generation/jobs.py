@@ -60,6 +60,9 @@ class ClaimedJob:
     negative_prompt: str | None
     params: EngineParams
     init_image: bytes | None
+    # The generation's output image ids when it was claimed: a re-run in place writes under
+    # them (same ids, same URLs); a first run has none.
+    outputs: tuple[str, ...] = ()
 
     @property
     def generation_id(self) -> str:
@@ -185,6 +188,7 @@ class JobQueue:
                 generation.negative_prompt,
                 generation.params,
                 None,
+                tuple(generation.output_ids()),
             )
             if generation.init_image_key is not None:
                 stored = await self.rt.store.get(generation.init_image_key)
@@ -347,27 +351,20 @@ class JobQueue:
         in one write transaction; returns the jobs whose images could not be stored or recorded,
         with why. A result for a job that was cancelled or re-queued meanwhile is discarded.
 
-        One look, one write and one commit for the whole batch: a job at a time took ~20 ms of
-        this process a job (two transactions and their round trips), more than a 64 px batch of
-        16 spent in the model (bench/RESULTS.md). If the batch's write fails, each job is
-        written alone, so one bad row fails only its own job."""
+        One write and one commit for the whole batch: a job at a time took ~20 ms of this process
+        a job (two transactions and their round trips), more than a 64 px batch of 16 spent in
+        the model (bench/RESULTS.md). If the batch's write fails, each job is written alone, so
+        one bad row fails only its own job. No look before: the output ids are the claim's, and
+        the write checks that this attempt still holds each job (a read here cost ~2.7 ms of a
+        lone client's request, bench/RESULTS.md, thirteenth session)."""
         failed: list[tuple[ClaimedJob, Exception]] = []
-        # A look (a read: the write checks again) at which output ids to store under.
-        async with self.rt.db.read() as session:
-            held = await GenerationRepository(session).held_rows(
-                self.worker_id, [result.job.claim for result in results]
-            )
         # Same ids → same URLs. The bytes go under this attempt's own keys; the rows point at
         # them only if this attempt still holds the job when its success is recorded.
         attempt = secrets.token_hex(4)
         todo: list[Stored] = []
         for result in results:
             job = result.job
-            generation = held.get(job.generation_id)
-            if generation is None:
-                log.info("generation.result_discarded generation_id=%s", job.generation_id)
-                continue
-            ids = output_slots(generation, len(result.images))
+            ids = output_slots(job.outputs, len(result.images))
             keys = [image_key(job.org_slug, job.project_slug, i, attempt) for i in ids]
             todo.append(Stored(result, ids, keys))
         puts = await asyncio.gather(*(self._put(stored) for stored in todo), return_exceptions=True)
@@ -544,10 +541,9 @@ class JobQueue:
             self.rt.notifier.webhooks_queued()
 
 
-def output_slots(generation: Generation, count: int) -> list[str]:
+def output_slots(known: Sequence[str], count: int) -> list[str]:
     """The image ids a run writes: the generation's existing outputs first (a re-run keeps its
     ids, keys and URLs), new ids for any beyond them."""
-    known = generation.output_ids()
     return [known[i] if i < len(known) else new_id() for i in range(count)]
 
 

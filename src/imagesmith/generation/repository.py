@@ -228,7 +228,8 @@ class GenerationRepository:
         `except_models`: none of these (a local worker leaves the remote models' jobs alone,
         and still takes a job whose model left the registry, to fail it with a message)."""
         only = model_filter(model_ids, except_models)
-        head = await self._lock_first(await self._fair_order(*only, limit=CANDIDATES))
+        candidates = await self._fair_order(*only, limit=CANDIDATES)
+        head = await self._lock_first(candidates)
         if head is None:
             return []
         # Batch-mates agree on every batch-key column; None (txt2img strength) matches None.
@@ -239,7 +240,12 @@ class GenerationRepository:
             for name in EngineParams.BATCH_KEY
         ]
         # The head stays in the ranking (it is still pending here) so positions stay true.
-        ranked_mates = await self._fair_order(*same_key, limit=limit * 4) if limit > 1 else []
+        # A lone candidate has no batch-mates (each would have been a candidate: its model is
+        # the head's): a lone client's claim skips this ranking.
+        alone = len(candidates) == 1
+        ranked_mates = (
+            await self._fair_order(*same_key, limit=limit * 4) if limit > 1 and not alone else []
+        )
         mates = [i for i in ranked_mates if i != head.id]
         lockable: dict[str, int] = {}  # id → its images
         if mates:
