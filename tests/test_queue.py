@@ -453,24 +453,29 @@ def count_calls(obj: Any, name: str) -> list[tuple[Any, ...]]:
     return calls
 
 
-async def test_a_waiter_holds_the_status_and_reads_the_view_once(db: Any, runtime: Runtime) -> None:
-    """A thousand long-polling clients each holding a full view cost megabytes and a full read
-    each: a waiter reads only the status on each wake-up, and the whole view once, at the end."""
+async def test_a_waiter_reads_once_a_wake_up_and_answers_with_that_read(
+    db: Any, runtime: Runtime
+) -> None:
+    """A waiter looks at the status once, then reads once per wake-up: the view, which is its
+    answer when the job has ended (a status read and then the view were two reads an ending),
+    and which it drops when it has not (a thousand long-polling clients each holding a view
+    cost megabytes)."""
     from imagesmith.generation.service import GenerationService
 
     database, project_id, _ = db
     [generation_id] = await add_jobs(database, project_id, 1)
     service = GenerationService(runtime)
-    full_reads = count_calls(service, "get")
+    status_reads, full_reads = count_calls(service, "_status"), count_calls(service, "get")
     waiting = asyncio.ensure_future(service.wait(project_id, generation_id, 30))
     for _ in range(3):  # changes that do not end it (an edit, a re-queue): each wakes the waiter
         await asyncio.sleep(0.05)
         runtime.notifier.generation_changed(generation_id)
     await asyncio.sleep(0.05)
-    assert not waiting.done() and len(full_reads) == 0
+    assert not waiting.done() and (len(status_reads), len(full_reads)) == (1, 3)
     await GenerationService(runtime).cancel(project_id, generation_id)
     view = await asyncio.wait_for(waiting, 10)
-    assert view.generation.status is GenerationStatus.CANCELLED and len(full_reads) == 1
+    assert view.generation.status is GenerationStatus.CANCELLED
+    assert (len(status_reads), len(full_reads)) == (1, 4)
 
 
 async def test_a_waiter_for_the_end_is_not_woken_by_its_jobs_claim_or_steps(
@@ -485,7 +490,7 @@ async def test_a_waiter_for_the_end_is_not_woken_by_its_jobs_claim_or_steps(
     database, project_id, _ = db
     [generation_id] = await add_jobs(database, project_id, 1)
     service = GenerationService(runtime)
-    reads = count_calls(service, "_status")
+    reads, full_reads = count_calls(service, "_status"), count_calls(service, "get")
     queue = JobQueue(runtime, "w")
     with runtime.notifier.watch(generation_id, progress=True) as stream:
         waiting = asyncio.ensure_future(service.wait(project_id, generation_id, 30))
@@ -497,10 +502,11 @@ async def test_a_waiter_for_the_end_is_not_woken_by_its_jobs_claim_or_steps(
             await queue.report_progress([job], step, 4)
             assert await stream.wait(0)
         await asyncio.sleep(0.05)
-        assert not waiting.done() and len(reads) == 1
+        assert not waiting.done() and (len(reads), len(full_reads)) == (1, 0)
         await service.cancel(project_id, generation_id)
         view = await asyncio.wait_for(waiting, 10)
-        assert view.generation.status is GenerationStatus.CANCELLED and len(reads) == 2
+        assert view.generation.status is GenerationStatus.CANCELLED
+        assert (len(reads), len(full_reads)) == (1, 1)
         assert await stream.wait(0)
 
 

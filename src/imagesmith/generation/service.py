@@ -359,12 +359,17 @@ class GenerationService:
                 if remaining <= 0 or (abandoned is not None and await abandoned()):
                     break
                 # Woken by the worker, NOTIFY or the sweep (generation/watch.py); no polling.
-                # Only changes that may end the job wake it (not its claim, steps or previews);
-                # each costs one status read, and the whole view is read once, at the end. A
+                # Only changes that may end the job wake it (not its claim, steps or previews),
+                # so a wake-up reads the whole view, the answer when the job has ended (one read
+                # where a status read and then the view were two); kept only if it has. A
                 # client that may leave is looked at every second.
                 pause = remaining if abandoned is None else min(remaining, 1.0)
                 if await changes.wait(pause):
-                    status = await self._status(project_id, generation_id)
+                    view = await self.get(project_id, generation_id)  # NotFound when deleted
+                    if view.generation.status.is_terminal:
+                        return view
+                    status = view.generation.status
+                    del view
         view = await self.get(project_id, generation_id)  # NotFound when deleted meanwhile
         if view.generation.status.is_terminal:
             return view
