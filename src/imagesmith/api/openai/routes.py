@@ -157,8 +157,7 @@ async def transcoded(png: bytes, output_format: str | None, compression: int | N
 
 
 def transcode(png: bytes, output_format: str | None, compression: int | None) -> bytes:
-    if output_format in (None, "png"):
-        return png
+    """The PNG as JPEG or WebP (`transcoded` answers a PNG as stored without calling this)."""
     from PIL import Image as PILImage  # loaded with the first image that needs it
 
     with PILImage.open(io.BytesIO(png)) as image:
