@@ -82,6 +82,10 @@ class Watch:
         self._event.clear()
         return changed
 
+    def wake(self) -> None:
+        """Wake this watcher's `wait` now, as a change would (from its own event loop)."""
+        self._event.set()
+
 
 class Notifier:
     def __init__(
