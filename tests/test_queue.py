@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from imagesmith.auth.service import KeyService
@@ -363,12 +363,12 @@ async def test_a_worker_claims_when_the_steps_left_take_less_than_a_claim(
             self.step = step
             return Progress("b", step, total)
 
-    async def nothing(*_args: Any) -> int:
-        return 0
+    async def nothing(*_args: Any) -> set[str]:
+        return set()
 
     child = Child()
     worker.child = child  # type: ignore[assignment]
-    worker._drop_cancelled = nothing  # type: ignore[method-assign]
+    worker.queue.still_held = nothing  # type: ignore[method-assign]
     worker.queue.report_progress = nothing  # type: ignore[method-assign]
     claimed_at: list[int] = []
     leases = asyncio.get_running_loop().create_future()
@@ -955,3 +955,72 @@ async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(
             )
         ).one()
     assert used is not None
+
+
+async def test_a_progress_write_is_the_batchs_cancel_check(db: Any, runtime: Runtime) -> None:
+    """A running batch wrote each job's progress in a statement of its own and, every 0.5 s
+    beside it, read which jobs it still held. One UPDATE for the batch now answers both: it
+    writes only the rows still held and returns them, so a batch whose child reports steps
+    never needs the read, and a job cancelled mid-batch is dropped at the next write."""
+    from imagesmith.generation.service import GenerationService
+    from imagesmith.worker.messages import BatchDone, CancelBatch, Progress
+    from imagesmith.worker.supervisor import Batch, Worker
+
+    database, project_id, _ = db
+    first, second = await add_jobs(database, project_id, 2)
+    worker = Worker(runtime, "ticks")
+    jobs = await worker.queue.claim(2)
+    held = {job.generation_id: job for job in jobs}
+    assert await worker.queue.report_progress(jobs, 1, 4) == {first, second}
+    await GenerationService(runtime).cancel(project_id, first)
+    assert await worker.queue.report_progress(jobs, 2, 4) == {second}
+    async with database.read() as session:
+        rows = {g.id: g for g in (await session.execute(select(Generation))).scalars()}
+    assert (rows[first].progress_step, rows[second].progress_step) == (1, 2)
+    assert not any(job.progress_hooked for job in jobs)  # no webhook wanted their steps
+
+    total, sent = 16, []
+
+    class Child:  # a step every 0.1 s: a progress write is due every fifth
+        def __init__(self) -> None:
+            self.steps = iter(range(total + 1))
+
+        async def next_message(self, _wait: float) -> object:
+            step = next(self.steps, None)
+            if step is None:
+                return BatchDone("b", {})
+            await asyncio.sleep(0.1)
+            if step == 8:
+                await GenerationService(runtime).cancel(project_id, second)
+            return Progress("b", step, total)
+
+        def send(self, message: object) -> None:
+            sent.append(message)
+
+    worker.child = Child()  # type: ignore[assignment]
+    reads = count_calls(worker.queue, "still_held")
+    writes = count_calls(worker.queue, "report_progress")
+    batch = Batch("b", jobs, asyncio.get_running_loop().create_future())
+    assert await worker._collect(batch, held, [], lambda: None)
+    assert not held and len(writes) >= 2 and reads == []
+    assert [type(message) for message in sent] == [CancelBatch]  # all cancelled: stop it
+
+
+async def test_a_claim_notes_which_jobs_a_webhook_wants_the_steps_of(
+    db: Any, runtime: Runtime
+) -> None:
+    """Progress writes announce generation.progress only for the jobs whose targets wanted it
+    at their claim: each announcement read the job's row, wanted or not."""
+    database, project_id, _ = db
+    [plain] = await add_jobs(database, project_id, 1)
+    url = "https://example.com/h"
+    [hooked] = await add_jobs(
+        database, project_id, 1, webhook_url=url, webhook_events=["generation.progress"]
+    )
+    [other] = await add_jobs(database, project_id, 1, webhook_url=url)  # the default events
+    jobs = await JobQueue(runtime, "w").claim(3)
+    assert {job.generation_id: job.progress_hooked for job in jobs} == {
+        plain: False,
+        hooked: True,
+        other: False,
+    }

@@ -33,6 +33,7 @@ from imagesmith.models import Generation, GenerationStatus, Image, ImageSource
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import delete_quietly, image_key, preview_key
 from imagesmith.webhooks import events
+from imagesmith.webhooks.outbox import targets_for
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class ClaimedJob:
     # The generation's output image ids when it was claimed: a re-run in place writes under
     # them (same ids, same URLs); a first run has none.
     outputs: tuple[str, ...] = ()
+    # Whether a webhook target wanted generation.progress when it was claimed: progress writes
+    # announce only these (each announcement reads the job's row).
+    progress_hooked: bool = False
 
     @property
     def generation_id(self) -> str:
@@ -154,6 +158,7 @@ class JobQueue:
             rows: list[tuple[Claim, Generation, str, str]] = []
             slugs: dict[str, tuple[str, str]] = {}  # a batch is mostly one project's jobs
             hooks = False
+            progress_hooked: set[str] = set()
             claimed = await repo.held_rows(self.worker_id, claims)  # read after the claim
             for claim in claims:
                 generation = claimed.get(claim.generation_id)
@@ -165,6 +170,9 @@ class JobQueue:
                     hooks |= await announce(
                         self.rt, session, claim.generation_id, events.STARTED, fresh=generation
                     )
+                    # The project's endpoints are read once a transaction (targets_for).
+                    if await targets_for(session, generation, events.PROGRESS):
+                        progress_hooked.add(claim.generation_id)
         if hooks:
             self.rt.notifier.webhooks_queued()
         for claim in claims:
@@ -190,6 +198,7 @@ class JobQueue:
                 generation.params,
                 None,
                 tuple(generation.output_ids()),
+                claim.generation_id in progress_hooked,
             )
             if generation.init_image_key is not None:
                 stored = await self.rt.store.get(generation.init_image_key)
@@ -206,28 +215,36 @@ class JobQueue:
                 self.worker_id, [job.claim for job in jobs], self._lease_until(utcnow())
             )
 
-    async def report_progress(self, jobs: Iterable[ClaimedJob], step: int, total: int) -> None:
+    async def report_progress(self, jobs: Iterable[ClaimedJob], step: int, total: int) -> set[str]:
+        """Write a running batch's step; returns the ids of the jobs still held, so a progress
+        write is also the batch's cancel check."""
         jobs = list(jobs)
-        # generation.progress for those who asked, at most one per webhook_progress_seconds.
+        # generation.progress for those who asked (their targets when the job was claimed), at
+        # most one per webhook_progress_seconds.
         clock = time.monotonic()
         every = self.settings.webhook_progress_seconds
         hooked = [
             job
             for job in jobs
-            if step < total and clock - self._progress_sent.get(job.generation_id, 0.0) >= every
+            if job.progress_hooked
+            and step < total
+            and clock - self._progress_sent.get(job.generation_id, 0.0) >= every
         ]
         hooks = False
         async with self.rt.db.transaction() as session:
-            repo = GenerationRepository(session)
-            for job in jobs:
-                await repo.set_progress(self.worker_id, job.claim, step, total)
+            held = await GenerationRepository(session).set_progress(
+                self.worker_id, [job.claim for job in jobs], step, total
+            )
             for job in hooked:
-                self._progress_sent[job.generation_id] = clock
-                hooks |= await announce(self.rt, session, job.generation_id, events.PROGRESS)
+                if job.generation_id in held:
+                    self._progress_sent[job.generation_id] = clock
+                    hooks |= await announce(self.rt, session, job.generation_id, events.PROGRESS)
         for job in jobs:
-            self.rt.notifier.generation_progressed(job.generation_id)
+            if job.generation_id in held:
+                self.rt.notifier.generation_progressed(job.generation_id)
         if hooks:
             self.rt.notifier.webhooks_queued()
+        return held
 
     async def store_preview(self, job: ClaimedJob, index: int, image: ImageBytes) -> None:
         """Keep a partial image where streaming readers find it (`previews_ready` counts them).
@@ -252,7 +269,7 @@ class JobQueue:
 
     async def still_held(self, jobs: Iterable[ClaimedJob]) -> set[str]:
         """Ids of the jobs this worker still holds (not cancelled, not re-queued meanwhile)."""
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             return await GenerationRepository(session).held_ids(
                 self.worker_id, [job.claim for job in jobs]
             )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.catalog.params import EngineParams
@@ -339,21 +339,29 @@ class GenerationRepository:
     async def renew_leases(
         self, worker_id: str, claims: list[Claim], lease_until: datetime
     ) -> None:
-        for claim in claims:
+        if claims:
             await self.session.execute(
                 update(Generation)
-                .where(self._held(worker_id, claim))
+                .where(*self._held_exactly(worker_id, claims))
                 .values(lease_expires_at=lease_until)
                 .execution_options(synchronize_session=False)
             )
 
-    async def set_progress(self, worker_id: str, claim: Claim, step: int, total: int) -> None:
-        await self.session.execute(
+    async def set_progress(
+        self, worker_id: str, claims: list[Claim], step: int, total: int
+    ) -> set[str]:
+        """A running batch's step, in one statement; returns the ids still held (the others
+        were cancelled, deleted or re-queued meanwhile): it is also the batch's cancel check."""
+        if not claims:
+            return set()
+        result = await self.session.execute(
             update(Generation)
-            .where(self._held(worker_id, claim))
+            .where(*self._held_exactly(worker_id, claims))
             .values(progress_step=step, progress_total=total)
+            .returning(Generation.id)
             .execution_options(synchronize_session=False)
         )
+        return set(result.scalars())
 
     async def set_previews_ready(self, worker_id: str, claim: Claim, count: int) -> bool:
         result = await self.session.execute(
@@ -414,6 +422,15 @@ class GenerationRepository:
         )
         versions = {c.generation_id: c.job_version for c in claims}
         return {gid for gid, version in result.all() if versions.get(gid) == version}
+
+    @classmethod
+    def _held_exactly(cls, worker_id: str, claims: list[Claim]) -> tuple[Any, ...]:
+        """These claims' rows that this worker runs now, at the claimed versions."""
+        versions = [(c.generation_id, c.job_version) for c in claims]
+        return (
+            *cls._held_now(worker_id, claims),
+            tuple_(Generation.id, Generation.job_version).in_(versions),
+        )
 
     @staticmethod
     def _held_now(worker_id: str, claims: list[Claim]) -> tuple[Any, ...]:

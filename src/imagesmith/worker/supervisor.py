@@ -436,13 +436,31 @@ class Worker:
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), CANCEL_CHECK_SECONDS)
             message = await self.child.next_message(wait)
-            if time.monotonic() - last_check >= CANCEL_CHECK_SECONDS:
+            still: set[str] | None = None  # which jobs are still held, when asked
+            if isinstance(message, Progress) and message.batch_id == batch_id:
+                now = time.monotonic()
+                # Timed between steps only: the batch's first message (step 0, the call's start)
+                # may have waited behind the last batch's images.
+                if stepped is not None and stepped[0] >= 1 and message.step > stepped[0]:
+                    step_seconds = (now - stepped[1]) / (message.step - stepped[0])
+                stepped = (message.step, now)
+                if claim_is_due(message.step, message.total, step_seconds, self._claim_seconds):
+                    on_last_step()
+                if held and now - last_progress >= PROGRESS_INTERVAL:
+                    # The write answers which jobs are still held: the cancel check with it.
+                    last_progress = last_check = time.monotonic()
+                    still = await self.queue.report_progress(
+                        held.values(), message.step, message.total
+                    )
+            if still is None and held and time.monotonic() - last_check >= CANCEL_CHECK_SECONDS:
+                # A batch whose steps come slower than the check (or whose child is quiet).
                 last_check = time.monotonic()
-                dropped = await self._drop_cancelled(held)
-                if dropped and not held and not finished and not stop_sent:
-                    # Every job in the batch was cancelled: stop the child at its next step.
-                    self.child.send(CancelBatch(batch_id))
-                    stop_sent = True
+                still = await self.queue.still_held(held.values())
+            dropped = still is not None and self._drop_cancelled(held, still)
+            if dropped and not held and not finished and not stop_sent:
+                # Every job in the batch was cancelled: stop the child at its next step.
+                self.child.send(CancelBatch(batch_id))
+                stop_sent = True
             if message is None:
                 if time.monotonic() < deadline:
                     continue
@@ -463,19 +481,7 @@ class Worker:
                 )
                 await self._restart_child()
                 return False
-            if isinstance(message, Progress) and message.batch_id == batch_id:
-                now = time.monotonic()
-                # Timed between steps only: the batch's first message (step 0, the call's start)
-                # may have waited behind the last batch's images.
-                if stepped is not None and stepped[0] >= 1 and message.step > stepped[0]:
-                    step_seconds = (now - stepped[1]) / (message.step - stepped[0])
-                stepped = (message.step, now)
-                if claim_is_due(message.step, message.total, step_seconds, self._claim_seconds):
-                    on_last_step()
-                if held and time.monotonic() - last_progress >= PROGRESS_INTERVAL:
-                    last_progress = time.monotonic()
-                    await self.queue.report_progress(held.values(), message.step, message.total)
-            elif isinstance(message, Preview) and message.job_id in held:
+            if isinstance(message, Preview) and message.job_id in held:
                 await self.queue.store_preview(held[message.job_id], message.index, message.image)
             elif isinstance(message, JobDone) and message.job_id in held:
                 finished.append((held.pop(message.job_id), message.images))
@@ -496,9 +502,9 @@ class Worker:
                     )
                 return True
 
-    async def _drop_cancelled(self, held: dict[str, ClaimedJob]) -> int:
+    @staticmethod
+    def _drop_cancelled(held: dict[str, ClaimedJob], still: set[str]) -> int:
         """Forget jobs cancelled (or re-queued) while they ran; their results will be discarded."""
-        still = await self.queue.still_held(held.values())
         dropped = set(held) - still
         for generation_id in dropped:
             log.info("generation.dropped generation_id=%s (cancelled or re-queued)", generation_id)
