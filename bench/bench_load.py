@@ -8,6 +8,9 @@ clients is compared with one client in the same run; every job must end terminal
         [--batch 4]         # IMAGESMITH_WORKER_BATCH_SIZE
         [--no-worker-api]   # API with --no-worker + a separate `imagesmith worker` process
         [--backend postgres]  # PostgreSQL, Redis and S3 from `.ci/services.sh` (start it, eval env)
+        [--dialect openai]  # clients call OpenAI's /v1/images/generations (b64_json), which
+                            # answers when the images are ready; a job counts when its answer
+                            # comes inside the window, and the drain waits for an empty queue
 
 Bounded: 127.0.0.1 only, at most --seconds per phase plus the drain. Prints one line per phase and
 a summary; `--out` appends the summary to a file."""
@@ -73,6 +76,26 @@ def user(url: str, key: str) -> httpx.AsyncClient:
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         timeout=httpx.Timeout(60.0, connect=30.0),
     )
+
+
+async def openai_loop(
+    url: str, key: str, body: dict[str, object], stop: float, phase: Phase
+) -> None:
+    """Ask for an image and wait for it in the one request, then the next."""
+    auth = {"Authorization": f"Bearer {key}"}
+    async with user(url, key) as api:
+        while time.monotonic() < stop:
+            try:
+                phase.created.append("")
+                made = await api.post("/v1/images/generations", json=body, headers=auth)
+                if made.status_code != 200:
+                    phase.errors.append(f"create {made.status_code} {made.text[:100]}")
+                    await asyncio.sleep(1)
+                elif time.monotonic() < stop:
+                    phase.finished += 1
+            except httpx.HTTPError as exc:
+                phase.errors.append(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1)
 
 
 async def client_loop(
@@ -145,6 +168,7 @@ async def run_phase(
     probe_id: str,
     pid: int,
     poll: float,
+    dialect: str = "native",
 ) -> tuple[Phase, float]:
     phase = Phase()
     loop = asyncio.get_running_loop()
@@ -155,7 +179,11 @@ async def run_phase(
         stop = start + seconds
         probing = loop.run_in_executor(pool, prober, url, key, probe_id, seconds, pid)
         tasks = [
-            asyncio.ensure_future(client_loop(url, key, body, stop, phase, poll))
+            asyncio.ensure_future(
+                openai_loop(url, key, body, stop, phase)
+                if dialect == "openai"
+                else client_loop(url, key, body, stop, phase, poll)
+            )
             for _ in range(clients)
         ]
         await asyncio.wait(tasks, timeout=seconds)
@@ -191,6 +219,18 @@ def drain(url: str, key: str, ids: list[str], timeout: float = 900) -> tuple[int
     return len(left), completed
 
 
+def drain_queue(url: str, timeout: float = 900) -> int:
+    """Wait until no job is pending or processing; returns how many still are."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=60) as api:
+        while True:
+            queue = api.get("/health/ready").json()["queue"]
+            left = int(queue["pending"]) + int(queue["processing"])
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(1)
+
+
 def p99(values: list[float]) -> float:
     values = sorted(values)
     return values[max(int(len(values) * 0.99) - 1, 0)] if values else float("nan")
@@ -220,6 +260,7 @@ def main() -> None:
     )
     parser.add_argument("--no-worker-api", action="store_true")
     parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded")
+    parser.add_argument("--dialect", choices=("native", "openai"), default="native")
     parser.add_argument(
         "--loops",
         default="auto",
@@ -270,17 +311,33 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=120) as api:
             probe = api.post("/api/v1/generations", json=body, headers={"Prefer": "wait=60"})
             probe_id = probe.json()["data"]["id"]
+        asked = body
+        if args.dialect == "openai":
+            asked = {"model": args.model, "prompt": args.prompt, "response_format": "b64_json"}
+            if args.steps is not None:
+                asked["steps"] = args.steps
         results = {}
         for clients in (1, args.clients):
             window_start = time.time()
             phase, elapsed = asyncio.run(
                 run_phase(
-                    server.url, key, clients, args.seconds, body, probe_id, server.pid, args.poll
+                    server.url,
+                    key,
+                    clients,
+                    args.seconds,
+                    asked,
+                    probe_id,
+                    server.pid,
+                    args.poll,
+                    args.dialect,
                 )
             )
-            left, completed = drain(server.url, key, phase.created)
-            # The worker's throughput: jobs the server completed inside the window.
-            inside = sum(1 for t in completed if window_start <= t <= window_start + elapsed)
+            if args.dialect == "openai":  # answered inside the window; the rest cancelled
+                left, inside = drain_queue(server.url), phase.finished
+            else:
+                left, completed = drain(server.url, key, phase.created)
+                # The worker's throughput: jobs the server completed inside the window.
+                inside = sum(1 for t in completed if window_start <= t <= window_start + elapsed)
             rate = inside / elapsed
             results[clients] = rate
             line = (
@@ -298,7 +355,7 @@ def run_variant(args: argparse.Namespace, settings: dict[str, Any]) -> list[str]
             lines.append(line)
         mode = "--no-worker API + worker process" if args.no_worker_api else "embedded worker"
         summary = (
-            f"load ({args.backend}, {mode}, {args.model} at its default size, "
+            f"load ({args.backend}, {mode}, {args.dialect}, {args.model} at its default size, "
             f"{args.steps or 'default'} steps, {args.seconds:g} s a phase, "
             + (f"GET every {args.poll:g} s" if args.poll else "long polls")
             + f"): throughput with {args.clients} clients / with 1 = "
