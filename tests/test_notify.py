@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from imagesmith.db.notify import CHANGED_CHANNEL, Notifier
 
@@ -66,3 +67,21 @@ async def test_the_notify_payloads_say_which_kind_of_change() -> None:
     notifier.generation_changed("g1")
     await notifier.drain()
     assert sent == [(CHANGED_CHANNEL, "g1 progress"), (CHANGED_CHANNEL, "g1")]
+
+
+def test_changes_are_remembered_for_reads_that_began_before_them() -> None:
+    """`changed_since`: whether a read begun at `since` may miss a change that could end the
+    job. Steps do not count; a change forgotten to make room counts as one for everybody."""
+    from imagesmith.db import notify
+
+    notifier = Notifier()
+    before = time.monotonic()
+    notifier.generation_progressed("g1")
+    assert not notifier.changed_since("g1", before)
+    notifier.generation_changed("g1")
+    assert notifier.changed_since("g1", before)
+    assert not notifier.changed_since("g1", time.monotonic())  # a read begun after it
+    assert not notifier.changed_since("g2", before)
+    for i in range(notify.REMEMBERED_CHANGES):
+        notifier.wake_changed(f"other-{i}")
+    assert notifier.changed_since("g2", before)  # g1's change was forgotten: unsure

@@ -1024,3 +1024,32 @@ async def test_a_claim_notes_which_jobs_a_webhook_wants_the_steps_of(
         hooked: True,
         other: False,
     }
+
+
+async def test_a_wait_starts_from_the_callers_read_unless_a_change_came_since(
+    db: Any, runtime: Runtime
+) -> None:
+    """A create with `Prefer: wait` (and the OpenAI and Stablecog synchronous paths) read its
+    job's status again as the wait began, right after the create had written it: a read a
+    request. The wait now starts from the caller's view, unless the notifier heard of a change
+    that may end the job since that view's read began; then it reads, and a job that ended in
+    between is answered at once, not at the timeout."""
+    from imagesmith.generation.service import GenerationService
+
+    database, project_id, _ = db
+    first, second = await add_jobs(database, project_id, 2)
+    service = GenerationService(runtime)
+    view = await service.get(project_id, first)
+    known = view.known()
+    assert known is not None and known[0] is GenerationStatus.PENDING
+    status_reads = count_calls(service, "_status")
+    waiting = asyncio.ensure_future(service.wait(project_id, first, 30, known=known))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and status_reads == []
+    await service.cancel(project_id, first)
+    assert (await asyncio.wait_for(waiting, 10)).generation.status is GenerationStatus.CANCELLED
+
+    known = (await service.get(project_id, second)).known()
+    await service.cancel(project_id, second)  # ends between the caller's read and its wait
+    ended = await asyncio.wait_for(service.wait(project_id, second, 30, known=known), 5)
+    assert ended.generation.status is GenerationStatus.CANCELLED and len(status_reads) == 1

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -24,6 +25,9 @@ PROGRESS = "progress"  # CHANGED_CHANNEL's payload: "<id>", or "<id> progress" f
 
 Publisher = Callable[[str, str], Coroutine[Any, Any, None]]
 
+
+# How many generations' last ending-or-change times a process remembers (`changed_since`).
+REMEMBERED_CHANGES = 4096
 
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 Watcher = tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]  # and: follows progress
@@ -44,6 +48,10 @@ class _Waiters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.changed: dict[str, set[Watcher]] = defaultdict(set)
+        # When each generation last had a change that may end it (time.monotonic), the newest
+        # REMEMBERED_CHANGES of them, and the newest time forgotten to make room.
+        self.changed_at: OrderedDict[str, float] = OrderedDict()
+        self.forgotten = float("-inf")
         self.work = _Signal()
         # Webhook deliveries written in this process (each process that writes them sends
         # them; other processes' leftovers are found by the sender's poll).
@@ -126,6 +134,13 @@ class Notifier:
                 for loop, event, follows in self._waiters.changed.get(generation_id, ())
                 if follows or not progress
             ]
+            if not progress:
+                remembered = self._waiters.changed_at
+                remembered[generation_id] = time.monotonic()
+                remembered.move_to_end(generation_id)
+                if len(remembered) > REMEMBERED_CHANGES:
+                    _, at = remembered.popitem(last=False)
+                    self._waiters.forgotten = max(self._waiters.forgotten, at)
         for waiter in waiting:
             _set(waiter)
 
@@ -164,6 +179,14 @@ class Notifier:
 
     def webhooks_queued(self) -> None:
         self._raise(self._waiters.webhooks)
+
+    def changed_since(self, generation_id: str, since: float) -> bool:
+        """Whether a change that may end the generation was heard of since `since` (a
+        time.monotonic() taken before a read of it): False means that read still holds, for a
+        watcher registered now. Unsure (forgotten to make room) counts as changed."""
+        with self._waiters.lock:
+            at = self._waiters.changed_at.get(generation_id)
+            return (at is not None and at >= since) or self._waiters.forgotten >= since
 
     def watched(self) -> list[str]:
         """The generations someone in this process is waiting on."""

@@ -68,6 +68,14 @@ class GenerationView:
     references: list[Image] = field(default_factory=list)
     remaining_credits: int | None = None
     timed_out: bool = False  # a synchronous wait ran out before the job ended
+    # time.monotonic() before the read (or the create) this view came from: a waiter starting
+    # from the view needs no read of its own unless a change was heard of since
+    # (`Notifier.changed_since`).
+    read_at: float | None = None
+
+    def known(self) -> tuple[GenerationStatus, float] | None:
+        """The status as of `read_at`, for `GenerationService.wait`."""
+        return None if self.read_at is None else (self.generation.status, self.read_at)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class GenerationService:
         self, principal: Principal, request: GenerationRequest, idempotency_key: str | None = None
     ) -> tuple[GenerationView, bool]:
         """Commit a pending generation (the queued job); returns (view, created)."""
+        began = time.monotonic()  # no change to the job can come before this
         project_id = principal.require_project()
         for name, text in (
             ("prompt", request.prompt),
@@ -187,6 +188,7 @@ class GenerationService:
         self.rt.notifier.work_queued()
         view = GenerationView(generation, None, org_slug, project_slug, references=references)
         view.remaining_credits = remaining
+        view.read_at = began
         return view, True
 
     async def _webhook(self, request: GenerationRequest) -> tuple[str | None, list[str] | None]:
@@ -326,11 +328,14 @@ class GenerationService:
             return await self._view(session, generation)
 
     async def get(self, project_id: str, generation_id: str) -> GenerationView:
+        began = time.monotonic()
         async with self.rt.db.read() as session:
             generation = await GenerationRepository(session).get(project_id, generation_id)
             if generation is None:
                 raise GenerationNotFound(generation_id)
-            return await self._view(session, generation)
+            view = await self._view(session, generation)
+        view.read_at = began
+        return view
 
     async def _status(self, project_id: str, generation_id: str) -> GenerationStatus:
         async with self.rt.db.read() as session:
@@ -346,10 +351,13 @@ class GenerationService:
         timeout: float,
         on_timeout: OnTimeout = OnTimeout.RETURN,
         gone: Callable[[], Awaitable[object]] | None = None,
+        known: tuple[GenerationStatus, float] | None = None,
     ) -> GenerationView:
         """Block until the job is terminal or `timeout` passes (capped by max_wait_seconds);
         then apply `on_timeout` — also as soon as `gone()`, awaited beside the wait, returns
-        (the client has hung up). Remote workers' results cost one poll."""
+        (the client has hung up). `known`: the status the caller read and when it began that
+        read (`GenerationView.known()`), which spares the first read when nothing was heard
+        of since. Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
         with self.rt.notifier.watch(generation_id, progress=False) as changes:
             # The client's leaving wakes the waiter like a change. It used to be asked every
@@ -360,8 +368,15 @@ class GenerationService:
                 left.add_done_callback(lambda _: changes.wake())
             try:
                 # A waiter holds only the job's status: a thousand long-polling clients each
-                # holding a full view (the ORM rows and their images) cost megabytes.
-                status = await self._status(project_id, generation_id)
+                # holding a full view (the ORM rows and their images) cost megabytes. The
+                # watch is in place, so a change from here on wakes it; one between the
+                # caller's read and here was remembered by the notifier.
+                if known is not None and not self.rt.notifier.changed_since(
+                    generation_id, known[1]
+                ):
+                    status = known[0]
+                else:
+                    status = await self._status(project_id, generation_id)
                 while not status.is_terminal:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or (left is not None and left.done()):
@@ -402,9 +417,16 @@ class GenerationService:
     ) -> tuple[GenerationView, bool]:
         """Create, then wait for the result: what synchronous dialects answer with."""
         view, created = await self.create(principal, request, idempotency_key)
-        project_id, generation_id = view.generation.project_id, view.generation.id
+        project_id, generation_id, known = (
+            view.generation.project_id,
+            view.generation.id,
+            view.known(),
+        )
         del view  # the waiter holds ids, not the rows (see `wait`)
-        return await self.wait(project_id, generation_id, timeout, on_timeout, gone), created
+        return (
+            await self.wait(project_id, generation_id, timeout, on_timeout, gone, known),
+            created,
+        )
 
     async def outputs_page(
         self, project_id: str, filters: OutputFilter, cursor: str | None, per_page: int

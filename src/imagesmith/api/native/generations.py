@@ -79,8 +79,11 @@ async def respond(
     if wait is not None:
         if not view.generation.status.is_terminal:  # an ended job is answered as read
             project_id, generation_id = view.generation.project_id, view.generation.id
+            known = view.known()
             del view
-            view = await GenerationService(runtime).wait(project_id, generation_id, wait)
+            view = await GenerationService(runtime).wait(
+                project_id, generation_id, wait, known=known
+            )
         headers["Preference-Applied"] = f"wait={wait:g}"
         if failure_is_error and view.generation.status is GenerationStatus.FAILED:
             # Clients written for the synchronous original expect the failure as an error.

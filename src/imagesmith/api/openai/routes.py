@@ -169,10 +169,18 @@ def transcode(png: bytes, output_format: str | None, compression: int | None) ->
         return buffer.getvalue()
 
 
-async def created_job(made: Awaitable[tuple[GenerationView, bool]]) -> tuple[str, str]:
-    """The project and id of a job just created: what the wait needs, and all it keeps."""
+@dataclass(frozen=True)
+class CreatedJob:
+    """A job just created: what the wait needs, and all it keeps."""
+
+    project_id: str
+    generation_id: str
+    known: tuple[GenerationStatus, float] | None  # GenerationView.known()
+
+
+async def created_job(made: Awaitable[tuple[GenerationView, bool]]) -> CreatedJob:
     view, _created = await made
-    return view.generation.project_id, view.generation.id
+    return CreatedJob(view.generation.project_id, view.generation.id, view.known())
 
 
 async def hung_up(request: Request) -> None:
@@ -186,20 +194,20 @@ async def hung_up(request: Request) -> None:
 async def respond(
     request: Request,
     runtime: Runtime,
-    job: tuple[str, str],
+    job: CreatedJob,
     b64: bool,
     output_format: str | None,
     compression: int | None,
 ) -> Base64JSONResponse:
     """Wait for the job `created_job` named, and answer. The wait can last minutes; callers
     keep neither the job's rows nor an edit's uploads while it runs (they are stored by now)."""
-    project_id, generation_id = job
     view = await GenerationService(runtime).wait(
-        project_id,
-        generation_id,
+        job.project_id,
+        job.generation_id,
         runtime.settings.openai_wait_seconds,
         OnTimeout.CANCEL,
         gone=lambda: hung_up(request),
+        known=job.known,
     )
     g = view.generation
     if g.status is not GenerationStatus.SUCCESS:
