@@ -85,3 +85,16 @@ def test_changes_are_remembered_for_reads_that_began_before_them() -> None:
     for i in range(notify.REMEMBERED_CHANGES):
         notifier.wake_changed(f"other-{i}")
     assert notifier.changed_since("g2", before)  # g1's change was forgotten: unsure
+
+
+def test_nothing_heard_proves_nothing_while_other_processes_cannot_be_heard() -> None:
+    """While the LISTEN connection is down (or on SQLite with workers in other processes),
+    another process's change would go unheard: every read counts as unsure, and once hearing
+    again, so does every read begun before."""
+    notifier = Notifier()
+    before = time.monotonic()
+    notifier.set_hearing(False)
+    assert notifier.changed_since("g1", before)
+    notifier.set_hearing(True)
+    assert notifier.changed_since("g1", before)
+    assert not notifier.changed_since("g1", time.monotonic())

@@ -1053,3 +1053,36 @@ async def test_a_wait_starts_from_the_callers_read_unless_a_change_came_since(
     await service.cancel(project_id, second)  # ends between the caller's read and its wait
     ended = await asyncio.wait_for(service.wait(project_id, second, 30, known=known), 5)
     assert ended.generation.status is GenerationStatus.CANCELLED and len(status_reads) == 1
+
+
+async def test_a_wait_ends_when_its_client_leaves_and_not_when_the_listen_fails(
+    db: Any, runtime: Runtime
+) -> None:
+    """`gone()` returning (the client hung up) ends the wait at once, and with
+    OnTimeout.CANCEL cancels the job; a `gone()` that fails says nothing: the wait goes on."""
+    from imagesmith.generation.service import GenerationService, OnTimeout
+
+    database, project_id, _ = db
+    stays, leaves = await add_jobs(database, project_id, 2)
+    service = GenerationService(runtime)
+
+    async def broken() -> None:
+        raise RuntimeError("an ASGI server that answers otherwise")
+
+    waiting = asyncio.ensure_future(
+        service.wait(project_id, stays, 30, OnTimeout.CANCEL, gone=broken)
+    )
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await service.cancel(project_id, stays)
+    assert not (await asyncio.wait_for(waiting, 10)).timed_out
+
+    hung_up = asyncio.Event()
+    waiting = asyncio.ensure_future(
+        service.wait(project_id, leaves, 30, OnTimeout.CANCEL, gone=hung_up.wait)
+    )
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    hung_up.set()
+    view = await asyncio.wait_for(waiting, 5)
+    assert view.timed_out and view.generation.status is GenerationStatus.CANCELLED

@@ -94,6 +94,7 @@ def create_app(
             runtime.notifier.recheck_seconds = min(
                 settings.poll_seconds, settings.wait_recheck_seconds
             )
+            runtime.notifier.set_hearing(False)
         app.state.runtime = runtime
         app.state.last_used = LastUsed(runtime.db)  # API keys' last use, off the request path
         stop = asyncio.Event()

@@ -56,6 +56,7 @@ class Runtime:
             return
         from imagesmith.db.listen import listen
 
+        self.notifier.set_hearing(False)  # until the LISTEN connection is up
         stop = asyncio.Event()
         task = asyncio.create_task(listen(self.settings.resolved_database_url, self.notifier, stop))
         try:

@@ -55,6 +55,7 @@ async def listen(
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(JOBS_CHANNEL, heard)
                 await conn.add_listener(CHANGED_CHANNEL, heard)
+                notifier.set_hearing(True)
                 delay = 0.5
                 # Anything queued while we were not listening is found by the next poll.
                 notifier.wake_work()
@@ -67,6 +68,7 @@ async def listen(
                 if lost.is_set() and not stop.is_set():
                     raise ConnectionError("the LISTEN connection was closed")
             finally:
+                notifier.set_hearing(False)  # until the next connection listens
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 5)
         except asyncio.CancelledError:

@@ -52,6 +52,9 @@ class _Waiters:
         # REMEMBERED_CHANGES of them, and the newest time forgotten to make room.
         self.changed_at: OrderedDict[str, float] = OrderedDict()
         self.forgotten = float("-inf")
+        # False while other processes' changes cannot reach this one (its LISTEN connection is
+        # down, or SQLite with workers elsewhere): nothing heard then proves nothing changed.
+        self.hearing = True
         self.work = _Signal()
         # Webhook deliveries written in this process (each process that writes them sends
         # them; other processes' leftovers are found by the sender's poll).
@@ -185,8 +188,18 @@ class Notifier:
         time.monotonic() taken before a read of it): False means that read still holds, for a
         watcher registered now. Unsure (forgotten to make room) counts as changed."""
         with self._waiters.lock:
+            if not self._waiters.hearing:
+                return True
             at = self._waiters.changed_at.get(generation_id)
             return (at is not None and at >= since) or self._waiters.forgotten >= since
+
+    def set_hearing(self, hearing: bool) -> None:
+        """Whether other processes' changes reach this one now (`changed_since`). Hearing again
+        after a gap, what a read began before now may have missed, unheard."""
+        with self._waiters.lock:
+            if hearing and not self._waiters.hearing:
+                self._waiters.forgotten = time.monotonic()
+            self._waiters.hearing = hearing
 
     def watched(self) -> list[str]:
         """The generations someone in this process is waiting on."""
