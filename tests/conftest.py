@@ -1,7 +1,13 @@
-"""Shared fixtures: one tiny-model folder per session, one real server per module."""
+"""Shared fixtures: one tiny-model folder per session, one real server per module. And the
+turns that let a test marked `alone` run with nothing beside it when pytest-xdist runs modules
+side by side (scripts/test)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +15,38 @@ import httpx
 import pytest
 
 from tests.serverproc import Server, create_key
+
+
+@contextlib.contextmanager
+def turn(alone: bool) -> Iterator[None]:
+    """Every test holds the run's lock shared; an `alone` test holds it exclusively, so it starts
+    once the tests running on the other workers end, and none starts until it ends. The gate
+    keeps a waiting `alone` test from starving: while it waits there, no new test takes a turn."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:  # not under xdist: one test at a time anyway
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"imagesmith-tests-{run}"
+    with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    # Around setup, call and teardown: a module's server starts and stops inside a turn too.
+    with turn(alone=item.get_closest_marker("alone") is not None):
+        return (yield)
 
 
 @pytest.fixture(scope="session")

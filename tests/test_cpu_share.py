@@ -16,6 +16,8 @@ from imagesmith.worker.cpu_share import (
     threads_for,
 )
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 
 def test_torch_gets_the_cores_the_others_leave_rounded_to_whole_cores() -> None:
     assert threads_for(2, None) == 1  # nothing measured yet: one core left to the API
@@ -26,6 +28,7 @@ def test_torch_gets_the_cores_the_others_leave_rounded_to_whole_cores() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+@pytest.mark.alone  # reads the machine's CPU use
 def test_the_share_does_not_count_its_own_process() -> None:
     """The child itself keeps its cores busy while a batch runs: that is not the others' use."""
     share = CpuShare.start()

@@ -21,6 +21,8 @@ from imagesmith.demo.shapes import Scene, draw
 from imagesmith.engines.base import EngineConfig, EngineJob
 from tests.serverproc import Server, create_key
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:

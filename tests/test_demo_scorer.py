@@ -20,6 +20,8 @@ from imagesmith.demo.shapes import (
     random_scene,
 )
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 
 @pytest.mark.parametrize("canvas", CANVASES)
 def test_scorer_reads_ground_truth_drawings(canvas: tuple[int, int]) -> None:

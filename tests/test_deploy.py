@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
+
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"

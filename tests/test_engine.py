@@ -13,6 +13,8 @@ from imagesmith.catalog.models import ModelRegistry
 from imagesmith.catalog.params import EngineParams
 from imagesmith.engines.base import EngineConfig, EngineJob
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 
 def job(model_id: str, seed: int = 1) -> EngineJob:
     params = EngineParams(model_id, 64, 64, 2, 7.5, "K_EULER", seed)
@@ -419,6 +421,7 @@ def test_a_child_whose_supervisor_is_gone_stops_at_the_next_step(models_dir: Pat
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+@pytest.mark.alone  # reads the machine's CPU use
 def test_on_a_cpu_the_child_leaves_torch_the_cores_the_rest_of_the_machine_does_not_use(
     models_dir: Path,
 ) -> None:

@@ -22,6 +22,8 @@ from imagesmith.catalog.params import EngineParams
 from imagesmith.config import Settings
 from imagesmith.engines.base import EngineConfig, EngineJob
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 
 def engine(models_dir: Path, **speed: Any) -> Any:
     from imagesmith.engines.diffusers_engine import DiffusersEngine

@@ -17,6 +17,8 @@ from imagesmith.generation.enhance import TEMPLATES, PromptEnhancer, builtin_enh
 from tests.serverproc import Server, create_key, run_cli
 from tests.stubs import QuietHandler, local_server
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_short_prompt_gets_the_full_template(template: str) -> None:

@@ -15,6 +15,8 @@ from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes, is_public
 from tests.pictures import png
 from tests.stubs import QuietHandler, local_server
 
+pytestmark = pytest.mark.stack_independent  # CI runs it on the embedded stack only
+
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 

@@ -347,6 +347,8 @@ def test_remote_jobs_run_at_once_beside_local_ones_and_cost_credits(
         still = client.get(f"/api/v1/generations/{local['id']}").json()["data"]
         bearer = {"Authorization": f"Bearer {key}"}
         balance = httpx.get(f"{server.url}/v1/credits", headers=bearer).json()
+        # Done with it: a minute of 512 px steps would hold the later tests' CPU and the stop.
+        client.post(f"/api/v1/generations/{local['id']}/cancel")
     assert still["status"] in ("pending", "processing")  # they did not wait behind it
     assert providers["replicate"].running_max >= 2  # and ran side by side
     assert balance["total_remaining_credits"] == 1  # four images charged, remote or local
@@ -364,6 +366,7 @@ def test_keys_never_show_in_logs_or_answers(server: Server, key: str) -> None:
         assert not any(secret in answer for answer in answers)
 
 
+@pytest.mark.stack_independent  # what pip installs does not depend on the stack
 def test_a_remote_only_install_has_no_torch_and_serves_remote_models(
     tmp_path: Path, models_dir: Path, providers: dict[str, Any]
 ) -> None:
