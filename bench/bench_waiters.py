@@ -26,14 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_load import rss_mb  # noqa: E402  (this folder is on sys.path)
 from tests.serverproc import Server, cpu_seconds, create_key  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def request(dialect: str, key: str) -> tuple[str, dict[str, str], dict[str, object]]:

@@ -957,6 +957,23 @@ async def test_a_burst_of_one_stale_keys_requests_writes_its_last_use_once(
     assert used is not None
 
 
+async def test_a_batchs_rows_are_found_by_their_key_not_by_a_scan(db: Any) -> None:
+    """Progress, leases, the cancel check and the results name a batch's rows by id and claimed
+    version: SQLite's plan searches the primary key (with a row-value IN alone it scans the
+    table, or every running job by the queue's index)."""
+    database, _project, _settings = db
+    claims = [Claim("a", 1), Claim("b", 2)]
+    query = select(Generation.id).where(*GenerationRepository._held_exactly("w", claims))
+    async with database.read() as session:
+        if session.bind.dialect.name != "sqlite":
+            pytest.skip("the planner asked is SQLite's")
+        sql = query.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
+        plan = " ".join(
+            str(r[-1]) for r in await session.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+        )
+    assert "SEARCH generations USING INDEX" in plan and "(id=?)" in plan, plan
+
+
 async def test_a_progress_write_is_the_batchs_cancel_check(db: Any, runtime: Runtime) -> None:
     """A running batch wrote each job's progress in a statement of its own and, every 0.5 s
     beside it, read which jobs it still held. One UPDATE for the batch now answers both: it

@@ -405,38 +405,31 @@ class GenerationRepository:
         read fresh, by id: one query for a batch."""
         if not claims:
             return {}
-        versions = {c.generation_id: c.job_version for c in claims}
         rows = await self.session.execute(
             select(Generation)
-            .where(*self._held_now(worker_id, claims))
+            .where(*self._held_exactly(worker_id, claims))
             .execution_options(populate_existing=True)
         )
-        return {row.id: row for row in rows.scalars() if versions[row.id] == row.job_version}
+        return {row.id: row for row in rows.scalars()}
 
     async def held_ids(self, worker_id: str, claims: list[Claim]) -> set[str]:
         """Which of these claims this worker still holds (not cancelled, not re-queued)."""
         if not claims:
             return set()
         result = await self.session.execute(
-            select(Generation.id, Generation.job_version).where(*self._held_now(worker_id, claims))
+            select(Generation.id).where(*self._held_exactly(worker_id, claims))
         )
-        versions = {c.generation_id: c.job_version for c in claims}
-        return {gid for gid, version in result.all() if versions.get(gid) == version}
-
-    @classmethod
-    def _held_exactly(cls, worker_id: str, claims: list[Claim]) -> tuple[Any, ...]:
-        """These claims' rows that this worker runs now, at the claimed versions."""
-        versions = [(c.generation_id, c.job_version) for c in claims]
-        return (
-            *cls._held_now(worker_id, claims),
-            tuple_(Generation.id, Generation.job_version).in_(versions),
-        )
+        return set(result.scalars())
 
     @staticmethod
-    def _held_now(worker_id: str, claims: list[Claim]) -> tuple[Any, ...]:
-        """These claims' rows that this worker runs now (their versions are checked after)."""
+    def _held_exactly(worker_id: str, claims: list[Claim]) -> tuple[Any, ...]:
+        """These claims' rows that this worker runs now, at the claimed versions. The plain
+        `id IN` is for SQLite: with a row-value IN alone it scans the table (or every running
+        job, by the queue's index); beside it, the primary key is searched."""
+        versions = [(c.generation_id, c.job_version) for c in claims]
         return (
             Generation.id.in_([c.generation_id for c in claims]),
+            tuple_(Generation.id, Generation.job_version).in_(versions),
             Generation.worker_id == worker_id,
             Generation.status == PROCESSING,
         )
