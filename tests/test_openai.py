@@ -291,3 +291,7 @@ def test_a_client_that_gives_up_is_cancelled_and_refunded(server: Server) -> Non
     assert rows[0]["status"] == "cancelled"
     credits = httpx.get(f"{server.url}/v1/credits", headers={"Authorization": f"Bearer {key}"})
     assert credits.json()["total_remaining_credits"] == 5
+    left = 'route="/v1/images/generations",status="499"'  # the answer to nobody, not a 500
+    while left not in (metrics := httpx.get(f"{server.url}/metrics").text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -253,3 +254,40 @@ def test_outputs_cursor_pagination_and_filters(server: Server) -> None:
         assert first["generation"]["status"] == "succeeded"
         bad = sc.get("/v1/image/generation/outputs", params={"cursor": "yesterday"})
         assert bad.status_code == 400
+
+
+def test_a_client_that_hangs_up_ends_its_wait_and_its_job_runs_on(
+    server: Server, sc_key: str
+) -> None:
+    """Native `Prefer: wait` and Stablecog's synchronous create: a client that hangs up ends its
+    wait at once, counted as 499 (not as a failure), and its job is not cancelled: it can read
+    it later. (An OpenAI client's job is: tests/test_openai.py.)"""
+    slow = {"width": 512, "height": 512}
+    bearer = {"Authorization": f"Bearer {sc_key}"}
+    leavers = [
+        ("/api/v1/generations", {"X-API-Key": sc_key, "Prefer": "wait=60"}, {"steps": 50}),
+        ("/v1/image/generation/create", bearer, {"inference_steps": 50}),
+    ]
+    for path, headers, steps in leavers:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{server.url}{path}",
+                json={"prompt": f"a slow leaver at {path}", **slow, **steps},
+                headers=headers,
+                timeout=1,
+            )
+    counted = [f'route="{path}",status="499"' for path, _, _ in leavers]
+    deadline = time.monotonic() + 20  # both waits would have lasted a minute
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{server.url}/metrics").text
+        if all(label in metrics for label in counted):
+            break
+        time.sleep(0.2)
+    assert all(label in metrics for label in counted), [
+        line for line in metrics.splitlines() if "http_requests_total{" in line
+    ]
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": sc_key}) as api:
+        left = [g for g in api.get("/api/v1/generations").json()["data"] if "leaver" in g["prompt"]]
+        assert len(left) == 2 and all(g["status"] != "cancelled" for g in left), left
+        for g in left:  # done with them: a minute of 512 px steps each
+            api.post(f"/api/v1/generations/{g['id']}/cancel")

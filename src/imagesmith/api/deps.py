@@ -80,3 +80,17 @@ async def bearer_token(
 BEARER_KEY = KeyLocation(
     bearer_token, "Authorization", missing="Send your key as 'Authorization: Bearer <key>'"
 )
+
+
+# nginx's status for a request whose client hung up before the answer: what the access log and
+# the metrics count for a synchronous wait that ended so (the answer itself is sent to nobody).
+CLIENT_CLOSED_REQUEST = 499
+LEFT = "The client closed the request before its wait ended"
+
+
+async def hung_up(request: Request) -> None:
+    """Return when the client hangs up. After the request's body (an empty one for a GET) the
+    next message is the disconnect: awaited, not asked for every second (Starlette's
+    `is_disconnected`), the same wait Starlette's streaming responses use."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

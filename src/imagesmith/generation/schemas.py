@@ -68,6 +68,7 @@ class GenerationView:
     references: list[Image] = field(default_factory=list)
     remaining_credits: int | None = None
     timed_out: bool = False  # a synchronous wait ran out before the job ended
+    client_left: bool = False  # ... because its client hung up: nobody reads the answer
     # time.monotonic() before the read (or the create) this view came from: a waiter starting
     # from the view needs no read of its own unless a change was heard of since
     # (`Notifier.changed_since`).

@@ -372,12 +372,14 @@ class GenerationService:
         on_timeout: OnTimeout = OnTimeout.RETURN,
         gone: Callable[[], Awaitable[object]] | None = None,
         known: tuple[GenerationStatus, float] | None = None,
+        on_gone: OnTimeout | None = None,
     ) -> GenerationView:
         """Block until the job is terminal or `timeout` passes (capped by max_wait_seconds);
-        then apply `on_timeout` — also as soon as `gone()`, awaited beside the wait, returns
-        (the client has hung up). `known`: the status the caller read and when it began that
-        read (`GenerationView.known()`), which spares the first read when nothing was heard
-        of since. Remote workers' results cost one poll."""
+        then apply `on_timeout`. The wait also ends as soon as `gone()`, awaited beside it,
+        returns (the client has hung up): then `on_gone` applies (by default `on_timeout`).
+        `known`: the status the caller read and when it began that read
+        (`GenerationView.known()`), which spares the first read when nothing was heard of
+        since. Remote workers' results cost one poll."""
         deadline = time.monotonic() + min(timeout, self.rt.settings.max_wait_seconds)
         with self.rt.notifier.watch(generation_id, progress=False) as changes:
             # The client's leaving wakes the waiter like a change. It used to be asked every
@@ -416,6 +418,9 @@ class GenerationService:
             finally:
                 if left is not None:
                     left.cancel()
+        client_left = left is not None and _client_left(left)
+        if client_left and on_gone is not None:
+            on_timeout = on_gone
         view = await self.get(project_id, generation_id)  # NotFound when deleted meanwhile
         if view.generation.status.is_terminal:
             return view
@@ -424,7 +429,7 @@ class GenerationService:
                 view = await self.cancel(project_id, generation_id)
             except Conflict:  # it finished in the meantime
                 return await self.get(project_id, generation_id)
-        view.timed_out = True
+        view.timed_out, view.client_left = True, client_left
         return view
 
     async def create_and_wait(
@@ -435,6 +440,7 @@ class GenerationService:
         on_timeout: OnTimeout,
         idempotency_key: str | None = None,
         gone: Callable[[], Awaitable[object]] | None = None,
+        on_gone: OnTimeout | None = None,
     ) -> tuple[GenerationView, bool]:
         """Create, then wait for the result: what synchronous dialects answer with."""
         view, created = await self.create(principal, request, idempotency_key)
@@ -445,7 +451,7 @@ class GenerationService:
         )
         del view  # the waiter holds ids, not the rows (see `wait`)
         return (
-            await self.wait(project_id, generation_id, timeout, on_timeout, gone, known),
+            await self.wait(project_id, generation_id, timeout, on_timeout, gone, known, on_gone),
             created,
         )
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.deps import CLIENT_CLOSED_REQUEST, LEFT, RuntimeDep, hung_up
 from imagesmith.api.dialect import keyed_responses
 from imagesmith.api.links import image_links
 from imagesmith.api.native.auth import PrincipalDep
@@ -81,9 +81,12 @@ async def respond(
             project_id, generation_id = view.generation.project_id, view.generation.id
             known = view.known()
             del view
+            # A client that hangs up ends the wait (its job runs on: it can read it later).
             view = await GenerationService(runtime).wait(
-                project_id, generation_id, wait, known=known
+                project_id, generation_id, wait, known=known, gone=lambda: hung_up(request)
             )
+        if view.client_left:  # the job runs on; counted as 499, not as an answer
+            return native_error(CLIENT_CLOSED_REQUEST, "CLIENT_CLOSED_REQUEST", LEFT)
         headers["Preference-Applied"] = f"wait={wait:g}"
         if failure_is_error and view.generation.status is GenerationStatus.FAILED:
             # Clients written for the synchronous original expect the failure as an error.

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData, UploadFile
 
 from imagesmith.api.b64json import Base64, Base64JSONResponse, dumps
-from imagesmith.api.deps import BEARER_KEY, RuntimeDep, principal_from
+from imagesmith.api.deps import (
+    BEARER_KEY,
+    CLIENT_CLOSED_REQUEST,
+    LEFT,
+    RuntimeDep,
+    hung_up,
+    principal_from,
+)
 from imagesmith.api.dialect import error_responses
 from imagesmith.api.links import ImageLinks, image_links
 from imagesmith.api.uploads import limited_form, multipart_body
@@ -183,14 +190,6 @@ async def created_job(made: Awaitable[tuple[GenerationView, bool]]) -> CreatedJo
     return CreatedJob(view.generation.project_id, view.generation.id, view.known())
 
 
-async def hung_up(request: Request) -> None:
-    """Return when the client hangs up. Its body has been read, so the next message is the
-    disconnect: awaited, not asked for every second (Starlette's `is_disconnected`), and the
-    same wait Starlette's streaming responses use."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def respond(
     request: Request,
     runtime: Runtime,
@@ -210,6 +209,11 @@ async def respond(
         known=job.known,
     )
     g = view.generation
+    if view.client_left:  # cancelled and refunded; counted as 499, not as a failure
+        return Base64JSONResponse(
+            {"error": {"message": LEFT, "type": "client_closed_request", "param": None}},
+            status_code=CLIENT_CLOSED_REQUEST,
+        )
     if g.status is not GenerationStatus.SUCCESS:
         if view.timed_out:
             raise ImagesmithError(

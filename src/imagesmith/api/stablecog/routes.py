@@ -11,7 +11,14 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from imagesmith.api.deps import BEARER_KEY, RuntimeDep, principal_from
+from imagesmith.api.deps import (
+    BEARER_KEY,
+    CLIENT_CLOSED_REQUEST,
+    LEFT,
+    RuntimeDep,
+    hung_up,
+    principal_from,
+)
 from imagesmith.api.dialect import error_responses
 from imagesmith.api.links import ImageLinks, image_links, iso
 from imagesmith.api.stablecog.errors import stablecog_response
@@ -156,10 +163,19 @@ async def create_generation(
 ) -> JSONResponse:
     """Generate images and wait for them (up to IMAGESMITH_STABLECOG_WAIT_SECONDS, 240 s)."""
     wait = runtime.settings.stablecog_wait_seconds
+    # A client that hangs up ends the wait; its job runs on (its outputs are listed later),
+    # where one that outlives the wait is cancelled and refunded, as Stablecog does.
     view, _created = await GenerationService(runtime).create_and_wait(
-        principal, body.to_request(runtime.registry), wait, OnTimeout.CANCEL
+        principal,
+        body.to_request(runtime.registry),
+        wait,
+        OnTimeout.CANCEL,
+        gone=lambda: hung_up(request),
+        on_gone=OnTimeout.RETURN,
     )
     g = view.generation
+    if view.client_left:  # the job runs on; counted as 499, not as a failure
+        return stablecog_response(CLIENT_CLOSED_REQUEST, "client_closed_request", LEFT)
     if g.status is GenerationStatus.SUCCESS:
         return JSONResponse(
             {
