@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,20 @@ def wait_dead(pid: int, timeout: float = 10.0) -> None:
         if state == "Z":
             return
         time.sleep(0.05)
+
+
+def pip_install(python: str, requirement: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`pip install` into another virtualenv, one at a time: pip builds this checkout inside it
+    (build/, src/imagesmith.egg-info), so two installs from xdist workers would trip over each
+    other's files."""
+    with open(Path(tempfile.gettempdir()) / "imagesmith-tests-pip.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", requirement],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

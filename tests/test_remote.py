@@ -30,7 +30,7 @@ from tests.providers import (
     ReplicateHandler,
     handler_for,
 )
-from tests.serverproc import Server, create_key, run_cli, wait_terminal
+from tests.serverproc import Server, create_key, pip_install, run_cli, wait_terminal
 from tests.stubs import local_server
 from tests.test_devkit import SEED_INSTRUCTIONS, App, wait_completed
 
@@ -366,7 +366,6 @@ def test_keys_never_show_in_logs_or_answers(server: Server, key: str) -> None:
         assert not any(secret in answer for answer in answers)
 
 
-@pytest.mark.stack_independent  # what pip installs does not depend on the stack
 def test_a_remote_only_install_has_no_torch_and_serves_remote_models(
     tmp_path: Path, models_dir: Path, providers: dict[str, Any]
 ) -> None:
@@ -375,12 +374,7 @@ def test_a_remote_only_install_has_no_torch_and_serves_remote_models(
     home = tmp_path / "venv"
     venv.create(home, with_pip=True)
     python = str(home / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{REPO}[server]"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    install = pip_install(python, f"{REPO}[server]", timeout=900)
     assert install.returncode == 0, install.stderr[-3000:]
     probe = "import importlib.util as u; print([m for m in ('torch', 'diffusers', 'transformers')"
     probe += " if u.find_spec(m)])"

@@ -31,7 +31,7 @@ from imagesmith.client import (
     WaitTimeoutError,
 )
 from tests.pictures import png
-from tests.serverproc import Server, create_key
+from tests.serverproc import Server, create_key, pip_install
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("imagesmith"))
@@ -250,12 +250,7 @@ def test_a_fresh_virtualenv_gets_the_sdk_without_the_server(
     home = tmp_path / "venv"
     venv.create(home, with_pip=True)
     python = str(home / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    install = pip_install(python, str(REPO), timeout=600)
     assert install.returncode == 0, install.stderr[-3000:]
     probe = "import importlib.util as u; print([m for m in ('torch', 'fastapi', 'sqlalchemy', "
     probe += "'diffusers') if u.find_spec(m)]); import imagesmith.client"

@@ -268,26 +268,32 @@ def test_a_client_that_hangs_up_ends_its_wait_and_its_job_runs_on(
         ("/api/v1/generations", {"X-API-Key": sc_key, "Prefer": "wait=60"}, {"steps": 50}),
         ("/v1/image/generation/create", bearer, {"inference_steps": 50}),
     ]
-    for path, headers, steps in leavers:
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(
-                f"{server.url}{path}",
-                json={"prompt": f"a slow leaver at {path}", **slow, **steps},
-                headers=headers,
-                timeout=1,
-            )
-    counted = [f'route="{path}",status="499"' for path, _, _ in leavers]
-    deadline = time.monotonic() + 20  # both waits would have lasted a minute
-    while time.monotonic() < deadline:
-        metrics = httpx.get(f"{server.url}/metrics").text
-        if all(label in metrics for label in counted):
-            break
-        time.sleep(0.2)
-    assert all(label in metrics for label in counted), [
-        line for line in metrics.splitlines() if "http_requests_total{" in line
-    ]
     with httpx.Client(base_url=server.url, headers={"X-API-Key": sc_key}) as api:
-        left = [g for g in api.get("/api/v1/generations").json()["data"] if "leaver" in g["prompt"]]
-        assert len(left) == 2 and all(g["status"] != "cancelled" for g in left), left
-        for g in left:  # done with them: a minute of 512 px steps each
-            api.post(f"/api/v1/generations/{g['id']}/cancel")
+        try:
+            for path, headers, steps in leavers:
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(
+                        f"{server.url}{path}",
+                        json={"prompt": f"a slow leaver at {path}", **slow, **steps},
+                        headers=headers,
+                        timeout=1,
+                    )
+            counted = [f'route="{path}",status="499"' for path, _, _ in leavers]
+            deadline = time.monotonic() + 20  # both waits would have lasted a minute
+            while time.monotonic() < deadline:
+                metrics = httpx.get(f"{server.url}/metrics").text
+                if all(label in metrics for label in counted):
+                    break
+                time.sleep(0.2)
+            assert all(label in metrics for label in counted), [
+                line for line in metrics.splitlines() if "http_requests_total{" in line
+            ]
+            left = leavers_of(api)
+            assert len(left) == 2 and all(g["status"] != "cancelled" for g in left), left
+        finally:
+            for g in leavers_of(api):  # done with them: a minute of 512 px steps each
+                api.post(f"/api/v1/generations/{g['id']}/cancel")
+
+
+def leavers_of(api: httpx.Client) -> list[dict[str, Any]]:
+    return [g for g in api.get("/api/v1/generations").json()["data"] if "leaver" in g["prompt"]]

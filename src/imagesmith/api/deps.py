@@ -82,8 +82,9 @@ BEARER_KEY = KeyLocation(
 )
 
 
-# nginx's status for a request whose client hung up before the answer: what the access log and
-# the metrics count for a synchronous wait that ended so (the answer itself is sent to nobody).
+# nginx's status for a request whose client hung up before the answer: what /metrics counts for
+# a synchronous wait that ended so. The answer goes to nobody (uvicorn drops it, and does not
+# log it either).
 CLIENT_CLOSED_REQUEST = 499
 LEFT = "The client closed the request before its wait ended"
 
