@@ -241,7 +241,7 @@ def test_client_commands(server: Server, key: str, tmp_path: Path) -> None:
     assert cli(keyless, "generate", "x").returncode == 2
 
 
-@pytest.mark.stack_independent  # what pip installs does not depend on the stack
+@pytest.mark.stack_independent  # the SDK alone talks HTTP to the server: any stack will do
 def test_a_fresh_virtualenv_gets_the_sdk_without_the_server(
     server: Server, key: str, tmp_path: Path
 ) -> None:
