@@ -278,6 +278,17 @@ def test_a_client_that_hangs_up_ends_its_wait_and_its_job_runs_on(
                         headers=headers,
                         timeout=1,
                     )
+            # A regenerate reads no body, and one over BodyLimit's cap must not blind its wait.
+            [first] = leavers_of(api)[-1:]
+            regenerate = f"/api/v1/generations/{first['id']}/regenerate"
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(
+                    f"{server.url}{regenerate}",
+                    content=b"x" * (300 * 1024),
+                    headers={"X-API-Key": sc_key, "Prefer": "wait=60"},
+                    timeout=1,
+                )
+            leavers.append((regenerate.replace(first["id"], "{generation_id}"), {}, {}))
             counted = [f'route="{path}",status="499"' for path, _, _ in leavers]
             deadline = time.monotonic() + 20  # both waits would have lasted a minute
             while time.monotonic() < deadline:

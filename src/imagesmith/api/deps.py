@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from imagesmith.api.middleware import UNLIMITED_RECEIVE
 from imagesmith.auth.service import KeyService, Principal
 from imagesmith.errors import Unauthorized
 from imagesmith.runtime import Runtime
@@ -92,6 +93,8 @@ LEFT = "The client closed the request before its wait ended"
 async def hung_up(request: Request) -> None:
     """Return when the client hangs up. After the request's body (an empty one for a GET) the
     next message is the disconnect: awaited, not asked for every second (Starlette's
-    `is_disconnected`), the same wait Starlette's streaming responses use."""
-    while (await request.receive())["type"] != "http.disconnect":
+    `is_disconnected`), the same wait Starlette's streaming responses use. A body the route did
+    not read is read past, over BodyLimit's cap too: nothing read here is kept."""
+    receive = request.scope.get(UNLIMITED_RECEIVE, request.receive)
+    while (await receive())["type"] != "http.disconnect":
         pass

@@ -4,7 +4,9 @@ group, which would turn a 413 into FastAPI's "error parsing the body").
 * BodyLimit caps request bodies while they stream in, before any parsing: JSON (and any other
   non-multipart body) at JSON_MAX_BYTES, multipart at MULTIPART_MAX_BYTES (each upload route
   keeps its own tighter file limit). The refusal is raised inside the route's body read, so it
-  is rendered in the route's dialect like every other error.
+  is rendered in the route's dialect like every other error. What only listens for the client
+  leaving (`deps.hung_up`) reads past it (`UNLIMITED_RECEIVE`): it keeps nothing it reads, and a
+  route that never reads its body (a regenerate) never refused it.
 * RateHeaders adds the `X-RateLimit-*` headers the key's limiter left in the request state.
 * HttpMetrics counts every response by route template (never the raw path: ids would make a
   label per request) and status, and times it to its last byte."""
@@ -20,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imagesmith import metrics
 
 JSON_MAX_BYTES = 256 * 1024
+# The scope key of the request's receive without the cap, for `deps.hung_up`.
+UNLIMITED_RECEIVE = "imagesmith.unlimited_receive"
 MULTIPART_MAX_BYTES = 51 * 1024 * 1024  # devkit4ai: 5 example images of 10 MB
 
 
@@ -66,6 +70,7 @@ class BodyLimit:
                     raise too_large(limit)
             return message
 
+        scope[UNLIMITED_RECEIVE] = receive
         await self.app(scope, limited, send)
 
 
