@@ -1103,3 +1103,83 @@ async def test_a_wait_ends_when_its_client_leaves_and_not_when_the_listen_fails(
     hung_up.set()
     view = await asyncio.wait_for(waiting, 5)
     assert view.timed_out and view.generation.status is GenerationStatus.CANCELLED
+
+
+async def test_a_claim_that_found_nothing_skips_its_next_look_until_work_is_announced(
+    db: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most claims find nothing (one after every batch, one ahead of its last step): a process
+    that hears every announcement looks again only when work was announced since its last empty
+    look, or `poll_seconds` after it; one that may miss announcements always looks."""
+    database, project_id, _ = db
+    looks = count_calls(GenerationRepository, "any_pending")
+    queue = JobQueue(runtime, "w")
+    queue.settings = runtime.settings.model_copy(update={"poll_seconds": 600})
+    runtime.hear_only_this_process(True)  # the PostgreSQL fixture hears from its LISTEN only
+    assert await queue.claim(1) == [] and len(looks) == 1
+    assert await queue.claim(1) == [] and len(looks) == 1  # nothing announced: no look
+    [unannounced] = await add_jobs(database, project_id, 1)
+    assert await queue.claim(1) == [] and len(looks) == 1  # found by the look poll_seconds on
+    runtime.notifier.work_queued()
+    assert [job.generation_id for job in await queue.claim(1)] == [unannounced]
+    assert len(looks) == 2
+    assert await queue.claim(1) == [] and len(looks) == 3  # the last look found work
+    assert await queue.claim(1, ["other-model"]) == [] and len(looks) == 4  # another filter
+    runtime.hear_only_this_process(False)  # SQLite beside other processes
+    assert runtime.notifier.work_heard() is None
+    assert await queue.claim(1) == [] and await queue.claim(1) == [] and len(looks) == 6
+    runtime.hear_only_this_process(True)
+    queue.settings = runtime.settings.model_copy(update={"poll_seconds": 0.01})
+    assert await queue.claim(1) == [] and len(looks) == 7
+    await asyncio.sleep(0.05)
+    assert await queue.claim(1) == [] and len(looks) == 8  # poll_seconds on: the safety net
+
+
+async def test_only_a_lone_process_on_sqlite_counts_as_hearing_every_change(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """SQLite carries no wake-ups between processes. A separate `imagesmith worker` never hears
+    its API; an API with its embedded worker hears everything until a worker of another process
+    beats in the workers table, and then sweeps its waiters every poll_seconds."""
+    import os
+    import socket
+
+    from imagesmith.generation.watch import ChangeSweep
+    from imagesmith.generation.workers import WorkerRepository
+    from imagesmith.worker.run import worker_runtime
+
+    worker = worker_runtime(runtime.settings)
+    try:
+        heard = worker.notifier.work_heard()
+        assert heard is None if runtime.settings.is_sqlite else heard is not None
+    finally:
+        await worker.close()
+    settings = runtime.settings
+    sweep = ChangeSweep(runtime, count_workers=True)
+    async with runtime.db.transaction() as session:
+        await WorkerRepository(session).register(
+            "mine", socket.gethostname(), os.getpid(), utcnow()
+        )
+    assert not await sweep.workers_elsewhere()
+    stop = asyncio.Event()
+    sweeping = asyncio.create_task(sweep.run(stop))
+    await asyncio.sleep(0.2)
+    assert runtime.notifier.work_heard() is not None
+    assert runtime.notifier.recheck_seconds == settings.wait_recheck_seconds
+    stop.set()
+    await sweeping
+    async with runtime.db.transaction() as session:
+        await WorkerRepository(session).register("theirs", "elsewhere", 4242, utcnow())
+    assert await sweep.workers_elsewhere()
+    stop = asyncio.Event()
+    sweeping = asyncio.create_task(sweep.run(stop))
+    await asyncio.sleep(0.2)
+    assert runtime.notifier.work_heard() is None
+    assert runtime.notifier.recheck_seconds == min(
+        settings.poll_seconds, settings.wait_recheck_seconds
+    )
+    stop.set()
+    await sweeping
+    async with runtime.db.transaction() as session:
+        await WorkerRepository(session).stopped("theirs", utcnow())
+    assert not await sweep.workers_elsewhere()

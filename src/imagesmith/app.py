@@ -90,15 +90,15 @@ def create_app(
         await asyncio.to_thread(migrate.upgrade, settings)
         runtime = Runtime.open(settings)
         if settings.is_sqlite and not embedded_worker:
-            # Workers are other processes, and SQLite carries no wake-ups between processes.
-            runtime.notifier.recheck_seconds = min(
-                settings.poll_seconds, settings.wait_recheck_seconds
-            )
-            runtime.notifier.set_hearing(False)
+            runtime.hear_only_this_process(False)  # its workers are other processes
         app.state.runtime = runtime
         app.state.last_used = LastUsed(runtime.db)  # API keys' last use, off the request path
         stop = asyncio.Event()
-        sweeping = asyncio.create_task(ChangeSweep(runtime).run(stop))
+        # An API with its embedded worker on SQLite hears every change until a separate worker
+        # shows up in the workers table (the sweep looks).
+        sweeping = asyncio.create_task(
+            ChangeSweep(runtime, count_workers=settings.is_sqlite and embedded_worker).run(stop)
+        )
         # Every API process sends webhooks (its own cancels, its embedded worker's events, and
         # what a dead process left); a separate `imagesmith worker` sends its own too.
         sending = asyncio.create_task(WebhookSender(runtime).run(stop))

@@ -122,9 +122,8 @@ def worker(
     """Run a worker only: it needs just the database and storage settings."""
     from imagesmith import serving
     from imagesmith.db import migrate
-    from imagesmith.runtime import Runtime
     from imagesmith.webhooks.sender import WebhookSender
-    from imagesmith.worker.run import run_workers
+    from imagesmith.worker.run import run_workers, worker_runtime
 
     settings = load_settings()
     configure_logging(log_level, settings.log_format)
@@ -138,7 +137,7 @@ def worker(
         console.print(f"imagesmith: worker metrics on http://{metrics_host}:{metrics_port}/metrics")
 
     async def main() -> None:
-        runtime = Runtime.open(settings)
+        runtime = worker_runtime(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -48,6 +48,19 @@ class Runtime:
             self, db=db, notifier=self.notifier.sibling(publisher_for(self.settings, db))
         )
 
+    def hear_only_this_process(self, alone: bool) -> None:
+        """On SQLite, whether this is the only process that queues and runs jobs. SQLite carries
+        no wake-ups between processes, so beside others (a `--no-worker` API and its `imagesmith
+        worker`s, or an API and a separate worker beside its embedded one) nothing heard proves
+        nothing changed: waiters' sweep runs every `poll_seconds`, and claims never skip a look."""
+        settings = self.settings
+        self.notifier.recheck_seconds = (
+            settings.wait_recheck_seconds
+            if alone
+            else min(settings.poll_seconds, settings.wait_recheck_seconds)
+        )
+        self.notifier.set_hearing(alone)
+
     @contextlib.asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:
         """On PostgreSQL, hear other processes' wake-ups for as long as the block runs."""

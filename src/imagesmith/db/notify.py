@@ -39,6 +39,7 @@ class _Signal:
     def __init__(self) -> None:
         self.waiters: set[Waiter] = set()
         self.pending = False
+        self.raised = 0  # how many times so far
 
 
 class _Waiters:
@@ -158,6 +159,7 @@ class Notifier:
     def _raise(self, signal: _Signal) -> None:
         with self._waiters.lock:
             signal.pending = True
+            signal.raised += 1
             waiting = list(signal.waiters)
         for waiter in waiting:
             _set(waiter)
@@ -192,6 +194,13 @@ class Notifier:
                 return True
             at = self._waiters.changed_at.get(generation_id)
             return (at is not None and at >= since) or self._waiters.forgotten >= since
+
+    def work_heard(self) -> int | None:
+        """How many times work was announced to this process so far; None while other
+        processes' announcements may not reach it. While this stays the same, no job was queued
+        that this process was told of (`JobQueue.claim` skips a look that found nothing)."""
+        with self._waiters.lock:
+            return self._waiters.work.raised if self._waiters.hearing else None
 
     def set_hearing(self, hearing: bool) -> None:
         """Whether other processes' changes reach this one now (`changed_since`). Hearing again

@@ -101,6 +101,10 @@ class JobQueue:
         self.settings = runtime.settings
         self._progress_sent: dict[str, float] = {}  # generation id → monotonic time
         self._next_expiry_check = 0.0  # monotonic time of the next look for expired leases
+        # The last look for pending work that found none: (work heard then, the filter), and
+        # until when (monotonic) a claim with nothing heard since may skip its look.
+        self._found_none: tuple[object, ...] | None = None
+        self._found_none_until = 0.0
 
     def _lease_until(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.settings.lease_seconds)
@@ -145,9 +149,25 @@ class JobQueue:
         `except_models`); a job whose init image is gone fails here."""
         # A look first, in a read: most claims find nothing (the worker asks after every
         # batch, and ahead of the last step), and on SQLite a write transaction queues behind
-        # every other writer.
+        # every other writer. Not even a look when the last one found nothing less than
+        # poll_seconds ago and no work was announced since, in a process that hears every
+        # announcement (a missed one costs at most poll_seconds, as an idle worker's does).
+        heard = self.rt.notifier.work_heard()
+        look = (
+            heard,
+            None if model_ids is None else frozenset(model_ids),
+            frozenset(except_models),
+        )
+        if (
+            heard is not None
+            and look == self._found_none
+            and time.monotonic() < self._found_none_until
+        ):
+            return []
         async with self.rt.db.read() as session:
             if not await GenerationRepository(session).any_pending(model_ids, except_models):
+                self._found_none = look
+                self._found_none_until = time.monotonic() + self.settings.poll_seconds
                 return []
         now = utcnow()
         async with self.rt.db.transaction() as session:

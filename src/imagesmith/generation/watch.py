@@ -4,32 +4,50 @@ and other processes' arrive by NOTIFY. What could still be missed — a worker i
 on SQLite, a NOTIFY lost while the listener reconnects — this sweep catches: every interval, one
 query reads the state of every generation someone here waits on, and wakes the waiters of those
 that changed (for a step or a preview, only those that follow progress). A thousand waiters
-cost one query an interval, not a thousand."""
+cost one query an interval, not a thousand.
+
+An API with its embedded worker on SQLite hears everything until another process runs jobs on
+the same database (an `imagesmith worker` started beside it): the sweep looks for one in the
+workers table, and while there is one, this process counts as not hearing and sweeps every
+`poll_seconds` (`Runtime.hear_only_this_process`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
+from imagesmith.db.base import utcnow
+from imagesmith.generation.workers import WorkerRepository
 from imagesmith.models import Generation
 from imagesmith.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CHUNK = 500
 PROGRESS_AT = 3  # a row's state: status, job_version, retry_count, then its progress
+# A worker is running when it beat within this long (it beats every 5 s).
+WORKER_LIVE = timedelta(seconds=15)
 
 
 class ChangeSweep:
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, *, count_workers: bool = False):
         self.rt = runtime
         self._seen: dict[str, tuple[Any, ...]] = {}
+        self._count_workers = count_workers
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self._count_workers:
+                try:
+                    self.rt.hear_only_this_process(not await self.workers_elsewhere())
+                except Exception as exc:  # the next interval looks again
+                    log.warning("wait.workers_look_failed error=%r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.rt.notifier.recheck_seconds)
             if stop.is_set():
@@ -38,6 +56,13 @@ class ChangeSweep:
                 await self.sweep()
             except Exception as exc:  # the database blipped: the next sweep tries again
                 log.warning("wait.sweep_failed error=%r", exc)
+
+    async def workers_elsewhere(self) -> bool:
+        """Whether a worker of another process runs on this database now."""
+        here = (socket.gethostname(), os.getpid())
+        async with self.rt.db.read() as session:
+            live = await WorkerRepository(session).live(utcnow() - WORKER_LIVE)
+        return any((worker.hostname, worker.pid) != here for worker in live)
 
     async def sweep(self) -> None:
         watched = self.rt.notifier.watched()

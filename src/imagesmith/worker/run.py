@@ -9,6 +9,7 @@ import asyncio
 import importlib.util
 import logging
 
+from imagesmith.config import Settings
 from imagesmith.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,15 @@ log = logging.getLogger(__name__)
 
 def local_engine_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "diffusers"))
+
+
+def worker_runtime(settings: Settings) -> Runtime:
+    """An `imagesmith worker` process's runtime. On SQLite the API that queues its jobs is
+    another process, whose announcements never reach this one: its claims always look."""
+    runtime = Runtime.open(settings)
+    if settings.is_sqlite:
+        runtime.hear_only_this_process(False)
+    return runtime
 
 
 async def run_workers(runtime: Runtime, stop: asyncio.Event) -> None:
