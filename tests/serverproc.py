@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,10 +23,25 @@ from tests.backends import new_backend, run_sql, stored_keys
 PYTHON = sys.executable
 
 
+# Servers' ports lie below Linux's ephemeral range (32768-60999), so no outgoing connection
+# takes one between this check and the server's bind, and each xdist worker picks from a block
+# of its own, so two modules starting servers at once never pick the same one. .ci/services.sh's
+# fixed ports (and their +10000 gRPC twins) are all outside 24000-27999.
+FIRST_PORT, PORT_BLOCK = 24000, 1000
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    start = FIRST_PORT + (int(worker) % 4 if worker.isdigit() else 0) * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = start + random.randrange(PORT_BLOCK)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + PORT_BLOCK - 1}")
 
 
 def children_of(pid: int) -> list[int]:

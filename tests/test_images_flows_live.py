@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,6 +298,38 @@ def test_live_url_miss_then_hit_and_limits(live_server: Server) -> None:
         httpx.get(f"{live_server.url}/cdn/nobody/none/live/x", params={"prompt": "x"}).status_code
         == 404
     )
+
+
+def test_a_live_client_that_hangs_up_ends_its_wait_and_its_job_runs_on(
+    live_server: Server,
+) -> None:
+    """The wait behind a live URL ends when its client leaves (a 499 in /metrics); the job
+    runs on and is the URL's cached answer for the next request."""
+    key = create_key(live_server.env, "leaving", "site")
+    enable_live(live_server, "leaving", "site", "hero")
+    url = f"{live_server.url}/cdn/leaving/site/live/hero"
+    with live_server.client(key) as api:
+        slow = api.post(
+            "/api/v1/generations",
+            json={"prompt": "ahead of the live job", "width": 512, "height": 512, "steps": 50},
+        ).json()["data"]
+        try:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.get(url, params={"prompt": "a leaver"}, timeout=1)
+            counted = 'route="/cdn/{org}/{project}/live/{scope}",status="499"'
+            deadline = time.monotonic() + 20  # the wait would have lasted its live_wait_seconds
+            while counted not in (metrics := httpx.get(f"{live_server.url}/metrics").text):
+                assert time.monotonic() < deadline, [
+                    line for line in metrics.splitlines() if "/live/" in line
+                ]
+                time.sleep(0.2)
+            listed = api.get("/api/v1/generations").json()["data"]
+            [left] = [g for g in listed if g["meta"].get("isLiveUrl")]
+            assert left["status"] in ("pending", "processing"), left
+        finally:
+            api.post(f"/api/v1/generations/{slow['id']}/cancel")
+        again = httpx.get(url, params={"prompt": "a leaver"}, timeout=120)
+        assert again.status_code == 200 and again.headers["x-generation-id"] == left["id"]
 
 
 def test_live_urls_are_opt_in_and_strangers_cannot_mint_scopes(live_server: Server) -> None:

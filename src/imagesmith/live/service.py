@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,11 +216,17 @@ class LiveService:
     # The live GET ---------------------------------------------------------------------------
 
     async def serve(
-        self, principal: Principal, scope_slug: str, request: LiveRequest, client_ip: str
+        self,
+        principal: Principal,
+        scope_slug: str,
+        request: LiveRequest,
+        client_ip: str,
+        gone: Callable[[], Awaitable[object]] | None = None,
     ) -> LiveResult:
         """A public GET. Every refusal happens before anything is written: live URLs off for the
         project, a scope that neither exists nor is open to strangers, a closed or full scope,
-        the client's per-IP budget."""
+        the client's per-IP budget. A client that hangs up (`gone()` returns) ends its wait;
+        the job runs on, and the URL's next request finds it."""
         check_slug(scope_slug)
         project_id = principal.require_project()
         key = request.cache_key(project_id, scope_slug)
@@ -245,7 +252,9 @@ class LiveService:
             view = await self._existing(service, project_id, cached_id)
             if view is not None:
                 status = "HIT" if view.generation.status is GenerationStatus.SUCCESS else "MISS"
-                view = await service.wait(project_id, cached_id, self.rt.settings.live_wait_seconds)
+                view = await service.wait(
+                    project_id, cached_id, self.rt.settings.live_wait_seconds, gone=gone
+                )
                 hits = await self._count_hit(project_id, key)
                 return LiveResult(view, status, hits)
         # A miss: it costs a generation, so it is limited.
@@ -314,8 +323,10 @@ class LiveService:
         except IntegrityError:
             # The same URL missed twice at once: keep the other request's job, drop ours.
             await service.cancel(project_id, generation_id)
-            return await self.serve(principal, scope_slug, request, client_ip)
-        view = await service.wait(project_id, generation_id, self.rt.settings.live_wait_seconds)
+            return await self.serve(principal, scope_slug, request, client_ip, gone)
+        view = await service.wait(
+            project_id, generation_id, self.rt.settings.live_wait_seconds, gone=gone
+        )
         return LiveResult(view, "MISS", 0)
 
     async def _existing(

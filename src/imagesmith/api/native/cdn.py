@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from imagesmith.api.client_ip import client_ip
-from imagesmith.api.deps import RuntimeDep
+from imagesmith.api.deps import CLIENT_CLOSED_REQUEST, LEFT, RuntimeDep, hung_up
 from imagesmith.api.dialect import error_responses
+from imagesmith.api.native.errors import native_error
 from imagesmith.auth.service import KeyService
 from imagesmith.errors import ImageNotFound, ImagesmithError, ValidationFailed
 from imagesmith.generation.aspect import ASPECT_RATIOS
@@ -118,7 +119,10 @@ async def cdn_live(
         scope,
         LiveRequest(prompt.strip(), aspect_ratio, auto_enhance, template),
         client_ip(request, runtime.settings.trusted_proxies),
+        gone=lambda: hung_up(request),
     )
+    if result.view.client_left:  # the job runs on for the URL's next request; counted as 499
+        return native_error(CLIENT_CLOSED_REQUEST, "CLIENT_CLOSED_REQUEST", LEFT)
     generation = result.view.generation
     headers = {"X-Cache-Status": result.cache_status, "X-Generation-Id": generation.id}
     if result.cache_status == "HIT":
