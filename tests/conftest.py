@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,17 +17,31 @@ import pytest
 
 from tests.serverproc import Server, create_key
 
+# The run's lock files, named by the controller before its workers start (they inherit it).
+TURNS = "IMAGESMITH_TEST_TURNS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        base = Path(tempfile.gettempdir()) / f"imagesmith-tests-{uuid.uuid4().hex}"
+        os.environ.setdefault(TURNS, str(base))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        for suffix in (".gate", ".lock"):
+            Path(os.environ[TURNS] + suffix).unlink(missing_ok=True)
+
 
 @contextlib.contextmanager
 def turn(alone: bool) -> Iterator[None]:
     """Every test holds the run's lock shared; an `alone` test holds it exclusively, so it starts
     once the tests running on the other workers end, and none starts until it ends. The gate
     keeps a waiting `alone` test from starving: while it waits there, no new test takes a turn."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:  # not under xdist: one test at a time anyway
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # not under xdist: one test at a time anyway
         yield
         return
-    base = Path(tempfile.gettempdir()) / f"imagesmith-tests-{run}"
+    base = os.environ[TURNS]
     with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
@@ -40,6 +55,13 @@ def turn(alone: bool) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
             if alone:
                 fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    # Around setup, call and teardown: a module's server starts and stops inside a turn too.
+    with turn(alone=item.get_closest_marker("alone") is not None):
+        return (yield)
 
 
 SUMMARY = "summary: "
@@ -80,13 +102,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: each module's tests keep their order
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
-    # Around setup, call and teardown: a module's server starts and stops inside a turn too.
-    with turn(alone=item.get_closest_marker("alone") is not None):
-        return (yield)
 
 
 @pytest.fixture(scope="session")
