@@ -25,7 +25,8 @@ PYTHON = sys.executable
 
 # Servers' ports lie below Linux's ephemeral range (32768-60999), so no outgoing connection
 # takes one between this check and the server's bind, and each xdist worker picks from a block
-# of its own, so two modules starting servers at once never pick the same one. .ci/services.sh's
+# of its own (of 4: scripts/test runs at most 4), so two modules starting servers at once never
+# pick the same one. .ci/services.sh's
 # fixed ports (and their +10000 gRPC twins) are all outside 24000-27999.
 FIRST_PORT, PORT_BLOCK = 24000, 1000
 

@@ -440,8 +440,11 @@ async def test_a_plain_create_takes_one_write_and_a_replay_none(db: Any, runtime
     assert writes == 2
 
 
-def count_calls(obj: Any, name: str) -> list[tuple[Any, ...]]:
-    """Record each call of an async method of `obj` (its arguments), then run it."""
+def count_calls(
+    obj: Any, name: str, monkeypatch: pytest.MonkeyPatch | None = None
+) -> list[tuple[Any, ...]]:
+    """Record each call of an async method of `obj` (its arguments), then run it. Pass
+    `monkeypatch` when `obj` outlives the test (a class)."""
     calls: list[tuple[Any, ...]] = []
     method = getattr(obj, name)
 
@@ -449,7 +452,10 @@ def count_calls(obj: Any, name: str) -> list[tuple[Any, ...]]:
         calls.append(args)
         return await method(*args)
 
-    setattr(obj, name, counted)
+    if monkeypatch is None:
+        setattr(obj, name, counted)
+    else:
+        monkeypatch.setattr(obj, name, counted)
     return calls
 
 
@@ -1112,7 +1118,7 @@ async def test_a_claim_that_found_nothing_skips_its_next_look_until_work_is_anno
     that hears every announcement looks again only when work was announced since its last empty
     look, or `poll_seconds` after it; one that may miss announcements always looks."""
     database, project_id, _ = db
-    looks = count_calls(GenerationRepository, "any_pending")
+    looks = count_calls(GenerationRepository, "any_pending", monkeypatch)
     queue = JobQueue(runtime, "w")
     queue.settings = runtime.settings.model_copy(update={"poll_seconds": 600})
     runtime.hear_only_this_process(True)  # the PostgreSQL fixture hears from its LISTEN only
@@ -1132,20 +1138,20 @@ async def test_a_claim_that_found_nothing_skips_its_next_look_until_work_is_anno
     queue.settings = runtime.settings.model_copy(update={"poll_seconds": 0.01})
     assert await queue.claim(1) == [] and len(looks) == 7
     await asyncio.sleep(0.05)
+    assert queue.look_due_in() == 0.0  # an idle worker waits no longer than this for news
     assert await queue.claim(1) == [] and len(looks) == 8  # poll_seconds on: the safety net
+    assert 0.0 < queue.look_due_in() <= 0.01
 
 
 async def test_only_a_lone_process_on_sqlite_counts_as_hearing_every_change(
-    runtime: Runtime, tmp_path: Path
+    runtime: Runtime,
 ) -> None:
     """SQLite carries no wake-ups between processes. A separate `imagesmith worker` never hears
     its API; an API with its embedded worker hears everything until a worker of another process
     beats in the workers table, and then sweeps its waiters every poll_seconds."""
-    import os
-    import socket
-
     from imagesmith.generation.watch import ChangeSweep
     from imagesmith.generation.workers import WorkerRepository
+    from imagesmith.models import WorkerRecord
     from imagesmith.worker.run import worker_runtime
 
     worker = worker_runtime(runtime.settings)
@@ -1156,30 +1162,25 @@ async def test_only_a_lone_process_on_sqlite_counts_as_hearing_every_change(
         await worker.close()
     settings = runtime.settings
     sweep = ChangeSweep(runtime, count_workers=True)
-    async with runtime.db.transaction() as session:
-        await WorkerRepository(session).register(
-            "mine", socket.gethostname(), os.getpid(), utcnow()
-        )
-    assert not await sweep.workers_elsewhere()
-    stop = asyncio.Event()
-    sweeping = asyncio.create_task(sweep.run(stop))
-    await asyncio.sleep(0.2)
+    async with runtime.db.transaction() as session:  # this process's own (its embedded one)
+        await WorkerRepository(session).register("mine", "here", 1, utcnow())
+    runtime.hear_only_this_process(False)
+    await sweep.count_workers()
     assert runtime.notifier.work_heard() is not None
     assert runtime.notifier.recheck_seconds == settings.wait_recheck_seconds
-    stop.set()
-    await sweeping
-    async with runtime.db.transaction() as session:
-        await WorkerRepository(session).register("theirs", "elsewhere", 4242, utcnow())
-    assert await sweep.workers_elsewhere()
-    stop = asyncio.Event()
-    sweeping = asyncio.create_task(sweep.run(stop))
-    await asyncio.sleep(0.2)
+    async with runtime.db.transaction() as session:  # another process's, same host and pid
+        now = utcnow()
+        session.add(
+            WorkerRecord(
+                id="theirs", hostname="here", pid=1, started_at=now, heartbeat_at=now, batches_run=0
+            )
+        )
+    await sweep.count_workers()
     assert runtime.notifier.work_heard() is None
     assert runtime.notifier.recheck_seconds == min(
         settings.poll_seconds, settings.wait_recheck_seconds
     )
-    stop.set()
-    await sweeping
     async with runtime.db.transaction() as session:
         await WorkerRepository(session).stopped("theirs", utcnow())
-    assert not await sweep.workers_elsewhere()
+    await sweep.count_workers()
+    assert runtime.notifier.work_heard() is not None

@@ -103,11 +103,13 @@ def create_app(
         # what a dead process left); a separate `imagesmith worker` sends its own too.
         sending = asyncio.create_task(WebhookSender(runtime).run(stop))
         worker: EmbeddedWorker | None = None
-        if embedded_worker:
-            worker = EmbeddedWorker(runtime)
-            await worker.start()
         try:
             async with runtime.listening():
+                # Inside: on PostgreSQL the worker's first claims count on hearing only once the
+                # LISTEN connection is up.
+                if embedded_worker:
+                    worker = EmbeddedWorker(runtime)
+                    await worker.start()
                 serving.settle_heap()
                 yield
         finally:

@@ -3,6 +3,7 @@ principal, read from wherever the dialect's callers send their key."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from imagesmith.api.middleware import UNLIMITED_RECEIVE
+from imagesmith.api.middleware import MULTIPART_MAX_BYTES, UNLIMITED_RECEIVE
 from imagesmith.auth.service import KeyService, Principal
 from imagesmith.errors import Unauthorized
 from imagesmith.runtime import Runtime
@@ -94,7 +95,14 @@ async def hung_up(request: Request) -> None:
     """Return when the client hangs up. After the request's body (an empty one for a GET) the
     next message is the disconnect: awaited, not asked for every second (Starlette's
     `is_disconnected`), the same wait Starlette's streaming responses use. A body the route did
-    not read is read past, over BodyLimit's cap too: nothing read here is kept."""
+    not read is read past, over BodyLimit's cap too (nothing read here is kept), up to
+    MULTIPART_MAX_BYTES: past that, the rest is left unread (the upload stalls) and the leaving
+    goes unseen; the wait ends with its job or its time."""
     receive = request.scope.get(UNLIMITED_RECEIVE, request.receive)
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    discarded = 0
+    while discarded <= MULTIPART_MAX_BYTES:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        discarded += len(message.get("body", b""))
+    await asyncio.Event().wait()

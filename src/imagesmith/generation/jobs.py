@@ -229,6 +229,12 @@ class JobQueue:
             jobs.append(job)
         return jobs
 
+    def look_due_in(self) -> float:
+        """Seconds until a claim looks for work whatever was announced: an idle worker waits
+        for an announcement at most this long (a claim that skipped its look must not add
+        another poll_seconds to a job nobody announced)."""
+        return min(self.settings.poll_seconds, max(0.0, self._found_none_until - time.monotonic()))
+
     async def renew(self, jobs: Iterable[ClaimedJob]) -> None:
         async with self.rt.db.transaction() as session:
             await GenerationRepository(session).renew_leases(

@@ -8,23 +8,23 @@ cost one query an interval, not a thousand.
 
 An API with its embedded worker on SQLite hears everything until another process runs jobs on
 the same database (an `imagesmith worker` started beside it): the sweep looks for one in the
-workers table, and while there is one, this process counts as not hearing and sweeps every
-`poll_seconds` (`Runtime.hear_only_this_process`)."""
+workers table every interval, and while there is one, this process counts as not hearing and
+sweeps every `poll_seconds` (`Runtime.hear_only_this_process`). Not seen: a second API with
+`--no-worker` on the same SQLite file (it registers no worker); what it queues or cancels
+reaches this process by the looks and sweeps that a missed wake-up costs anyway."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from imagesmith.db.base import utcnow
-from imagesmith.generation.workers import WorkerRepository
+from imagesmith.generation.workers import REGISTERED_HERE, WorkerRepository
 from imagesmith.models import Generation
 from imagesmith.runtime import Runtime
 
@@ -44,10 +44,7 @@ class ChangeSweep:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self._count_workers:
-                try:
-                    self.rt.hear_only_this_process(not await self.workers_elsewhere())
-                except Exception as exc:  # the next interval looks again
-                    log.warning("wait.workers_look_failed error=%r", exc)
+                await self.count_workers()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.rt.notifier.recheck_seconds)
             if stop.is_set():
@@ -57,12 +54,17 @@ class ChangeSweep:
             except Exception as exc:  # the database blipped: the next sweep tries again
                 log.warning("wait.sweep_failed error=%r", exc)
 
-    async def workers_elsewhere(self) -> bool:
-        """Whether a worker of another process runs on this database now."""
-        here = (socket.gethostname(), os.getpid())
-        async with self.rt.db.read() as session:
-            live = await WorkerRepository(session).live(utcnow() - WORKER_LIVE)
-        return any((worker.hostname, worker.pid) != here for worker in live)
+    async def count_workers(self) -> None:
+        """Hear only this process while no worker of another process runs on the database."""
+        try:
+            async with self.rt.db.read() as session:
+                elsewhere = await WorkerRepository(session).any_live_besides(
+                    set(REGISTERED_HERE), utcnow() - WORKER_LIVE
+                )
+        except Exception as exc:  # the next interval looks again
+            log.warning("wait.workers_look_failed error=%r", exc)
+            return
+        self.rt.hear_only_this_process(not elsewhere)
 
     async def sweep(self) -> None:
         watched = self.rt.notifier.watched()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.models import WorkerRecord
+
+# The ids of the workers this process registered (its embedded worker, its remote runner).
+REGISTERED_HERE: set[str] = set()
 
 
 class WorkerRepository:
@@ -26,6 +30,7 @@ class WorkerRepository:
             )
         )
         await self.session.flush()
+        REGISTERED_HERE.add(worker_id)
 
     async def heartbeat(
         self, worker_id: str, now: datetime, device: str | None, batches_run: int
@@ -40,6 +45,19 @@ class WorkerRepository:
         await self.session.execute(
             update(WorkerRecord).where(WorkerRecord.id == worker_id).values(stopped_at=now)
         )
+
+    async def any_live_besides(self, ids: Collection[str], since: datetime) -> bool:
+        """Whether a worker not in `ids` beat since `since` and has not stopped."""
+        found = await self.session.execute(
+            select(WorkerRecord.id)
+            .where(
+                WorkerRecord.heartbeat_at >= since,
+                WorkerRecord.stopped_at.is_(None),
+                WorkerRecord.id.not_in(list(ids)),
+            )
+            .limit(1)
+        )
+        return found.first() is not None
 
     async def live(self, since: datetime) -> list[WorkerRecord]:
         rows = await self.session.execute(

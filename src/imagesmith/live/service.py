@@ -255,6 +255,8 @@ class LiveService:
                 view = await service.wait(
                     project_id, cached_id, self.rt.settings.live_wait_seconds, gone=gone
                 )
+                if view.client_left:  # nobody was served: not a hit
+                    return LiveResult(view, status, 0)
                 hits = await self._count_hit(project_id, key)
                 return LiveResult(view, status, hits)
         # A miss: it costs a generation, so it is limited.

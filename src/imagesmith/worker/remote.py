@@ -144,7 +144,7 @@ class RemoteRunner:
         ]
         if not busy:
             waits.append(
-                asyncio.ensure_future(self.rt.notifier.wait_for_work(self.settings.poll_seconds))
+                asyncio.ensure_future(self.rt.notifier.wait_for_work(self.queue.look_due_in()))
             )
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=None)
         for task in waits:

@@ -188,7 +188,7 @@ class Worker:
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        work = asyncio.ensure_future(self.rt.notifier.wait_for_work(self.settings.poll_seconds))
+        work = asyncio.ensure_future(self.rt.notifier.wait_for_work(self.queue.look_due_in()))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
         for task in (work, stopped):
