@@ -160,6 +160,20 @@ def test_plain_text_instructions_and_engine_keys(app: App) -> None:
     )
     done = wait_completed(app, token, keyed.json()["id"])
     assert done["status"] == "completed"
+    # Another end user's prompt names the project's newest and oldest images (this user's) and
+    # a project alias: to an end user they are words, never references.
+    with httpx.Client(base_url=app.server.url, headers={"X-API-Key": app.key}) as api:
+        made = api.post(
+            "/api/v1/generations",
+            json={"prompt": "the logo", "alias": "@logo"},
+            headers={"Prefer": "wait=60"},
+        )
+        assert made.status_code == 201, made.text
+    other = app.user("other@example.com")["access_token"]
+    prying = app.generate(other, [("a.png", png(), "image/png")], "x @last @first @logo")
+    assert prying.status_code == 200, prying.text
+    seen = wait_completed(app, other, prying.json()["id"])
+    assert len(seen["example_images"]) == 1, seen["example_images"]
 
 
 BAD_UPLOADS: list[tuple[str, list[tuple[str, bytes, str]], str, int, str]] = [
@@ -169,6 +183,8 @@ BAD_UPLOADS: list[tuple[str, list[tuple[str, bytes, str]], str, int, str]] = [
     ("bad JSON", [("a.png", png(), "image/png")], '{"prompt": ', 422, "JSON"),
     ("no prompt", [("a.png", png(), "image/png")], '{"style": "x"}', 422, "prompt"),
     ("too long", [("a.png", png(), "image/png")], "x" * 1001, 422, "1000"),
+    ("nested too deep", [("a.png", png(), "image/png")], "[" * 1000, 422, "JSON"),
+    ("NaN", [("a.png", png(), "image/png")], '{"prompt": "x", "style": NaN}', 422, "NaN"),
     (
         "11 MB",
         [("a.png", png() + b"\0" * 11 * 1024 * 1024, "image/png")],

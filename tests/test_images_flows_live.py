@@ -340,6 +340,23 @@ def test_a_live_client_that_hangs_up_ends_its_wait_and_its_job_runs_on(
         assert hit.headers["x-cache-hits"] == "2", hit.headers
 
 
+def test_a_live_prompt_cannot_name_the_projects_images(live_server: Server) -> None:
+    """`@last` or a project alias in a stranger's prompt stays text: as a reference it would
+    make the project's newest (or a private) image the init image of a public picture."""
+    key = create_key(live_server.env, "aliasing", "site")
+    enable_live(live_server, "aliasing", "site", "hero")
+    with live_server.client(key) as api:
+        made = api.post(
+            "/api/v1/generations", json={"prompt": "private", "alias": "@secret"}, headers=WAIT
+        )
+        assert made.json()["data"]["status"] == "success", made.text
+        url = f"{live_server.url}/cdn/aliasing/site/live/hero"
+        drawn = httpx.get(url, params={"prompt": "a copy of @last and @secret"}, timeout=120)
+        assert drawn.status_code == 200, drawn.text
+        generation = api.get(f"/api/v1/generations/{drawn.headers['x-generation-id']}").json()
+        assert generation["data"]["referenceImages"] == [], generation
+
+
 def test_live_urls_are_opt_in_and_strangers_cannot_mint_scopes(live_server: Server) -> None:
     key = create_key(live_server.env, "closed", "site")
     url = f"{live_server.url}/cdn/closed/site/live"

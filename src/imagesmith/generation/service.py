@@ -118,7 +118,7 @@ class GenerationService:
             if replay is not None:
                 return replay, False
         spec = self.resolve_model(request)
-        references = await self._references(project_id, request)
+        references = await self._references(project_id, request, principal.reads_library)
         if references and request.init_image is None:
             # Without an IP-Adapter configured, the first reference is the img2img init image.
             request.init_image = references[0].id
@@ -255,12 +255,15 @@ class GenerationService:
                     f"Alias '{alias}' is already used by another image in this project"
                 )
 
-    async def _references(self, project_id: str, request: GenerationRequest) -> list[Image]:
-        """Explicit references first, then `@name` tokens of the prompt; merged, de-duplicated,
-        at most 3. An unknown explicit reference is an error; an unknown prompt token is text."""
+    async def _references(
+        self, project_id: str, request: GenerationRequest, prompt_aliases: bool
+    ) -> list[Image]:
+        """Explicit references first, then `@name` tokens of the prompt (for a caller who reads
+        the library); merged, de-duplicated, at most 3. An unknown explicit reference is an
+        error; an unknown prompt token is text."""
         flow_id = request.flow_id if request.flow_id not in (None, NEW_FLOW) else None
         found: list[Image] = []
-        tokens = aliases_in_prompt(request.prompt)
+        tokens = aliases_in_prompt(request.prompt) if prompt_aliases else []
         if not request.reference_images and not tokens:
             return found  # most creates: no database round trip
         # A read: it took a write turn before, one per create, queued behind the worker's writes.

@@ -57,6 +57,11 @@ UPLOAD_BODY = multipart_body(
 )
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and ±Infinity are not JSON (Python's parser takes them; PostgreSQL's json does not)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_instructions(text: str) -> tuple[dict[str, Any], str]:
     """(the instruction keys, the prompt). JSON with a `prompt`, or plain text as the prompt
     (the starter kit sends text); text that starts with `{` or `[` is meant as JSON, so it must
@@ -70,8 +75,8 @@ def parse_instructions(text: str) -> tuple[dict[str, Any], str]:
     if not text.lstrip().startswith(("{", "[")):
         return {"prompt": text.strip()}, text.strip()
     try:
-        keys = json.loads(text)
-    except ValueError as exc:
+        keys = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
         raise ValidationFailed(f"instructions is not valid JSON: {exc}") from None
     if not isinstance(keys, dict):
         raise ValidationFailed("instructions must be a JSON object")
