@@ -234,6 +234,13 @@ def test_bodies_and_meta_are_capped_before_anything_is_stored(server: Server) ->
             "/api/v1/generations", json={"prompt": "x", "meta": {"a": "b" * 20_000}}
         )
         assert big_meta.status_code == 400 and "meta is" in big_meta.json()["error"]["message"]
+        for constant in ("NaN", "Infinity", "1e999"):  # Python's parser takes them; JSON doesn't
+            odd = api.post(
+                "/api/v1/generations",
+                content=f'{{"prompt": "x", "meta": {{"a": {constant}}}}}',
+                headers={"Content-Type": "application/json"},
+            )
+            assert odd.status_code == 400 and "NaN" in odd.json()["error"]["message"], odd.text
         assert api.get("/api/v1/generations").json()["pagination"]["total"] == before
         bearer = {"Authorization": f"Bearer {api.headers['X-API-Key']}"}
         sc = httpx.post(

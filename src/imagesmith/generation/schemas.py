@@ -17,8 +17,13 @@ MAX_META_BYTES = 16 * 1024  # `meta` is free JSON stored with a record: small, n
 
 
 def check_meta(value: dict[str, Any]) -> dict[str, Any]:
-    """`meta` as given, or ValueError when its JSON is over MAX_META_BYTES."""
-    size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    """`meta` as given, or ValueError when its JSON is over MAX_META_BYTES or holds NaN or
+    Infinity (Python's JSON parser takes them, PostgreSQL's json type and our answers do not)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        raise ValueError("meta must be JSON: NaN and Infinity are not JSON values") from None
+    size = len(text.encode())
     if size > MAX_META_BYTES:
         raise ValueError(f"meta is {size} bytes of JSON; the limit is {MAX_META_BYTES}")
     return value
