@@ -252,6 +252,69 @@ def test_headers_tokens_and_keys_of_one_project_never_work_for_another(
     assert mixed.status_code == 403
 
 
+def test_failed_logins_are_limited_per_account_not_per_address(app: App) -> None:
+    """Every end user's login comes from the app's server, so the limit is the account's: ten
+    wrong passwords in 15 minutes, then even the right one waits; other accounts log in."""
+    app.user("guessed@example.com")
+    app.user("bystander@example.com")
+
+    def login(email: str, password: str) -> httpx.Response:
+        return app.post("/api/v1/auth/login", json={"email": email, "password": password})
+
+    for attempt in range(10):
+        wrong = login("guessed@example.com", f"wrong password {attempt}")
+        assert wrong.status_code == 401, wrong.text
+    refused = login("GUESSED@example.com", "correct horse")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1, refused.text
+    assert "detail" in refused.json()
+    assert login("bystander@example.com", "correct horse").status_code == 200
+
+
+async def test_password_hashing_runs_off_the_event_loop_and_an_unknown_address_costs_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Argon2id holds a core for tens of milliseconds: on the event loop it stalled every
+    request of the process. A login for an unknown address checks a hash too, so its timing
+    does not say which addresses are registered."""
+    import asyncio
+    import threading
+
+    from imagesmith.auth import end_users
+    from imagesmith.auth.service import KeyService
+    from imagesmith.config import Settings
+    from imagesmith.db import migrate
+    from imagesmith.errors import Unauthorized
+    from imagesmith.runtime import Runtime
+
+    threads: list[tuple[str, bool]] = []
+    for name in ("hash_password", "verify_password"):
+        real = getattr(end_users, name)
+
+        def recorded(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            threads.append((_name, threading.current_thread() is threading.main_thread()))
+            return _real(*args)
+
+        monkeypatch.setattr(end_users, name, recorded)
+    settings = Settings(data_dir=tmp_path)
+    await asyncio.to_thread(migrate.upgrade, settings)
+    runtime = Runtime.open(settings)
+    try:
+        async with runtime.db.transaction() as session:
+            _org, project = await KeyService(session).ensure_project("o", "p")
+        users = end_users.EndUserService(runtime)
+        await users.register(project.id, "a@example.com", "correct horse", None)
+        await users.login(project.id, "a@example.com", "correct horse")
+        with pytest.raises(Unauthorized):
+            await users.login(project.id, "nobody@example.com", "correct horse")
+    finally:
+        await runtime.close()
+    assert threads == [
+        ("hash_password", False),
+        ("verify_password", False),
+        ("verify_password", False),
+    ]
+
+
 def test_refresh_tokens_rotate_and_a_reused_one_signs_the_user_out(app: App) -> None:
     first = app.user("carol@example.com")
     rotated = app.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})

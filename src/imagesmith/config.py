@@ -280,6 +280,12 @@ class Settings(BaseSettings):
     )
 
     # Live URLs (/cdn/{org}/{project}/live/{scope}).
+    login_failures_limit: str = Field(
+        default="10/15minutes",
+        description="Failed end-user logins per account (devkit4ai); past it the account's "
+        "logins answer 429 until the window moves on. Per account, not per IP: an app's "
+        "server sends every user's login from one address.",
+    )
     live_ip_limit: str = Field(
         default="10/hour", description="New live generations per client IP (cache hits are free)."
     )

@@ -7,9 +7,12 @@ retires every refresh token the user holds."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 
+from limits import parse
 from sqlalchemy.exc import IntegrityError
 
 from imagesmith.auth.passwords import (
@@ -17,12 +20,14 @@ from imagesmith.auth.passwords import (
     MIN_LENGTH,
     hash_password,
     needs_rehash,
+    unknown_user_hash,
     verify_password,
 )
 from imagesmith.auth.repository import EndUserRepository
 from imagesmith.auth.tokens import InvalidToken, TokenCodec
 from imagesmith.db.base import storable_text, utcnow
 from imagesmith.errors import Conflict, Unauthorized, ValidationFailed
+from imagesmith.limits.rate import RateLimited
 from imagesmith.models import EndUser, RefreshToken
 from imagesmith.runtime import Runtime
 
@@ -61,7 +66,8 @@ class EndUserService:
         user = EndUser(
             project_id=project_id,
             email=email,
-            password_hash=hash_password(password),
+            # Argon2id is tens of milliseconds of CPU: on a thread, not on the event loop.
+            password_hash=await asyncio.to_thread(hash_password, password),
             full_name=full_name,
             is_active=True,
         )
@@ -77,17 +83,41 @@ class EndUserService:
         return user, pair
 
     async def login(self, project_id: str, email: str, password: str) -> TokenPair:
+        """Tokens for a right password. The hash is checked on a thread and outside any
+        transaction (Argon2id holds a core for tens of milliseconds; inside a write it held
+        SQLite's lock); an unknown address costs the same check, so timing does not tell which
+        addresses are registered; failures per account are limited (`login_failures_limit`)."""
+        email = email.strip().lower()
+        failures = parse(self.rt.settings.login_failures_limit)
+        account = ("login-failures", project_id, email)
+        what = "failed logins of this account"
+        await self.rt.rate_limiter.check_item(failures, *account, what=what)
+        async with self.rt.db.read() as session:
+            user = await EndUserRepository(session).by_email(project_id, email)
+        stored = user.password_hash if user is not None else None
+        right = await asyncio.to_thread(
+            lambda: verify_password(stored or unknown_user_hash(), password)
+        )
+        if not right or user is None:
+            with contextlib.suppress(RateLimited):  # this failure is the last one allowed
+                await self.rt.rate_limiter.hit_item(failures, *account, what=what)
+            raise Unauthorized("Incorrect email or password")
+        if not user.is_active:
+            raise Unauthorized("This account is disabled")
+        rehashed = (
+            await asyncio.to_thread(hash_password, password)
+            if needs_rehash(user.password_hash)
+            else None
+        )
         async with self.rt.db.transaction() as session:
             repo = EndUserRepository(session)
-            user = await repo.by_email(project_id, email.strip().lower())
-            if user is None or not verify_password(user.password_hash, password):
+            current = await repo.get(project_id, user.id)
+            if current is None or not current.is_active:
                 raise Unauthorized("Incorrect email or password")
-            if not user.is_active:
-                raise Unauthorized("This account is disabled")
-            if needs_rehash(user.password_hash):
-                user.password_hash = hash_password(password)
-            user.last_login_at = utcnow()
-            return await self._issue(repo, user)
+            if rehashed is not None:
+                current.password_hash = rehashed
+            current.last_login_at = utcnow()
+            return await self._issue(repo, current)
 
     async def refresh(self, project_id: str, token: str) -> TokenPair:
         try:
@@ -127,14 +157,14 @@ class EndUserService:
             raise Unauthorized(BAD_CREDENTIALS) from None
         if claims.project_id != project_id:
             raise Unauthorized(BAD_CREDENTIALS)
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             user = await EndUserRepository(session).get(project_id, claims.user_id)
         if user is None or not user.is_active:
             raise Unauthorized(BAD_CREDENTIALS)
         return user
 
     async def get(self, project_id: str, user_id: str) -> EndUser:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             user = await EndUserRepository(session).get(project_id, user_id)
         if user is None:
             raise Unauthorized(BAD_CREDENTIALS)
@@ -148,7 +178,7 @@ class EndUserService:
         search: str | None = None,
         is_active: bool | None = None,
     ) -> tuple[list[EndUser], int]:
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:
             return await EndUserRepository(session).page(
                 project_id, limit, offset, search, is_active
             )

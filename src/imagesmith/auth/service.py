@@ -247,19 +247,20 @@ class KeyService:
 
 async def developer_of(
     keys: KeyService, secret: str | None, organization_id: str | None
-) -> Principal:
-    """The developer key `secret`, which must belong to `organization_id` (X-Developer-Key)."""
+) -> tuple[Principal, bool]:
+    """The developer key `secret`, which must belong to `organization_id` (X-Developer-Key),
+    reading only; and whether its last use should be recorded (`KeyService.identify`)."""
     if not secret:
         raise Forbidden(
             "Missing X-Developer-Key: send a developer key of this project's organization"
         )
     try:
-        developer = await keys.authenticate(secret, "X-Developer-Key")
+        developer, stale = await keys.identify(secret, "X-Developer-Key")
     except Unauthorized as exc:
         raise Forbidden(f"X-Developer-Key: {exc.message}") from None
     if developer.key_type is not KeyType.DEVELOPER or developer.organization_id != organization_id:
         raise Forbidden("X-Developer-Key is not a developer key of this project's organization")
-    return developer
+    return developer, stale
 
 
 def check_slug(label: str, slug: str) -> None:

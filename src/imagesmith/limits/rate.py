@@ -61,6 +61,17 @@ class RateLimiter:
             return None
         return await self.hit_item(self.item, "key", scope, what="this API key")
 
+    async def check_item(self, item: RateLimitItem, *identifiers: str, what: str) -> None:
+        """Raise RateLimited when `item` is used up for `identifiers`, counting nothing."""
+        if not await self.strategy.test(item, *identifiers):
+            stats = await self.strategy.get_window_stats(item, *identifiers)
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            raise RateLimited(
+                f"Rate limit of {item.amount} per {item.get_expiry()} s for {what} exceeded; "
+                f"retry in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
+            )
+
     async def hit_item(self, item: RateLimitItem, *identifiers: str, what: str) -> RateState:
         """Count one event against `item` for `identifiers`; raise RateLimited past it."""
         allowed = await self.strategy.hit(item, *identifiers)

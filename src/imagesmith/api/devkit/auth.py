@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesmith.api.deps import KeyLocation, RuntimeDep, principal_from
@@ -33,6 +33,7 @@ RoleHeader = Annotated[str | None, Header(alias="X-User-Role", description="end_
 
 
 async def project_principal(
+    request: Request,
     runtime: RuntimeDep,
     principal: Annotated[Principal, Depends(project_key)],
     x_project_id: ProjectIdHeader = None,
@@ -42,8 +43,13 @@ async def project_principal(
         raise Forbidden("Missing X-Project-ID: send the project's id (GET /api/info shows it)")
     if x_project_id.strip().lower() != principal.project_id:
         raise Forbidden("X-Project-ID does not match the project of X-API-Key")
-    async with runtime.db.transaction() as session:
-        await developer_of(KeyService(session), x_developer_key, principal.organization_id)
+    # A read, as for every key (api/deps.py): each status poll took SQLite's write lock here.
+    async with runtime.db.read() as session:
+        developer, stale = await developer_of(
+            KeyService(session), x_developer_key, principal.organization_id
+        )
+    if stale:
+        request.app.state.last_used.record(developer.api_key_id)
     return principal
 
 
@@ -72,11 +78,16 @@ EndUserDep = Annotated[Principal, Depends(end_user_principal)]
 
 
 async def developer_principal(
-    runtime: RuntimeDep, x_user_role: RoleHeader = None, x_developer_key: DeveloperKeyHeader = None
+    request: Request,
+    runtime: RuntimeDep,
+    x_user_role: RoleHeader = None,
+    x_developer_key: DeveloperKeyHeader = None,
 ) -> Principal:
     require_role(x_user_role, "developer")
-    async with runtime.db.transaction() as session:
-        developer = await KeyService(session).authenticate(x_developer_key, "X-Developer-Key")
+    async with runtime.db.read() as session:
+        developer, stale = await KeyService(session).identify(x_developer_key, "X-Developer-Key")
+    if stale:
+        request.app.state.last_used.record(developer.api_key_id)
     if developer.key_type is not KeyType.DEVELOPER:
         raise Forbidden("X-Developer-Key is not a developer key")
     return developer
