@@ -173,6 +173,29 @@ def test_a_generations_own_webhook_is_signed_and_carries_the_native_record(
     }
 
 
+def test_each_delivery_opens_its_own_connection(server: Server, key: str) -> None:
+    """Deliveries go to the checked address with SNI and Host set by hand; a kept-alive
+    connection (pooled by address) would carry the next host's payload over a TLS session
+    verified for another host at the same address. A keep-alive receiver sees new sockets."""
+    ports: list[int] = []
+
+    class KeepAlive(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            ports.append(self.client_address[1])
+            self.send_body(200, b"ok", "text/plain")
+
+    with local_server(KeepAlive) as url:
+        create(server, key, webhookUrl=f"{url}/kept")
+        deadline = time.monotonic() + 60
+        while len(ports) < 2:  # generation.started, then generation.completed
+            assert time.monotonic() < deadline, ports
+            time.sleep(0.05)
+    assert len(set(ports)) == len(ports), ports
+
+
 def test_a_failing_receiver_gets_the_same_webhook_id_until_it_answers(
     server: Server, key: str, secret: str, receiver: Receiver
 ) -> None:

@@ -71,7 +71,15 @@ class WebhookSender:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            # No connection is kept for the next delivery: requests go to the checked address
+            # (the URL's host pinned to it, SNI and Host set by hand), and httpx pools by that
+            # address, so a TLS session opened and verified for one tenant's host would carry
+            # another host's payload that shares its address, unverified.
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
         return self._client
 
     async def run(self, stop: asyncio.Event) -> None:
