@@ -152,3 +152,44 @@ def test_one_deadline_covers_a_slow_drip() -> None:
 def test_an_oversized_body_is_cut_off_while_streaming() -> None:
     with local_server(Stub) as base, pytest.raises(UnsafeUrl, match="over the 5242880-byte"):
         fetch(f"{base}/huge", allowed=only_loopback)
+
+
+async def test_a_tenant_with_slow_names_holds_up_only_its_own_lookups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo cannot be stopped: a lookup its caller gave up on keeps its DNS thread until
+    the resolver answers. One owner (project) holds at most DNS_PER_OWNER of them, so names
+    that never resolve hold up that owner's lookups, not another tenant's."""
+    import socket
+    import threading
+
+    from imagesmith.image import fetch as fetching
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host.endswith(".slow.test"):
+            release.wait(30)  # a name server that never answers
+            raise socket.gaierror("no answer")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(fetching, "DNS_SECONDS", 0.3)
+    attacker, tenant = fetching.resolver_for("attacker"), fetching.resolver_for("tenant")
+    try:
+        # Far more lookups than there are DNS threads, each given up on after 0.3 s.
+        for _ in range(3):
+            tried = await asyncio.gather(
+                *(attacker(f"n{i}.slow.test", 80) for i in range(fetching.DNS_THREADS)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(outcome, OSError) for outcome in tried)
+        assert fetching._dns_held["attacker"] == fetching.DNS_PER_OWNER
+        assert await tenant("127.0.0.1", 80) == ["127.0.0.1"]  # not behind the stuck threads
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while "attacker" in fetching._dns_held:  # the threads let go once the resolver answers
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)

@@ -12,7 +12,7 @@ import re
 from imagesmith.auth.service import Principal
 from imagesmith.errors import ImagesmithError, NotFound
 from imagesmith.generation.schemas import GenerationRequest
-from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes
+from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes, resolver_for
 from imagesmith.image.names import UUID_RE
 from imagesmith.image.repository import ImageRepository
 from imagesmith.image.service import ImageService
@@ -80,6 +80,7 @@ class InitImages:
                 max_bytes=URL_IMAGE_MAX_BYTES,
                 timeout=settings.url_fetch_timeout_seconds,
                 allow_private=settings.allow_private_urls,
+                resolve=resolver_for(principal.project_id or ""),
             )
         except UnsafeUrl as exc:
             raise UnsafeUrl(f"{field}: {exc.message}") from None

@@ -111,7 +111,7 @@ class GenerationService:
             ("instructions", request.instructions),
         ):
             storable_text(text, request.field_names.get(name, name))
-        webhook_url, webhook_events = await self._webhook(request)
+        webhook_url, webhook_events = await self._webhook(project_id, request)
         fingerprint = request_fingerprint(request)
         if idempotency_key is not None:
             replay = await self._replay(project_id, idempotency_key, fingerprint)
@@ -211,13 +211,15 @@ class GenerationService:
         view.read_at = began
         return view, True
 
-    async def _webhook(self, request: GenerationRequest) -> tuple[str | None, list[str] | None]:
+    async def _webhook(
+        self, project_id: str, request: GenerationRequest
+    ) -> tuple[str | None, list[str] | None]:
         names = request.field_names
         events = parse_events(request.webhook_events, names.get("webhook_events", "webhookEvents"))
         if request.webhook_url is None:
             return None, events
         url = await check_target(
-            self.rt, request.webhook_url, names.get("webhook_url", "webhookUrl")
+            self.rt, project_id, request.webhook_url, names.get("webhook_url", "webhookUrl")
         )
         return url, events
 

@@ -18,6 +18,7 @@ import concurrent.futures
 import functools
 import ipaddress
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -35,8 +36,15 @@ LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 DNS_SECONDS = 5.0
 # Lookups on their own threads: a slow DNS server never ties up the default executor that
-# the local store's file reads and writes run on.
-_DNS_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
+# the local store's file reads and writes run on. A lookup a caller gave up on still holds its
+# thread until the system resolver answers (getaddrinfo cannot be stopped), so each owner (a
+# project) may hold at most DNS_PER_OWNER of them: names that resolve slowly, on purpose or not,
+# hold up their owner's lookups, never the other tenants'.
+DNS_THREADS = 16
+DNS_PER_OWNER = 4
+_DNS_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="dns")
+_dns_lock = threading.Lock()
+_dns_held: dict[str, int] = {}  # owner → its lookups on a DNS thread now
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -47,14 +55,41 @@ class UnsafeUrl(ValidationFailed):
     code = "INVALID_IMAGE_URL"
 
 
-async def system_resolve(host: str, port: int) -> list[str]:
+def resolver_for(owner: str) -> Resolver:
+    """The system resolver, counting lookups against `owner` (DNS_PER_OWNER)."""
+    return functools.partial(system_resolve, owner=owner)
+
+
+async def system_resolve(host: str, port: int, owner: str = "") -> list[str]:
     lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
         async with asyncio.timeout(DNS_SECONDS):
-            infos = await asyncio.get_running_loop().run_in_executor(_DNS_POOL, lookup)
+            await _take_dns_slot(owner)
+            future = _DNS_POOL.submit(lookup)
+            future.add_done_callback(lambda _done: _give_dns_slot(owner))
+            infos = await asyncio.wrap_future(future)
     except TimeoutError:
         raise OSError(f"no DNS answer within {DNS_SECONDS:g} s") from None
     return [str(info[4][0]) for info in infos]
+
+
+async def _take_dns_slot(owner: str) -> None:
+    """Wait while `owner` holds DNS_PER_OWNER lookups (slots come back from pool threads, so
+    this looks every 50 ms rather than waiting on one event loop's primitive)."""
+    while True:
+        with _dns_lock:
+            held = _dns_held.get(owner, 0)
+            if held < DNS_PER_OWNER:
+                _dns_held[owner] = held + 1
+                return
+        await asyncio.sleep(0.05)
+
+
+def _give_dns_slot(owner: str) -> None:
+    with _dns_lock:
+        held = _dns_held.pop(owner, 1) - 1
+        if held > 0:
+            _dns_held[owner] = held
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:

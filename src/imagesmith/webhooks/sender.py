@@ -23,7 +23,7 @@ import httpx
 
 from imagesmith import __version__, metrics
 from imagesmith.db.base import utcnow
-from imagesmith.image.fetch import allow_all, is_public, pinned_target, system_resolve
+from imagesmith.image.fetch import allow_all, is_public, pinned_target, resolver_for
 from imagesmith.models import DeliveryStatus, WebhookDelivery
 from imagesmith.runtime import Runtime
 from imagesmith.webhooks.events import InvalidWebhook
@@ -223,7 +223,7 @@ class WebhookSender:
             async with asyncio.timeout(timeout):
                 pinned, host_header, server_name = await pinned_target(
                     url,
-                    system_resolve,
+                    resolver_for(delivery.project_id),
                     policy,
                     what="webhook URL",
                     error=InvalidWebhook,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from imagesmith.db.base import new_id, storable_text, utcnow
 from imagesmith.errors import GenerationNotFound, NotFound, ValidationFailed
-from imagesmith.image.fetch import allow_all, is_public, pinned_target, system_resolve
+from imagesmith.image.fetch import allow_all, is_public, pinned_target, resolver_for
 from imagesmith.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from imagesmith.runtime import Runtime
 from imagesmith.webhooks.events import DEFAULT_EVENTS, InvalidWebhook, parse_events
@@ -32,9 +32,10 @@ class EndpointChange:
     enabled: bool | None = None
 
 
-async def check_target(runtime: Runtime, url: str, field: str = "url") -> str:
-    """A URL deliveries may go to: http(s), at most 2048 characters, resolving to public
-    addresses only (unless private URLs are allowed). Checked again at every attempt."""
+async def check_target(runtime: Runtime, project_id: str, url: str, field: str = "url") -> str:
+    """A URL `project_id`'s deliveries may go to: http(s), at most 2048 characters, resolving
+    to public addresses only (unless private URLs are allowed). Checked again at every
+    attempt."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidWebhook(f"{field}: a webhook URL is required")
     url = url.strip()
@@ -43,7 +44,9 @@ async def check_target(runtime: Runtime, url: str, field: str = "url") -> str:
     storable_text(url, field)
     policy = allow_all if runtime.settings.allow_private_urls else is_public
     try:
-        await pinned_target(url, system_resolve, policy, what=f"{field}", error=InvalidWebhook)
+        await pinned_target(
+            url, resolver_for(project_id), policy, what=f"{field}", error=InvalidWebhook
+        )
     except InvalidWebhook as exc:
         raise InvalidWebhook(exc.message) from None
     return url
@@ -63,7 +66,7 @@ class WebhookService:
         description: str | None,
         enabled: bool = True,
     ) -> WebhookEndpoint:
-        url = await check_target(self.rt, url)
+        url = await check_target(self.rt, project_id, url)
         wanted = parse_events(events) or list(DEFAULT_EVENTS)
         storable_text(description, "description")
         limit = self.rt.settings.webhook_max_endpoints
@@ -101,7 +104,9 @@ class WebhookService:
     async def update(
         self, project_id: str, endpoint_id: str, change: EndpointChange
     ) -> WebhookEndpoint:
-        url = await check_target(self.rt, change.url) if change.url is not None else None
+        url = (
+            await check_target(self.rt, project_id, change.url) if change.url is not None else None
+        )
         events = parse_events(change.events)
         storable_text(change.description, "description")
         async with self.rt.db.transaction() as session:

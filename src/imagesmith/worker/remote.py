@@ -41,7 +41,7 @@ from imagesmith.engines.remote.base import (
     sleep_or_cancel,
 )
 from imagesmith.generation.jobs import ClaimedJob, JobQueue
-from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes
+from imagesmith.image.fetch import UnsafeUrl, fetch_image_bytes, resolver_for
 from imagesmith.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -298,6 +298,7 @@ class RemoteRunner:
                         max_bytes=self.settings.remote_max_output_bytes,
                         timeout=self.settings.remote_request_timeout_seconds,
                         allow_private=self.settings.allow_private_urls,
+                        resolve=resolver_for(f"provider:{provider}"),
                     )
                 )
             except UnsafeUrl as exc:
