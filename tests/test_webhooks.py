@@ -333,10 +333,19 @@ def test_progress_only_when_asked_and_other_dialects_name_a_webhook_too(
     assert made.status_code == 200, made.text
     (done,) = receiver.wait("/stablecog", 1)
     assert verified(secret, done)["data"]["status"] == "success"
+    # An app's end user cannot point the project's signed webhooks at a URL of their own; the
+    # developer's endpoint hears their generations.
     app = App(server, "hookdev", "shop")
     token = app.user("hook@example.com")["access_token"]
     devkit = receiver.script("/devkit")
+    before = app.server.stored_keys()
     instructions = json.dumps({"prompt": "a green square", "webhook_url": devkit})
+    refused = app.generate(token, [("a.png", png(), "image/png")], instructions)
+    assert refused.status_code == 422 and "end user" in str(refused.json()["detail"]), refused.text
+    assert app.server.stored_keys() == before  # refused before the examples were stored
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": app.key}) as dev:
+        assert dev.post("/api/v1/webhooks", json={"url": devkit}).status_code == 201
+    instructions = json.dumps({"prompt": "a green square"})
     made = app.generate(token, [("a.png", png(), "image/png")], instructions)
     assert made.status_code == 200, made.text
     done = [call[1] for call in receiver.wait("/devkit", 2)]

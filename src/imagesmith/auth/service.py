@@ -27,10 +27,12 @@ class Principal:
     project_id: str | None
     project_slug: str | None
     end_user_id: str | None = None  # set when an app's end user calls on the project's behalf
-    # Whether the caller may read the project's image library, as a key holder may. An app's end
-    # user and a stranger at a live URL may not: an `@alias` in their prompt stays text (it
-    # would make another user's image, or the project's newest, their reference).
-    reads_library: bool = True
+    # Whether the caller holds the project's key (or acts with it), as opposed to an app's end
+    # user or a stranger at a live URL. Only a key holder reads the image library by `@alias`
+    # in a prompt (to the others it is text: it would make another user's image, or the
+    # project's newest, their reference) and names where webhooks signed with the project's
+    # secret go.
+    key_holder: bool = True
 
     @property
     def is_master(self) -> bool:

@@ -23,7 +23,13 @@ from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelSpec, UnknownModel
 from imagesmith.db.base import storable_text, utcnow
 from imagesmith.db.notify import Watch
-from imagesmith.errors import AliasConflict, Conflict, GenerationNotFound, ImageNotFound
+from imagesmith.errors import (
+    AliasConflict,
+    Conflict,
+    GenerationNotFound,
+    ImageNotFound,
+    ValidationFailed,
+)
 from imagesmith.generation.announce import announce
 from imagesmith.generation.aspect import size_for
 from imagesmith.generation.enhance import PromptEnhancer
@@ -85,6 +91,19 @@ def request_fingerprint(request: GenerationRequest) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def check_webhook_naming(principal: Principal, request: GenerationRequest) -> None:
+    """Only a key holder says where webhooks signed with the project's secret go: an app's end
+    user would receive them at a URL of their choosing, and could hold the project's delivery
+    slots with a URL that never answers."""
+    if request.webhook_url is not None and not principal.key_holder:
+        field = request.field_names.get("webhook_url", "webhookUrl")
+        raise ValidationFailed(
+            f"{field}: an app's end user cannot choose where the project's signed webhooks "
+            "go; the developer registers the project's endpoint (POST /api/v1/webhooks), "
+            "which hears every generation"
+        )
+
+
 class GenerationService:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
@@ -111,14 +130,14 @@ class GenerationService:
             ("instructions", request.instructions),
         ):
             storable_text(text, request.field_names.get(name, name))
-        webhook_url, webhook_events = await self._webhook(project_id, request)
+        webhook_url, webhook_events = await self._webhook(principal, project_id, request)
         fingerprint = request_fingerprint(request)
         if idempotency_key is not None:
             replay = await self._replay(project_id, idempotency_key, fingerprint)
             if replay is not None:
                 return replay, False
         spec = self.resolve_model(request)
-        references = await self._references(project_id, request, principal.reads_library)
+        references = await self._references(project_id, request, principal.key_holder)
         if references and request.init_image is None:
             # Without an IP-Adapter configured, the first reference is the img2img init image.
             request.init_image = references[0].id
@@ -212,8 +231,9 @@ class GenerationService:
         return view, True
 
     async def _webhook(
-        self, project_id: str, request: GenerationRequest
+        self, principal: Principal, project_id: str, request: GenerationRequest
     ) -> tuple[str | None, list[str] | None]:
+        check_webhook_naming(principal, request)
         names = request.field_names
         events = parse_events(request.webhook_events, names.get("webhook_events", "webhookEvents"))
         if request.webhook_url is None:
@@ -316,6 +336,7 @@ class GenerationService:
         credits and the quotas. For dialects that store uploads first (they must not store
         anything for a request that is then refused)."""
         project_id = principal.require_project()
+        check_webhook_naming(principal, request)
         params = resolve_params(self.resolve_model(request), request)
         await self._check_affordable(project_id, params.num_outputs)
         async with self.rt.db.transaction() as session:

@@ -365,5 +365,5 @@ def live_principal(org_id: str, org_slug: str, project_id: str, project_slug: st
         organization_slug=org_slug,
         project_id=project_id,
         project_slug=project_slug,
-        reads_library=False,
+        key_holder=False,
     )

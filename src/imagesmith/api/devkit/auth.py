@@ -71,7 +71,7 @@ async def end_user_principal(
     token = credentials.credentials if credentials else None
     assert project.project_id is not None
     user = await EndUserService(runtime).authenticate(project.project_id, token)
-    return dataclasses.replace(project, end_user_id=user.id, reads_library=False)
+    return dataclasses.replace(project, end_user_id=user.id, key_holder=False)
 
 
 EndUserDep = Annotated[Principal, Depends(end_user_principal)]
