@@ -420,3 +420,18 @@ def test_a_per_end_user_quota_caps_each_user_separately(server: Server) -> None:
     refused = app.generate(ann, one, "second")
     assert refused.status_code == 429 and "end user" in refused.json()["detail"]
     assert app.generate(ben, one, "ben's first").status_code == 200
+
+
+def test_a_short_jwt_secret_is_refused_at_start() -> None:
+    """HS256 with a short secret is guessed offline from one token; then any end user's token
+    of any project can be forged. The compose file has no default to forget to change."""
+    from pydantic import ValidationError
+
+    from imagesmith.config import Settings
+
+    for setting in ({"jwt_secret": "change-me"}, {"jwt_previous_secrets": "a" * 40 + ",short"}):
+        with pytest.raises(ValidationError, match="at least 32 bytes"):
+            Settings(**setting)
+    assert Settings(jwt_secret="a" * 64, jwt_previous_secrets="b" * 32).jwt_secret == "a" * 64
+    compose = (Path(__file__).parents[1] / "deploy" / "compose.yaml").read_text()
+    assert "IMAGESMITH_JWT_SECRET: ${IMAGESMITH_JWT_SECRET:?" in compose

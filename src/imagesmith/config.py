@@ -55,6 +55,9 @@ def retry_delays(value: str) -> tuple[float, ...]:
     return tuple(delays)
 
 
+JWT_SECRET_MIN_BYTES = 32
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESMITH_", extra="ignore")
 
@@ -399,6 +402,20 @@ class Settings(BaseSettings):
         description="Comma-separated older secrets still accepted while tokens signed with them "
         "expire (rotation: move the old secret here, set a new one, drop it after 7 days).",
     )
+
+    @field_validator("jwt_secret", "jwt_previous_secrets")
+    @classmethod
+    def _long_secrets(cls, value: str | None) -> str | None:
+        # HS256 with a short secret is guessed offline from one token, and then every token of
+        # every project can be forged.
+        for secret in (value or "").split(","):
+            if secret.strip() and len(secret.strip().encode()) < JWT_SECRET_MIN_BYTES:
+                raise ValueError(
+                    f"a JWT secret must be at least {JWT_SECRET_MIN_BYTES} bytes "
+                    "(make one with: openssl rand -hex 32)"
+                )
+        return value
+
     access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=7, ge=1, le=365)
     developer_keys_max: int = Field(default=10, ge=1, le=1000)

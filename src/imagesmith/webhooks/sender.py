@@ -196,6 +196,11 @@ class WebhookSender:
                 repo = WebhookRepository(session)
                 await repo.ensure_secret(delivery.project_id)
                 secrets = await repo.signing_secrets(delivery.project_id, now)
+        if not secrets:  # the project is gone: never send a payload unsigned
+            async with self.rt.db.transaction() as session:
+                outcome = Outcome(None, "the project has no signing secret")
+                await self._record(WebhookRepository(session), delivery, outcome, now, give_up=True)
+            return
         # An endpoint edited since the row was written: its new URL.
         url = endpoint.url if endpoint is not None else delivery.url
         began = time.monotonic()
