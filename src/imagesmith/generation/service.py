@@ -339,7 +339,7 @@ class GenerationService:
         check_webhook_naming(principal, request)
         params = resolve_params(self.resolve_model(request), request)
         await self._check_affordable(project_id, params.num_outputs)
-        async with self.rt.db.transaction() as session:
+        async with self.rt.db.read() as session:  # counts nothing: the create counts, locked
             await Quotas(session).check(project_id, principal.end_user_id)
 
     async def anonymous_allowance(self, project_id: str) -> int | None:
