@@ -11,6 +11,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -508,3 +509,58 @@ def test_an_idle_keep_alive_connection_outlives_a_client_pool_expiry(server: Ser
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_names_with_a_trailing_newline_and_odd_text_are_bad_input(server: Server) -> None:
+    """`$` in a pattern also matches before a final newline: "<uuid>\\n" passed as a flow id (a
+    500 on PostgreSQL's 36-character column) and "@last\\n" as an alias. Deeply nested upload
+    meta, and multipart text declared in a charset that decodes to lone surrogates, were 500s."""
+    with project(server, "odd-names") as api:
+        flow = f"{'0' * 8}-{'0' * 4}-{'0' * 4}-{'0' * 4}-{'0' * 12}\n"
+        made = api.post("/api/v1/generations", json={"prompt": "x", "flowId": flow})
+        assert made.status_code == 400, made.text
+        files = {"file": ("a.png", png(), "image/png")}
+        upload = api.post("/api/v1/images/upload", files=files).json()["data"]
+        for alias in ("@last\n", "@hero\n"):
+            renamed = api.put(f"/api/v1/images/{upload['id']}/alias", json={"alias": alias})
+            assert renamed.status_code == 400, (alias, renamed.text)
+        deep = api.post(
+            "/api/v1/images/upload", files=files, data={"meta": "[" * 4000 + "]" * 4000}
+        )
+        assert deep.status_code == 400 and deep.json()["error"]["code"], deep.text
+        bearer = {"Authorization": f"Bearer {api.headers['X-API-Key']}"}
+        body = (
+            b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png() + b"\r\n"
+            b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na\\ud800\r\n--x--\r\n'
+        )
+        edit = httpx.post(
+            f"{server.url}/v1/images/edits",
+            content=body,
+            headers={
+                **bearer,
+                "Content-Type": "multipart/form-data; boundary=x; charset=unicode_escape",
+            },
+            timeout=60,
+        )
+        assert edit.status_code in (200, 400), edit.text  # UTF-8 text, never a 500
+        assert edit.status_code == 400 or "\ud800" not in edit.text
+
+
+def test_two_uploads_racing_for_one_alias_give_one_image_and_one_409(server: Server) -> None:
+    with project(server, "alias-race") as api:
+        files = {"file": ("a.png", png(), "image/png")}
+        before = server.stored_keys()
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: api.post(
+                        "/api/v1/images/upload", files=files, data={"alias": "@logo"}
+                    ),
+                    range(6),
+                )
+            )
+        assert sorted(r.status_code for r in answers) == [201] + [409] * 5, [
+            r.text for r in answers
+        ]
+        assert len(server.stored_keys() - before) == 1  # the losers' files are gone

@@ -47,6 +47,28 @@ def test_events_stream_progress_until_the_end(server: Server, key_a: str) -> Non
     assert missing.status_code == 404
 
 
+def test_a_stream_whose_generation_is_deleted_ends_with_a_deleted_event(
+    server: Server, key_a: str
+) -> None:
+    """It used to crash inside the stream (a 404 raised mid-body) and cut the client off."""
+    with server.client(key_a) as api:
+        generation = api.post(
+            "/api/v1/generations", json={**SLOW, "width": 512, "height": 512}
+        ).json()["data"]
+        events = []
+        with (
+            httpx.Client(base_url=server.url, headers={"X-API-Key": key_a}, timeout=60) as client,
+            client.stream("GET", f"/api/v1/generations/{generation['id']}/events") as response,
+        ):
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line.removeprefix("data: ")))
+                    if len(events) == 1:
+                        deleted = api.delete(f"/api/v1/generations/{generation['id']}")
+                        assert deleted.status_code == 200, deleted.text
+    assert events[-1] == {"id": generation["id"], "status": "deleted"}, events
+
+
 @pytest.fixture(scope="module")
 def paid(server: Server) -> str:
     key = create_key(server.env, "cancel", "paid")

@@ -92,3 +92,25 @@ def test_plans_through_the_admin_api(server: Server) -> None:
         data = admin.get(path).json()["data"]
         assert (data["plan"], data["monthlyQuota"], data["concurrentLimit"]) == ("premium", 50, 10)
         assert admin.put(path, json={"plan": "gold"}).status_code == 400
+
+
+def test_a_rerun_counts_against_the_month_and_the_concurrency_cap(server: Server) -> None:
+    """A regenerate (or an edit's re-run) is new work: it counts like a create, so creating one
+    job and regenerating it for ever is no way around a plan. A job that supersedes its own
+    running attempt is not a second job in flight."""
+    key = create_key(server.env, "quota", "rerun")
+    plan(server, "rerun", "free", "--monthly", "3", "--concurrent", "1")
+    first = create(server, key).json()["data"]["id"]
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=60) as api:
+        again = api.post(f"/api/v1/generations/{first}/regenerate")
+        assert again.status_code == 200, again.text  # supersedes itself: 1 in flight
+        assert api.post(f"/api/v1/generations/{first}/cancel").status_code == 200
+        second = create(server, key)
+        assert second.status_code == 201, second.text  # the month: 3 of 3 used
+        busy = api.post(f"/api/v1/generations/{first}/regenerate")
+        assert busy.status_code == 429, busy.text
+        assert busy.json()["error"]["code"] == "CONCURRENCY_LIMIT_EXCEEDED"
+        api.post(f"/api/v1/generations/{second.json()['data']['id']}/cancel")
+        spent = api.put(f"/api/v1/generations/{first}", json={"prompt": "a blue square"})
+        assert spent.status_code == 429, spent.text
+        assert spent.json()["error"]["code"] == "QUOTA_EXCEEDED"

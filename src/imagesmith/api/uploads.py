@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from starlette.datastructures import FormData, UploadFile
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
@@ -38,7 +39,15 @@ async def limited_form(
                 raise PayloadTooLarge(f"Request body is over the {max_bytes}-byte limit")
             yield chunk
 
-    parser = MultiPartParser(request.headers, counted(), max_files=max_files, max_fields=max_fields)
+    # Text fields are UTF-8 whatever charset the client names: Starlette would decode them with
+    # it, and "unicode_escape" or "utf-7" turn bytes into lone surrogates no answer can encode.
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary", b"")
+    headers = Headers(
+        raw=[(k, v) for k, v in request.headers.raw if k != b"content-type"]
+        + [(b"content-type", b'multipart/form-data; boundary="' + boundary + b'"')]
+    )
+    parser = MultiPartParser(headers, counted(), max_files=max_files, max_fields=max_fields)
     try:
         return await parser.parse()
     except MultiPartException as exc:

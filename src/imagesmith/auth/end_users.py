@@ -31,7 +31,7 @@ from imagesmith.limits.rate import RateLimited
 from imagesmith.models import EndUser, RefreshToken
 from imagesmith.runtime import Runtime
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}\Z")
 BAD_CREDENTIALS = "Could not validate credentials"
 
 

@@ -8,7 +8,7 @@ import secrets
 
 KEY_PREFIX = "ims_"
 VISIBLE_CHARS = 12
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
 
 
 def new_secret() -> str:

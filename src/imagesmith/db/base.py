@@ -27,9 +27,15 @@ def utcnow() -> datetime:
 
 def storable_text(value: str | None, field: str) -> str | None:
     """Text a database column can hold: PostgreSQL refuses NUL characters (a 500, found by the
-    fuzzer), so they are refused as input on every backend."""
+    fuzzer), so they are refused as input on every backend; so is text UTF-8 cannot carry (lone
+    surrogates, which a multipart field declared in another charset can decode to)."""
     if value is not None and "\x00" in value:
         raise ValidationFailed(f"{field} must not contain NUL (\\u0000) characters")
+    if value is not None and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValidationFailed(f"{field} must be valid Unicode text (UTF-8)") from None
     return value
 
 

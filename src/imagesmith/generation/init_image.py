@@ -19,7 +19,7 @@ from imagesmith.image.service import ImageService
 from imagesmith.models import Image
 from imagesmith.runtime import Runtime
 
-UPLOAD_REF = re.compile(r"^s3://([0-9a-f]{32})/([0-9a-f-]{36})\.(png|jpg|webp)$")
+UPLOAD_REF = re.compile(r"^s3://([0-9a-f]{32})/([0-9a-f-]{36})\.(png|jpg|webp)\Z")
 URL_IMAGE_MAX_BYTES = 5 * 1024 * 1024
 
 

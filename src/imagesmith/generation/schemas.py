@@ -16,6 +16,19 @@ MAX_PROMPT = 2000
 MAX_META_BYTES = 16 * 1024  # `meta` is free JSON stored with a record: small, not a blob store
 
 
+def parse_json(text: str) -> Any:
+    """`json.loads` as strict as JSON: NaN and ±Infinity (which Python's parser takes and
+    PostgreSQL's json type refuses) and nesting too deep to parse are ValueErrors too."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    try:
+        return json.loads(text, parse_constant=constant)
+    except RecursionError:  # "[[[[…": Python's parser recurses per level
+        raise ValueError("nested too deeply") from None
+
+
 def check_meta(value: dict[str, Any]) -> dict[str, Any]:
     """`meta` as given, or ValueError when its JSON is over MAX_META_BYTES or holds NaN or
     Infinity (Python's JSON parser takes them, PostgreSQL's json type and our answers do not)."""

@@ -544,6 +544,14 @@ class GenerationService:
             "aspect_ratio" in changes and changes["aspect_ratio"] != current.aspect_ratio
         )
         new_prompt: tuple[str, str | None] | None = None
+        if prompt_changed or ratio_changed:
+            # Before the enhancer (an LLM call the operator pays for): what the re-run's write
+            # would refuse anyway.
+            await self._check_affordable(project_id, current.num_outputs)
+            async with self.rt.db.read() as session:
+                await Quotas(session).admit(
+                    project_id, current.end_user_id, count=False, rerun=current.id
+                )
         if prompt_changed:
             new_prompt = await self._enhance(
                 changes["prompt"], current.auto_enhance, current.enhancement_template or "general"
@@ -606,6 +614,12 @@ class GenerationService:
             slugs = await GenerationRepository(session).project_slugs(generation.project_id)
             stale = preview_keys(*slugs, generation.id, generation.previews)
             generation.previews = 0
+        # A re-run is a generation like any other for the plan: it counts against the month's
+        # quota and the concurrency cap (creating one job and regenerating it for ever used to
+        # be a way around both).
+        await Quotas(session).admit(
+            generation.project_id, generation.end_user_id, rerun=generation.id
+        )
         credits = Credits(session)
         if generation.status is not GenerationStatus.SUCCESS:
             await credits.refund_run(generation)

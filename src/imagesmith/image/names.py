@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]{1,100}$")
+ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]{1,100}\Z")
 RESERVED_ALIASES = frozenset({"@last", "@first", "@upload"})
 UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 NEW_FLOW = "new"  # flow_id sentinel: the caller omitted flowId, so a new flow id is issued
 

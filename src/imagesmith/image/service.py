@@ -21,7 +21,7 @@ from imagesmith.image.validation import ImageInfo, inspect_image
 from imagesmith.limits.credits import Credits, InsufficientCredits
 from imagesmith.models import Flow, Image, ImageSource
 from imagesmith.runtime import Runtime
-from imagesmith.storage.base import image_key
+from imagesmith.storage.base import delete_quietly, image_key
 
 
 class ImageService:
@@ -75,16 +75,25 @@ class ImageService:
             alias=alias,
             meta=dict(meta or {}),
         )
-        async with self.rt.db.transaction() as session:
-            repo = ImageRepository(session)
-            if alias is not None and await repo.by_alias(project_id, alias) is not None:
-                raise AliasConflict(f"Alias '{alias}' is already used by another image")
-            if flow_id is not None:
-                flow = await ensure_flow(repo, project_id, flow_id)
-                if flow_alias is not None:
-                    flow.aliases = {**(flow.aliases or {}), flow_alias: image_id}
-            await self.rt.store.put(key, data, info.mime_type)
-            await repo.add(image)
+        taken = AliasConflict(f"Alias '{alias}' is already used by another image")
+        # Stored before the write, which it would hold for an S3 round trip; removed again if
+        # the write fails (two uploads racing for one alias: the loser gets a 409, not a 500).
+        await self.rt.store.put(key, data, info.mime_type)
+        try:
+            async with self.rt.db.transaction() as session:
+                repo = ImageRepository(session)
+                if alias is not None and await repo.by_alias(project_id, alias) is not None:
+                    raise taken
+                if flow_id is not None:
+                    flow = await ensure_flow(repo, project_id, flow_id)
+                    if flow_alias is not None:
+                        flow.aliases = {**(flow.aliases or {}), flow_alias: image_id}
+                await repo.add(image)
+        except Exception as exc:
+            await delete_quietly(self.rt.store, [key])
+            if isinstance(exc, IntegrityError) and alias is not None:
+                raise taken from None
+            raise
         return image, info
 
     async def inspect_all(self, files: list[bytes]) -> list[ImageInfo]:

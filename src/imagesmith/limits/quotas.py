@@ -107,19 +107,26 @@ class Quotas:
         await self.admit(project_id, end_user_id, count=False)
 
     async def admit(
-        self, project_id: str, end_user_id: str | None = None, *, count: bool = True
+        self,
+        project_id: str,
+        end_user_id: str | None = None,
+        *,
+        count: bool = True,
+        rerun: str | None = None,
     ) -> Project:
         """Count one new generation against the project's limits, or raise (429); returns the
         project's row (locked when `count`). The lock is PostgreSQL's FOR NO KEY UPDATE: creates
         of one project still take turns, but an insert that only references the project (the
         worker storing an image, a foreign key's KEY SHARE) does not wait behind them; with FOR
-        UPDATE a burst of 1000 creates kept the worker's results waiting on the project row."""
+        UPDATE a burst of 1000 creates kept the worker's results waiting on the project row.
+        `rerun`: the generation a regenerate or an edit runs again (it is no extra job in
+        flight when it supersedes its own running attempt)."""
         now = utcnow()
         query = PROJECT_LOCKED if count else PROJECT
         project = (await self.session.execute(query, {"project_id": project_id})).scalar_one()
         limits = Limits.of(project)
         if limits.concurrent is not None:
-            in_flight = await self._in_flight(project_id)
+            in_flight = await self._in_flight(project_id, besides=rerun)
             if in_flight >= limits.concurrent:
                 raise ConcurrencyLimited(
                     f"This project may have {limits.concurrent} generation(s) pending or "
@@ -211,16 +218,15 @@ class Quotas:
         where = {"project_id": project_id, "end_user_id": end_user_id, "month": month}
         return (await self.session.execute(COUNTER, where)).scalar_one_or_none()
 
-    async def _in_flight(self, project_id: str) -> int:
+    async def _in_flight(self, project_id: str, besides: str | None = None) -> int:
+        conditions = [
+            Generation.project_id == project_id,
+            Generation.status.in_([GenerationStatus.PENDING, GenerationStatus.PROCESSING]),
+        ]
+        if besides is not None:
+            conditions.append(Generation.id != besides)
         return int(
             (
-                await self.session.execute(
-                    select(func.count(Generation.id)).where(
-                        Generation.project_id == project_id,
-                        Generation.status.in_(
-                            [GenerationStatus.PENDING, GenerationStatus.PROCESSING]
-                        ),
-                    )
-                )
+                await self.session.execute(select(func.count(Generation.id)).where(*conditions))
             ).scalar_one()
         )

@@ -25,7 +25,7 @@ from imagesmith.limits.rate import RateLimited, ip_bucket
 from imagesmith.models import GenerationStatus, KeyType, LiveScope, Project, PromptCacheEntry
 from imagesmith.runtime import Runtime
 
-SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 LIVE_KEY = "live-url"
 
 
@@ -231,7 +231,8 @@ class LiveService:
         project_id = principal.require_project()
         key = request.cache_key(project_id, scope_slug)
         service = GenerationService(self.rt)
-        async with self.rt.db.transaction() as session:
+        # A read: strangers send these, and must not queue for SQLite's write lock.
+        async with self.rt.db.read() as session:
             project = await TenancyRepository(session).project_by_id(project_id)
             if project is None or not project.live_enabled:
                 raise Forbidden(

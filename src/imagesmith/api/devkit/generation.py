@@ -4,7 +4,6 @@ anonymous generation (project headers, no end user) when the project allows it."
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -19,7 +18,12 @@ from imagesmith.api.links import ImageLinks, image_links, iso
 from imagesmith.api.uploads import limited_form, multipart_body
 from imagesmith.auth.service import Principal
 from imagesmith.errors import Forbidden, GenerationNotFound, ValidationFailed
-from imagesmith.generation.schemas import GenerationRequest, GenerationView, ListFilter
+from imagesmith.generation.schemas import (
+    GenerationRequest,
+    GenerationView,
+    ListFilter,
+    parse_json,
+)
 from imagesmith.generation.service import GenerationService
 from imagesmith.limits.rate import ip_bucket
 from imagesmith.models import GenerationStatus
@@ -57,11 +61,6 @@ UPLOAD_BODY = multipart_body(
 )
 
 
-def _no_constant(name: str) -> Any:
-    """NaN and ±Infinity are not JSON (Python's parser takes them; PostgreSQL's json does not)."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def parse_instructions(text: str) -> tuple[dict[str, Any], str]:
     """(the instruction keys, the prompt). JSON with a `prompt`, or plain text as the prompt
     (the starter kit sends text); text that starts with `{` or `[` is meant as JSON, so it must
@@ -75,8 +74,8 @@ def parse_instructions(text: str) -> tuple[dict[str, Any], str]:
     if not text.lstrip().startswith(("{", "[")):
         return {"prompt": text.strip()}, text.strip()
     try:
-        keys = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
+        keys = parse_json(text)
+    except ValueError as exc:
         raise ValidationFailed(f"instructions is not valid JSON: {exc}") from None
     if not isinstance(keys, dict):
         raise ValidationFailed("instructions must be a JSON object")

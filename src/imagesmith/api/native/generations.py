@@ -26,6 +26,7 @@ from imagesmith.api.native.render import (
 )
 from imagesmith.api.native.schemas import GenerationCreate, GenerationUpdate
 from imagesmith.api.native.webhooks import render_delivery
+from imagesmith.errors import GenerationNotFound
 from imagesmith.generation.schemas import GenerationView, ListFilter
 from imagesmith.generation.service import GenerationService
 from imagesmith.models import GenerationStatus
@@ -313,7 +314,13 @@ async def generation_events(
         last_sent = time.monotonic()
         with runtime.notifier.watch(generation_id, progress=True) as changes:
             while True:
-                view = await service.get(project_id, generation_id)
+                try:
+                    view = await service.get(project_id, generation_id)
+                except GenerationNotFound:  # deleted while the stream was open: its last event
+                    sequence += 1
+                    gone = {"id": generation_id, "status": "deleted"}
+                    yield f"id: {sequence}\nevent: generation\ndata: {json.dumps(gone)}\n\n"
+                    return
                 out = render_generation(view, links)
                 state = {
                     "id": out.id,

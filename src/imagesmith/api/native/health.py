@@ -95,9 +95,9 @@ async def is_operator(runtime: RuntimeDep, secret: str | None) -> bool:
     hosts, buckets or paths."""
     if not secret:
         return False
-    try:
-        async with runtime.db.transaction() as session:
-            principal = await KeyService(session).authenticate(secret)
+    try:  # a read: anyone may send a key here, and must not queue for SQLite's write lock
+        async with runtime.db.read() as session:
+            principal, _stale = await KeyService(session).identify(secret)
     except Exception:  # a bad key or a database that is down: no details
         return False
     return principal.is_global_admin
@@ -130,8 +130,8 @@ async def info(
     }
     if x_api_key:
         try:
-            async with runtime.db.transaction() as session:
-                principal = await KeyService(session).authenticate(x_api_key)
+            async with runtime.db.read() as session:  # anyone may send a key: no write lock
+                principal, _stale = await KeyService(session).identify(x_api_key)
             data["auth"] = {
                 "keyType": principal.key_type.value,
                 "organizationSlug": principal.organization_slug,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -17,7 +16,7 @@ from imagesmith.api.native.render import MAX_OFFSET, paginated
 from imagesmith.api.native.schemas import Meta
 from imagesmith.api.uploads import limited_form, multipart_body, read_file
 from imagesmith.errors import ValidationFailed
-from imagesmith.generation.schemas import check_meta
+from imagesmith.generation.schemas import check_meta, parse_json
 from imagesmith.image.names import NEW_FLOW, UUID_RE
 from imagesmith.image.schemas import ImageFilter
 from imagesmith.image.service import ImageService
@@ -91,7 +90,7 @@ async def upload_image(
     meta: dict[str, Any] = {}
     if meta_text:
         try:
-            meta = json.loads(meta_text)
+            meta = parse_json(meta_text)
         except ValueError as exc:
             raise ValidationFailed(f"meta must be a JSON object: {exc}") from None
         if not isinstance(meta, dict):

@@ -49,7 +49,7 @@ ERRORS = error_responses(400, 401, 403, 404, 413, 429, 500)
 BearerDep = Annotated[Principal, Depends(principal_from(BEARER_KEY, project_only=True))]
 MAX_N = 10
 EDIT_MAX_BYTES = 25 * 1024 * 1024  # OpenAI's limit for an edit's images
-SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})\Z")
 # OpenAI's own model names run on the configured default (IMAGESMITH_OPENAI_DEFAULT_MODEL).
 OPENAI_MODELS = re.compile(r"^(gpt-image|dall-e|chatgpt-image)")
 FIELDS = {

@@ -42,7 +42,7 @@ from imagesmith.engines.remote.base import (
 )
 from imagesmith.engines.remote.sizes import multiple_of, nearest_ratio
 
-VERSION = re.compile(r"^[0-9a-f]{64}$")
+VERSION = re.compile(r"^[0-9a-f]{64}\Z")
 HOLD_SECONDS = 5  # Prefer: wait: a quick job comes back in the create's own answer
 POLL_MIN, POLL_MAX = 0.25, 2.0
 POLL_ERRORS_MAX = 20  # consecutive failed polls (429/5xx/network) before giving up
