@@ -254,6 +254,14 @@ def test_outputs_cursor_pagination_and_filters(server: Server) -> None:
         assert first["generation"]["status"] == "succeeded"
         bad = sc.get("/v1/image/generation/outputs", params={"cursor": "yesterday"})
         assert bad.status_code == 400
+        # Moments that leave the calendar in UTC were a 500 (OverflowError).
+        for params in (
+            {"start_dt": "0001-01-01T00:00:00+01:00"},
+            {"end_dt": "9999-12-31T23:30:00-01:00"},
+            {"cursor": "9999-12-31T23:30:00-01:00|x"},
+        ):
+            odd = sc.get("/v1/image/generation/outputs", params=params)
+            assert odd.status_code == 400 and "range" in odd.json()["error"], (params, odd.text)
 
 
 def test_a_client_that_hangs_up_ends_its_wait_and_its_job_runs_on(

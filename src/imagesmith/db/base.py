@@ -39,6 +39,15 @@ def storable_text(value: str | None, field: str) -> str | None:
     return value
 
 
+def as_utc(value: datetime, field: str) -> datetime:
+    """A moment from input in UTC, or a 400: "0001-01-01T00:00+01:00" is before year 1 in UTC
+    (an OverflowError, a 500 when the database driver met it)."""
+    try:
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValidationFailed(f"{field} is out of the range of dates") from None
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

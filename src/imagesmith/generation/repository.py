@@ -11,6 +11,7 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, updat
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesmith.catalog.params import EngineParams
+from imagesmith.db.base import as_utc
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.schemas import ListFilter, OutputFilter
 from imagesmith.models import Generation, GenerationStatus, Image, Organization, Project
@@ -157,7 +158,7 @@ class GenerationRepository:
         if cursor:
             stamp, _, last_id = cursor.partition("|")
             try:
-                moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                moment = as_utc(datetime.fromisoformat(stamp.replace("Z", "+00:00")), "cursor")
             except ValueError:
                 raise ValidationFailed(f"cursor '{cursor}' is not one this server issued") from None
             if filters.ascending:
