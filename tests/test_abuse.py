@@ -175,6 +175,22 @@ def test_deleting_a_generation_that_never_ran_refunds_it(server: Server) -> None
         assert statuses == ["success", "success"] and balance(api) == 1
 
 
+def test_deleting_a_flow_refunds_its_generations_that_never_ran(server: Server) -> None:
+    with project(server, "delete-flow", credits=3) as api:
+        blockers = [
+            api.post("/api/v1/generations", json={"prompt": "slow", "steps": 50}).json()["data"]
+            for _ in range(2)
+        ]
+        doomed = api.post("/api/v1/generations", json={"prompt": "never run", "steps": 50})
+        assert balance(api) == 0
+        flow = doomed.json()["data"]["flowId"]
+        assert api.delete(f"/api/v1/flows/{flow}").status_code == 200
+        assert balance(api) == 1  # the flow's pending generation came back
+        for blocker in blockers:
+            wait_terminal(api, blocker["id"])
+        assert balance(api) == 1
+
+
 class CountingImage(QuietHandler):
     hits = 0
 

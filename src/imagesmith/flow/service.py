@@ -11,7 +11,8 @@ from imagesmith.generation.service import GenerationService
 from imagesmith.image.aliases import resolve_image
 from imagesmith.image.repository import ImageRepository
 from imagesmith.image.service import check_alias_value
-from imagesmith.models import Flow, Generation, Image
+from imagesmith.limits.credits import Credits
+from imagesmith.models import Flow, Generation, GenerationStatus, Image
 from imagesmith.runtime import Runtime
 from imagesmith.storage.base import preview_keys
 
@@ -121,6 +122,14 @@ class FlowService:
                 if generation.previews:
                     slugs = await GenerationRepository(session).project_slugs(project_id)
                     doomed += preview_keys(*slugs, generation.id, generation.previews)
+                if generation.status is not GenerationStatus.SUCCESS:
+                    # It will never deliver now: its run comes back, as for a generation's own
+                    # delete (read again under its lock: a worker may have just finished it).
+                    locked = await GenerationRepository(session).get(
+                        project_id, generation.id, lock=True
+                    )
+                    if locked is not None and locked.status is not GenerationStatus.SUCCESS:
+                        await Credits(session).refund_run(locked)
                 await session.delete(generation)
             for image in images.values():
                 if image.alias is None:
@@ -131,5 +140,7 @@ class FlowService:
                     image.flow_id = None
                     image.generation_id = None
             await session.delete(flow)
+        for generation in generations:  # waiters and streams learn it is gone
+            self.rt.notifier.generation_changed(generation.id)
         for key in doomed:
             await self.rt.store.delete(key)
