@@ -357,6 +357,35 @@ def test_a_live_prompt_cannot_name_the_projects_images(live_server: Server) -> N
         assert generation["data"]["referenceImages"] == [], generation
 
 
+def test_a_burst_of_misses_takes_no_more_than_the_scopes_limit(live_server: Server) -> None:
+    """Misses from many networks at once: each takes the scope's slot in one conditional write
+    before its generation is made (they all used to read `used < limit` first, then generate)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = create_key(live_server.env, "burst", "site")
+    enable_live(live_server, "burst", "site")
+    with live_server.client(key) as api:
+        made = api.post("/api/v1/live/scopes", json={"slug": "hero", "newGenerationsLimit": 2})
+        assert made.status_code == 201, made.text
+    url = f"{live_server.url}/cdn/burst/site/live/hero"
+
+    def miss(i: int) -> httpx.Response:
+        headers = {"X-Forwarded-For": f"198.51.100.{i}"}
+        return httpx.get(url, params={"prompt": f"shape {i}"}, headers=headers, timeout=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(miss, range(8)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 200] + [429] * 6, [(r.status_code, r.text[:100]) for r in answers]
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "SCOPE_LIMIT_REACHED"
+    with live_server.client(key) as api:
+        scope = api.get("/api/v1/live/scopes/hero").json()["data"]
+        assert scope["currentGenerations"] == 2
+        listed = api.get("/api/v1/generations").json()["pagination"]["total"]
+        assert listed == 2
+
+
 def test_live_urls_are_opt_in_and_strangers_cannot_mint_scopes(live_server: Server) -> None:
     key = create_key(live_server.env, "closed", "site")
     url = f"{live_server.url}/cdn/closed/site/live"

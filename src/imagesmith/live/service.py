@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from limits import parse
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -287,17 +287,24 @@ class LiveService:
             ip_bucket(client_ip),
             what=f"new live generations from {ip_bucket(client_ip)}",
         )
-        view, _ = await service.create(
-            principal,
-            GenerationRequest(
-                prompt=request.prompt,
-                aspect_ratio=request.aspect_ratio,
-                auto_enhance=request.auto_enhance,
-                template=request.template,
-                flow_id=None,
-                meta={"scope": scope_slug, "isLiveUrl": True},
-            ),
-        )
+        # The scope's slot is taken before the generation is made, in one conditional write: a
+        # burst of misses that all read `used < limit` above used to all generate.
+        scope_id = await self._take_slot(project_id, scope_slug)
+        try:
+            view, _ = await service.create(
+                principal,
+                GenerationRequest(
+                    prompt=request.prompt,
+                    aspect_ratio=request.aspect_ratio,
+                    auto_enhance=request.auto_enhance,
+                    template=request.template,
+                    flow_id=None,
+                    meta={"scope": scope_slug, "isLiveUrl": True},
+                ),
+            )
+        except Exception:
+            await self._give_slot(scope_id)
+            raise
         generation_id = view.generation.id
         try:
             async with self.rt.db.transaction() as session:
@@ -307,30 +314,77 @@ class LiveService:
                     if stale is not None:
                         await session.delete(stale)
                         await session.flush()
-                fresh = await repo.get(project_id, scope_slug)
-                if fresh is None:  # an open scope's first use creates it
-                    fresh = self._new_scope(project_id, scope_slug, {})
-                    session.add(fresh)
-                    await session.flush()
                 session.add(
                     PromptCacheEntry(
                         project_id=project_id,
-                        scope_id=fresh.id,
+                        scope_id=scope_id,
                         cache_key=key,
                         generation_id=generation_id,
                         hit_count=0,
                     )
                 )
-                fresh.current_generations += 1
-                fresh.last_generated_at = utcnow()
         except IntegrityError:
             # The same URL missed twice at once: keep the other request's job, drop ours.
             await service.cancel(project_id, generation_id)
+            await self._give_slot(scope_id)
             return await self.serve(principal, scope_slug, request, client_ip, gone)
         view = await service.wait(
             project_id, generation_id, self.rt.settings.live_wait_seconds, gone=gone
         )
         return LiveResult(view, "MISS", 0)
+
+    async def _take_slot(self, project_id: str, slug: str) -> str:
+        """Count one new generation against the scope (created on an open scope's first use),
+        or refuse: closed, or its newGenerationsLimit used. Returns the scope's id."""
+        for attempt in range(2):
+            try:
+                async with self.rt.db.transaction() as session:
+                    scope = await ScopeRepository(session).get(project_id, slug)
+                    if scope is None:  # an open scope's first use creates it
+                        scope = self._new_scope(project_id, slug, {})
+                        session.add(scope)
+                        await session.flush()
+                    if not scope.allow_new_generations:
+                        raise Forbidden(
+                            f"Scope '{slug}' does not allow new generations "
+                            "(allowNewGenerations=false)",
+                            code="SCOPE_GENERATION_DISABLED",
+                        )
+                    taken = await session.execute(
+                        update(LiveScope)
+                        .where(
+                            LiveScope.id == scope.id,
+                            LiveScope.current_generations < LiveScope.new_generations_limit,
+                        )
+                        .values(
+                            current_generations=LiveScope.current_generations + 1,
+                            last_generated_at=utcnow(),
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    if taken.rowcount == 0:  # type: ignore[attr-defined]
+                        raise RateLimited(
+                            f"Scope '{slug}' used its {scope.new_generations_limit} new "
+                            "generations; raise newGenerationsLimit "
+                            "(PUT /api/v1/live/scopes/{slug}) to allow more",
+                            code="SCOPE_LIMIT_REACHED",
+                            headers={"Retry-After": "3600"},
+                        )
+                    return scope.id
+            except IntegrityError:  # two first uses of an open scope at once: it exists now
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _give_slot(self, scope_id: str) -> None:
+        """A taken slot whose generation was not made (or was dropped) comes back."""
+        async with self.rt.db.transaction() as session:
+            await session.execute(
+                update(LiveScope)
+                .where(LiveScope.id == scope_id, LiveScope.current_generations > 0)
+                .values(current_generations=LiveScope.current_generations - 1)
+                .execution_options(synchronize_session=False)
+            )
 
     async def _existing(
         self, service: GenerationService, project_id: str, generation_id: str
