@@ -338,7 +338,14 @@ class OpenAIHandler(JsonHandler):
             return
         w, h = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
         image = base64.b64encode(png(w, h)).decode()
-        self.reply(200, {"created": int(time.time()), "data": [{"b64_json": image}] * n})
+        # Real servers send fewer than n (a moderation filter), some ignore n, and a URL output
+        # can be gone by the time it is fetched: prompts that ask for each.
+        if "lost output" in prompt:
+            lost = [{"url": f"{p.url}/gone.png"}] * n
+            self.reply(200, {"created": int(time.time()), "data": lost})
+            return
+        count = max(1, n - 1) if "fewer" in prompt else n + 3 if "extra" in prompt else n
+        self.reply(200, {"created": int(time.time()), "data": [{"b64_json": image}] * count})
 
 
 # Gemini ----------------------------------------------------------------------------------------

@@ -354,6 +354,37 @@ def test_remote_jobs_run_at_once_beside_local_ones_and_cost_credits(
     assert balance["total_remaining_credits"] == 1  # four images charged, remote or local
 
 
+def test_a_provider_is_billed_for_what_it_sends_and_a_lost_output_is_not_run_again(
+    server: Server, providers: dict[str, Any]
+) -> None:
+    """Fewer images than asked: the missing ones are refunded; more: only those asked for are
+    kept; an output URL that cannot be fetched fails the job after a second try, without
+    running the paid prediction again (it used to be released for a retry, up to 4 runs)."""
+    assert (
+        run_cli(
+            server.env, "credits", "set", "--org", "remoteco", "--project", "billing", "10"
+        ).returncode
+        == 0
+    )
+    key = create_key(server.env, "remoteco", "billing")
+    bearer = {"Authorization": f"Bearer {key}"}
+
+    def balance() -> int:
+        body = httpx.get(f"{server.url}/v1/credits", headers=bearer).json()
+        return int(body["total_remaining_credits"])
+
+    fewer = generate(server, key, prompt="fewer please", model="house-model", numOutputs=3)
+    assert fewer["status"] == "success" and len(fewer["outputImages"]) == 2, fewer
+    extra = generate(server, key, prompt="extra please", model="house-model", numOutputs=2)
+    assert extra["status"] == "success" and len(extra["outputImages"]) == 2, extra
+    assert balance() == 10 - 2 - 2
+    creates = providers["compatible"].calls("POST", "/images/generations")
+    lost = generate(server, key, prompt="lost output", model="house-model")
+    assert lost["status"] == "failed" and "output" in lost["errorMessage"], lost
+    assert len(providers["compatible"].calls("POST", "/images/generations")) == len(creates) + 1
+    assert balance() == 6
+
+
 def test_keys_never_show_in_logs_or_answers(server: Server, key: str) -> None:
     with server.client(key) as client:
         answers = [

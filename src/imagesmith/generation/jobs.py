@@ -518,6 +518,9 @@ class JobQueue:
                 )
                 if old is not None and old != key:
                     replaced.append(old)
+            missing = generation.num_outputs - len(stored.image_ids)
+            if missing > 0:  # a provider that sent fewer images than asked: those come back
+                await Credits(session).refund_part(generation, missing)
             if generation.flow_alias and generation.flow_id:
                 flow = await ensure_flow(images_repo, generation.project_id, generation.flow_id)
                 flow.aliases = {**(flow.aliases or {}), generation.flow_alias: stored.image_ids[0]}

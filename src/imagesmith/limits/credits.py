@@ -53,6 +53,17 @@ class Credits:
         generation.credits_charged = 0
         return max(amount, 0)
 
+    async def refund_part(self, generation: Generation, amount: int) -> int:
+        """Give back up to `amount` of the current run's charge (images it did not deliver: a
+        provider that sent fewer than asked); returns what came back."""
+        charged, refunded = await self._run_totals(generation.id, generation.job_version)
+        amount = min(amount, charged - refunded)
+        if amount > 0:
+            await self._give(generation.project_id, amount)
+            self._record(generation, CreditKind.REFUND, amount)
+            generation.credits_charged = max((generation.credits_charged or 0) - amount, 0)
+        return max(amount, 0)
+
     async def set_balance(self, project_id: str, balance: int | None) -> None:
         before = await self.balance(project_id)
         await self.session.execute(

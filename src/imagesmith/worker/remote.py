@@ -200,7 +200,7 @@ class RemoteRunner:
             try:
                 async with asyncio.timeout(deadline + CANCEL_GRACE_SECONDS + 5):  # a hard stop
                     result = await self._attempts(engine, spec, remote, stop)
-                    outputs = await self._outputs(result, provider)
+                    outputs = await self._outputs(result, provider, job.params.num_outputs)
             except TimeoutError:
                 raise ProviderRejected(timed_out) from None
             except RemoteCancelled:
@@ -285,25 +285,43 @@ class RemoteRunner:
             if not running.done():
                 running.cancel()
 
-    async def _outputs(self, result: RemoteResult, provider: str) -> list[Output]:
-        blobs = list(result.images)
-        for url in result.urls:
+    async def _outputs(self, result: RemoteResult, provider: str, wanted: int) -> list[Output]:
+        """The images asked for, no more: a provider that sends extra is not fetched, decoded
+        or stored beyond `wanted` (fewer is billed as fewer: `JobQueue.succeed_all`). An output
+        URL that cannot be fetched is tried twice, then fails the job: the paid prediction is
+        not run again for it. Decoding and re-encoding runs beside the event loop."""
+        blobs = list(result.images)[:wanted]
+        for url in result.urls[: wanted - len(blobs)]:
             if url.startswith("data:"):
                 blobs.append(decode_b64(url, provider))
                 continue
+            blobs.append(await self._fetch_output(url, provider))
+        if len(result.images) + len(result.urls) > wanted:
+            log.warning(
+                "remote.extra_outputs provider=%s sent=%d wanted=%d",
+                provider,
+                len(result.images) + len(result.urls),
+                wanted,
+            )
+        if not blobs:
+            raise ProviderRejected(f"{provider} sent no image")
+        return [await asyncio.to_thread(as_png, blob, provider) for blob in blobs]
+
+    async def _fetch_output(self, url: str, provider: str) -> bytes:
+        for attempt in range(2):
             try:
-                blobs.append(
-                    await fetch_image_bytes(
-                        url,
-                        max_bytes=self.settings.remote_max_output_bytes,
-                        timeout=self.settings.remote_request_timeout_seconds,
-                        allow_private=self.settings.allow_private_urls,
-                        resolve=resolver_for(f"provider:{provider}"),
-                    )
+                return await fetch_image_bytes(
+                    url,
+                    max_bytes=self.settings.remote_max_output_bytes,
+                    timeout=self.settings.remote_request_timeout_seconds,
+                    allow_private=self.settings.allow_private_urls,
+                    resolve=resolver_for(f"provider:{provider}"),
                 )
             except UnsafeUrl as exc:
-                raise ProviderBusy(f"fetching {provider}'s output: {exc.message}") from None
-        return [as_png(blob, provider) for blob in blobs]
+                if attempt:
+                    raise ProviderRejected(f"fetching {provider}'s output: {exc.message}") from None
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
 
     async def _renew(self, job: ClaimedJob) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.2)

@@ -19,6 +19,9 @@ from imagesmith.catalog.models import ModelSpec
 from imagesmith.catalog.params import EngineParams
 
 ANSWER_KEPT = 300  # characters of a provider's error body kept in a message
+# A provider's whole answer (images inline as base64 included), read while it streams: a
+# reply of gigabytes would otherwise sit in the worker's memory (the API's, when embedded).
+REPLY_MAX_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -125,11 +128,35 @@ def raise_for(provider: str, response: httpx.Response, message: str) -> None:
 async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request) -> httpx.Response:
     """Send; a connection that fails or drops is 'busy' (the runner retries), not a crash."""
     try:
-        return await client.send(request)
+        response = await client.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > REPLY_MAX_BYTES:
+                raise ProviderRejected(too_long(provider))
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > REPLY_MAX_BYTES:
+                    raise ProviderRejected(too_long(provider))
+        finally:
+            await response.aclose()
+        # The body as read (decoded): the answer without the transfer's encoding headers.
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(body), request=request
+        )
     except httpx.TimeoutException:
         raise ProviderBusy(f"{provider} did not answer in time") from None
     except httpx.HTTPError as exc:
         raise ProviderBusy(f"could not reach {provider} ({type(exc).__name__})") from None
+
+
+def too_long(provider: str) -> str:
+    return f"{provider} answered with more than {REPLY_MAX_BYTES // (1024 * 1024)} MB"
 
 
 def data_uri(png: bytes, mime: str = "image/png") -> str:
