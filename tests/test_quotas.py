@@ -114,3 +114,30 @@ def test_a_rerun_counts_against_the_month_and_the_concurrency_cap(server: Server
         spent = api.put(f"/api/v1/generations/{first}", json={"prompt": "a blue square"})
         assert spent.status_code == 429, spent.text
         assert spent.json()["error"]["code"] == "QUOTA_EXCEEDED"
+
+
+def test_over_the_plan_an_init_image_url_is_not_fetched(server: Server) -> None:
+    """The plan is checked before the fetch (outbound traffic, a decode, a stored image)."""
+    from tests.pictures import png
+    from tests.stubs import QuietHandler, local_server
+
+    hits: list[str] = []
+
+    class Picture(QuietHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_body(200, png(), "image/png")
+
+    key = create_key(server.env, "quota", "fetcher")
+    plan(server, "fetcher", "free", "--monthly", "100", "--concurrent", "1")
+    assert create(server, key).status_code == 201  # stays pending: the cap is reached
+    before = server.stored_keys()
+    with local_server(Picture) as base:
+        refused = httpx.post(
+            f"{server.url}/api/v1/generations",
+            headers={"X-API-Key": key},
+            json={"prompt": "x", "initImage": f"{base}/a.png"},
+            timeout=60,
+        )
+    assert refused.status_code == 429, refused.text
+    assert hits == [] and server.stored_keys() == before

@@ -149,6 +149,8 @@ class GenerationService:
         # with no such work (most of them) skips this read, one session fewer per create.
         if request.init_image is not None or (request.auto_enhance and self.enhancer.is_remote):
             await self._check_affordable(project_id, params.num_outputs)
+            async with self.rt.db.read() as session:  # and the plan, which the write counts
+                await Quotas(session).check(project_id, principal.end_user_id)
         await self._check_alias_free(project_id, request.alias)
         init_key = None
         if request.init_image is not None:
@@ -321,8 +323,8 @@ class GenerationService:
         as for every reference. Nothing is stored for a refused request: the images are
         validated and the request prechecked first, and stored images go if the create fails."""
         library = ImageService(self.rt)
+        await self.precheck(principal, request)  # cheap: before decoding every upload
         infos = await library.inspect_all(images)
-        await self.precheck(principal, request)
         saved = await library.save_uploads(principal, images, infos, meta)
         request.reference_images = [image.id for image in saved]
         try:
