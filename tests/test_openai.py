@@ -98,6 +98,15 @@ def test_edits_variations_and_models(client: openai.OpenAI) -> None:
             mask=("m.png", png(), "image/png"),
             prompt="x",
         )
+    # The form's fields keep the JSON route's bounds: refused, not cut short or ignored.
+    with pytest.raises(openai.BadRequestError, match="at most 2000"):
+        client.images.edit(image=("in.png", png(), "image/png"), prompt="x" * 2001)
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        client.images.edit(
+            image=("in.png", png(), "image/png"),
+            prompt="x",
+            response_format="b64",  # type: ignore[arg-type]
+        )
     assert "tiny-sd" in {model.id for model in client.models.list()}
     assert client.models.retrieve("tiny-sd").owned_by == "imagesmith"
     with pytest.raises(openai.NotFoundError):

@@ -444,10 +444,14 @@ async def form_images(form: FormData) -> list[bytes]:
 
 
 def form_text(form: FormData, name: str) -> str | None:
+    """A text field of an edit's form, held to the JSON route's bound (it was cut short
+    silently)."""
     value = form.get(name)
     if value is None or isinstance(value, UploadFile):
         return None
-    return str(value)[: MAX_PROMPT + 1]
+    if len(value) > MAX_PROMPT:
+        raise ParamError(name, f"{name} must be at most {MAX_PROMPT} characters")
+    return str(value)
 
 
 def form_int(form: FormData, name: str, low: int, high: int) -> int | None:
@@ -509,7 +513,10 @@ async def image_to_image(
             "image_edit",
         )
         return stream_response(runtime, view, options)
-    b64 = wants_b64(model, form_text(form, "response_format"))
+    response_format = form_text(form, "response_format")
+    if response_format not in (None, "url", "b64_json"):
+        raise ParamError("response_format", "response_format must be url or b64_json")
+    b64 = wants_b64(model, response_format)
     service = GenerationService(runtime)
     job = await created_job(
         service.create_with_images(principal, core, images, {"via": "openai", "edit": True})
