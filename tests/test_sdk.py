@@ -80,6 +80,22 @@ def test_generate_follows_progress_and_downloads(client: Client, tmp_path: Path)
     assert image.download(tmp_path).read_bytes() == saved.read_bytes()
 
 
+def test_a_generation_deleted_while_followed_ends_its_events_and_its_wait_says_404(
+    client: Client,
+) -> None:
+    made = client.generations.create(
+        prompt="a slow one", model="tiny-sd", width=512, height=512, steps=50
+    )
+    seen = []
+    for event in client.generations.events(made.id):
+        seen.append(event.status)
+        if len(seen) == 1:
+            client.generations.delete(made.id)
+    assert seen and seen[-1] in ("pending", "processing")  # and no error: the stream ended
+    with pytest.raises(NotFoundError):
+        client.wait(made.id, timeout=30)
+
+
 def test_every_resource(client: Client, tmp_path: Path) -> None:
     made = [client.generations.create(f"a green square {i}", steps=2) for i in range(3)]
     done = [client.wait(g.id) for g in made]

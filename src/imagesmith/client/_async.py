@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
@@ -23,7 +24,7 @@ from imagesmith.client._base import (
     stream_timeout,
 )
 from imagesmith.client.errors import APIConnectionError, APIStatusError, ImagesmithError, error_for
-from imagesmith.client.models import TERMINAL, Generation, GenerationEvent
+from imagesmith.client.models import DELETED, TERMINAL, Generation, GenerationEvent
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -277,6 +278,8 @@ class AsyncClient(BaseClient):
                             return
                         if sse.event != "generation":
                             continue  # keep-alives
+                        if DELETED in sse.data and json.loads(sse.data).get("status") == DELETED:
+                            return  # deleted meanwhile: the stream ends (a read then says 404)
                         event = GenerationEvent.model_validate_json(sse.data)
                         yield event
                         if event.status in TERMINAL:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from imagesmith.client._base import (
     stream_timeout,
 )
 from imagesmith.client.errors import APIConnectionError, APIStatusError, ImagesmithError, error_for
-from imagesmith.client.models import TERMINAL, Generation, GenerationEvent, Model
+from imagesmith.client.models import DELETED, TERMINAL, Generation, GenerationEvent, Model
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -271,6 +272,8 @@ class Client(BaseClient):
                             return
                         if sse.event != "generation":
                             continue  # keep-alives
+                        if DELETED in sse.data and json.loads(sse.data).get("status") == DELETED:
+                            return  # deleted meanwhile: the stream ends (a read then says 404)
                         event = GenerationEvent.model_validate_json(sse.data)
                         yield event
                         if event.status in TERMINAL:

@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 
 Status = Literal["pending", "processing", "success", "failed", "cancelled"]
 TERMINAL = ("success", "failed", "cancelled")
+DELETED = "deleted"  # an event stream's last status when the generation was deleted meanwhile
 
 
 class Model(BaseModel):
