@@ -144,9 +144,9 @@ class GenerationRepository:
             if values:
                 conditions.append(column.in_(values))
         if filters.start is not None:
-            conditions.append(Image.created_at >= filters.start)
+            conditions.append(Image.created_at >= as_utc(filters.start, "start_dt"))
         if filters.end is not None:
-            conditions.append(Image.created_at <= filters.end)
+            conditions.append(Image.created_at <= as_utc(filters.end, "end_dt"))
         joined = select(Image, Generation).join(Generation, Generation.id == Image.generation_id)
         total = (
             await self.session.execute(

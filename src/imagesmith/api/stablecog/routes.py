@@ -27,7 +27,6 @@ from imagesmith.auth.service import Principal
 from imagesmith.catalog.models import ModelRegistry, ModelSpec
 from imagesmith.catalog.params import COUNT_BOUND, MAX_OUTPUTS, MAX_SEED, SIDE_BOUND
 from imagesmith.catalog.schedulers import SCHEDULER_IDS, SCHEDULER_NAMES
-from imagesmith.db.base import as_utc
 from imagesmith.errors import ValidationFailed
 from imagesmith.generation.init_image import upload_ref
 from imagesmith.generation.schemas import (
@@ -285,8 +284,8 @@ async def list_outputs(
         heights=csv(heights, int),
         steps=csv(inference_steps, int),
         guidance_scales=csv(guidance_scales, float),
-        start=as_utc(start_dt, "start_dt") if start_dt is not None else None,
-        end=as_utc(end_dt, "end_dt") if end_dt is not None else None,
+        start=start_dt,
+        end=end_dt,
         ascending=order == "asc",
     )
     page = await GenerationService(runtime).outputs_page(
