@@ -64,8 +64,11 @@ def stored_keys(env: dict[str, str], data_dir: Path) -> set[str]:
         bucket, prefix = storage_url.removeprefix("s3://").split("/", 1)
         client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
         keys: set[str] = set()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys |= {obj["Key"].removeprefix(prefix + "/") for obj in page.get("Contents", [])}
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                keys |= {obj["Key"].removeprefix(prefix + "/") for obj in page.get("Contents", [])}
+        except client.exceptions.NoSuchBucket:  # made on the first write: nothing stored yet
+            return set()
         return keys
     root = data_dir / "images"
     return {
