@@ -267,17 +267,9 @@ class LiveService:
             scope.new_generations_limit if scope is not None else self.rt.settings.live_scope_limit
         )
         if not allowed:
-            raise Forbidden(
-                f"Scope '{scope_slug}' does not allow new generations (allowNewGenerations=false)",
-                code="SCOPE_GENERATION_DISABLED",
-            )
-        if used >= limit:
-            raise RateLimited(
-                f"Scope '{scope_slug}' used its {limit} new generations; "
-                "raise newGenerationsLimit (PUT /api/v1/live/scopes/{slug}) to allow more",
-                code="SCOPE_LIMIT_REACHED",
-                headers={"Retry-After": "3600"},
-            )
+            raise scope_closed(scope_slug)
+        if used >= limit:  # before the per-IP budget is spent; `_take_slot` decides for good
+            raise scope_full(scope_slug, limit)
         # Per project and client network (an IPv6 client is its /64): one tenant's traffic never
         # spends another tenant's budget.
         await self.rt.rate_limiter.hit_item(
@@ -345,11 +337,7 @@ class LiveService:
                         session.add(scope)
                         await session.flush()
                     if not scope.allow_new_generations:
-                        raise Forbidden(
-                            f"Scope '{slug}' does not allow new generations "
-                            "(allowNewGenerations=false)",
-                            code="SCOPE_GENERATION_DISABLED",
-                        )
+                        raise scope_closed(slug)
                     taken = await session.execute(
                         update(LiveScope)
                         .where(
@@ -363,13 +351,7 @@ class LiveService:
                         .execution_options(synchronize_session=False)
                     )
                     if taken.rowcount == 0:  # type: ignore[attr-defined]
-                        raise RateLimited(
-                            f"Scope '{slug}' used its {scope.new_generations_limit} new "
-                            "generations; raise newGenerationsLimit "
-                            "(PUT /api/v1/live/scopes/{slug}) to allow more",
-                            code="SCOPE_LIMIT_REACHED",
-                            headers={"Retry-After": "3600"},
-                        )
+                        raise scope_full(slug, scope.new_generations_limit)
                     return scope.id
             except IntegrityError:  # two first uses of an open scope at once: it exists now
                 if attempt:
@@ -409,6 +391,22 @@ class LiveService:
             entry.hit_count += 1
             entry.last_hit_at = utcnow()
             return entry.hit_count
+
+
+def scope_closed(slug: str) -> Forbidden:
+    return Forbidden(
+        f"Scope '{slug}' does not allow new generations (allowNewGenerations=false)",
+        code="SCOPE_GENERATION_DISABLED",
+    )
+
+
+def scope_full(slug: str, limit: int) -> RateLimited:
+    return RateLimited(
+        f"Scope '{slug}' used its {limit} new generations; "
+        "raise newGenerationsLimit (PUT /api/v1/live/scopes/{slug}) to allow more",
+        code="SCOPE_LIMIT_REACHED",
+        headers={"Retry-After": "3600"},
+    )
 
 
 def live_principal(org_id: str, org_slug: str, project_id: str, project_slug: str) -> Principal:
